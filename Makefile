@@ -1,0 +1,45 @@
+# make demo   — set up .venv and run the main job (2-process DDP training on the built-in data)
+# make test   — set up .venv and run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# the CPU build of torch; pip takes a local wheel when one is there
+TORCH  ?= torch==2.13.0
+# elsewhere: make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu for the CPU wheel
+TORCH_INDEX ?=
+DEMO_ARGS ?= --nproc_per_node 2 --epochs 3 --num_samples 128 --log_batch_metrics --log_interval 4 --save_interval 2 --val_fraction 0.125
+
+.PHONY: setup demo test test-faults lab notebooks bench clean-venv
+
+$(VENV)/.ready: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m ipykernel install --sys-prefix --name medic --display-name "medic (.venv)" >/dev/null
+	touch $@
+
+setup: $(VENV)/.ready
+
+demo: setup
+	$(VENV)/bin/medic train $(DEMO_ARGS)
+	$(VENV)/bin/medic analyze
+	$(VENV)/bin/medic analyze --batch_metrics
+
+test: setup
+	$(PY) -m pytest -q tests
+
+test-faults: setup
+	$(PY) -m pytest -q -m faults tests
+
+lab: setup
+	cd notebooks && ../$(VENV)/bin/jupyter lab --ServerApp.root_dir=.
+
+notebooks: setup
+	$(PY) -m medic.notebooks run-all analysis/notebooks
+
+bench: setup
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,209 @@
+"""Every training option, in one dataclass. The CLI flags, the notebook parameters and the run
+sidecar all derive from ``TrainConfig``; nothing is declared twice.
+
+Flags keep the guide's underscore spellings (``--log_batch_metrics``); dashed aliases work too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
+
+from medic.errors import MedicError
+
+
+def opt(default, help: str, choices: tuple | None = None, launcher: bool = False):
+    return field(default=default, metadata={"help": help, "choices": choices, "launcher": launcher})
+
+
+@dataclass
+class TrainConfig:
+    # schedule
+    epochs: int = opt(200, "number of epochs to train")
+    batch_size: int = opt(4, "batch size per process (per GPU)")
+    lr: float = opt(0.001, "learning rate of Adam")
+    lr_scheduler: str = opt("none", "learning-rate schedule", ("none", "cosine", "step", "plateau"))
+    lr_step_size: int = opt(30, "epochs between decays of the 'step' schedule")
+    lr_gamma: float = opt(0.1, "decay factor of the 'step' and 'plateau' schedules")
+    seed: int = opt(0, "random seed: data split, shuffling and weights are reproducible")
+    # data and model
+    num_samples: int = opt(684, "size of the built-in synthetic data set")
+    image_size: int = opt(64, "images are (resized to) image_size x image_size pixels")
+    num_classes: int = opt(2, "segmentation classes including background")
+    data: str = opt("", "folder with images/ and masks/ of matching file names (PNG, NPY, NIfTI); "
+                        "empty = built-in synthetic data")
+    dataset: str = opt("", "plug-in 'pkg.module:function' taking the config, returning a Dataset "
+                           "of (image, mask) tensors")
+    model: str = opt("", "plug-in 'pkg.module:function' taking the config, returning an nn.Module")
+    val_fraction: float = opt(0.0, "fraction of the data held out for validation (0 = none)")
+    monitor: str = opt("Avg_Loss", "metric that decides the best model (Val_Dice is maximised)",
+                       ("Avg_Loss", "Val_Loss", "Val_Dice"))
+    num_workers: int = opt(0, "DataLoader worker processes per training process")
+    # logging and checkpoints
+    log_interval: int = opt(10, "print a progress line every N batches")
+    log_batch_metrics: bool = opt(False, "also write every batch's loss to the batch CSV")
+    save_interval: int = opt(10, "save model_epoch_N.pth every N epochs")
+    output_dir: str = opt("", "project root for metrics/, log/, checkpoints/, results/ "
+                              "(empty = the working directory)")
+    resume: str = opt("", "continue a run: 'latest', a run id, or a checkpoint path")
+    lang: str = opt("", "console language, 'en' or 'zh' (empty = from the locale)", ("", "en", "zh"))
+    nonfinite: str = opt("stop", "on a NaN/Inf loss: 'stop' the run or 'skip' the batch",
+                         ("stop", "skip"))
+    # hardware
+    device: str = opt("auto", "'auto' (CUDA when available), 'cpu' or 'cuda'", ("auto", "cpu", "cuda"))
+    amp: bool = opt(False, "bf16 autocast (CUDA)")
+    channels_last: bool = opt(False, "channels-last memory format")
+    dist_timeout: float = opt(300.0, "seconds a collective may wait before the job is failed")
+    # launcher only (medic train starts torchrun itself when nproc_per_node > 1 or nnodes > 1)
+    nproc_per_node: int = opt(1, "processes to start on this machine (torchrun)", launcher=True)
+    threads: int = opt(0, "OMP/torch threads per process (0 = cores / processes)", launcher=True)
+
+    def validate(self) -> "TrainConfig":
+        """Check every value; raise ``MedicError`` naming the first bad one."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = _type_of(f)
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+                setattr(self, f.name, value)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise MedicError(f"option {f.name} must be {kind.__name__}, got {value!r}")
+            choices = f.metadata.get("choices")
+            if choices and value not in choices:
+                raise MedicError(f"option {f.name} must be one of {', '.join(repr(c) for c in choices)}, "
+                                 f"got {value!r}")
+        positive = ("epochs", "batch_size", "log_interval", "save_interval", "num_samples",
+                    "image_size", "nproc_per_node", "lr_step_size")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise MedicError(f"option {name} must be > 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise MedicError(f"option lr must be > 0, got {self.lr}")
+        if not 0 <= self.val_fraction < 1:
+            raise MedicError(f"option val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.monitor != "Avg_Loss" and self.val_fraction == 0:
+            raise MedicError(f"monitor {self.monitor} needs validation: set val_fraction > 0")
+        if self.image_size < 16 or self.image_size % 16:
+            raise MedicError(f"option image_size must be a multiple of 16 (>= 16), got {self.image_size}")
+        if self.num_classes < 2:
+            raise MedicError(f"option num_classes must be >= 2, got {self.num_classes}")
+        for name in ("num_workers", "threads"):
+            if getattr(self, name) < 0:
+                raise MedicError(f"option {name} must be >= 0, got {getattr(self, name)}")
+        if not self.dist_timeout > 0:
+            raise MedicError(f"option dist_timeout must be > 0, got {self.dist_timeout}")
+        for name in ("model", "dataset"):
+            spec = getattr(self, name)
+            if spec and (spec.count(":") != 1 or not all(spec.split(":"))):
+                raise MedicError(f"option {name} must look like 'package.module:function', got {spec!r}")
+        if self.data and self.dataset:
+            raise MedicError("give either data (a folder) or dataset (a plug-in), not both")
+        return self
+
+    @property
+    def monitor_mode(self) -> str:
+        return "max" if self.monitor == "Val_Dice" else "min"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], strict: bool = True) -> "TrainConfig":
+        """Build a config from a mapping (notebook parameters, a sidecar); unknown keys are an
+        error when ``strict`` (with a did-you-mean), ignored otherwise."""
+        names = {f.name for f in fields(cls)}
+        unknown = [k for k in values if k not in names]
+        if unknown and strict:
+            hint = difflib.get_close_matches(unknown[0], names, n=1)
+            raise MedicError(f"unknown option {unknown[0]!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
+        return cls(**{k: v for k, v in values.items() if k in names}).validate()
+
+    def to_args(self, include_launcher: bool = False) -> list[str]:
+        """The CLI flags that reproduce this config (only values that differ from the default)."""
+        args: list[str] = []
+        for f in fields(self):
+            if f.metadata.get("launcher") and not include_launcher:
+                continue
+            value = getattr(self, f.name)
+            if value == f.default:
+                continue
+            if isinstance(value, bool):
+                args.append(f"--{f.name}" if value else f"--no-{f.name}")
+            else:
+                args += [f"--{f.name}", str(value)]
+        return args
+
+
+def _type_of(f) -> type:
+    return {"int": int, "float": float, "str": str, "bool": bool}[f.type if isinstance(f.type, str) else f.type.__name__]
+
+
+def defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+
+
+def build_parser(prog: str = "medic train") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Train a segmentation model with DDP and record its metrics.",
+        epilog="Any other torchrun rendezvous flag (--nnodes, --node_rank, --rdzv_endpoint, "
+               "--rdzv_backend, --rdzv_id, --master_addr, --master_port, --max_restarts) is passed "
+               "to torchrun for multi-node runs.")
+    for f in fields(TrainConfig):
+        flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        kind = _type_of(f)
+        help_text = f.metadata["help"] + (f" (default: {f.default!r})" if f.default not in ("", False) else "")
+        if kind is bool:
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=f.metadata["help"])
+        else:
+            parser.add_argument(*flags, type=kind, default=f.default, help=help_text,
+                                choices=f.metadata.get("choices"), metavar=f.name.upper())
+    return parser
+
+
+def parse_args(argv: list[str] | None, prog: str = "medic train") -> tuple[TrainConfig, list[str]]:
+    """Parse training flags; unknown ``--rdzv*``/``--nnodes``-style flags are returned for
+    torchrun. A bad flag or value becomes a ``MedicError`` (one line, no usage dump)."""
+    parser = build_parser(prog)
+    parser.exit_on_error = False
+    try:
+        ns, rest = parser.parse_known_args(argv)
+    except argparse.ArgumentError as err:
+        raise MedicError(str(err)) from None
+    torchrun_flags, bad = _split_torchrun_flags(rest)
+    if bad:
+        close = difflib.get_close_matches(bad[0].split("=")[0].lstrip("-").replace("-", "_"),
+                                          [f.name for f in fields(TrainConfig)], n=1)
+        raise MedicError(f"unrecognized argument {bad[0]!r}" + (f"; did you mean --{close[0]}?" if close else ""))
+    return TrainConfig(**vars(ns)).validate(), torchrun_flags
+
+
+TORCHRUN_FLAGS = {"nnodes", "node_rank", "rdzv_endpoint", "rdzv_backend", "rdzv_id", "rdzv_conf",
+                  "master_addr", "master_port", "max_restarts", "monitor_interval", "local_addr",
+                  "standalone", "role"}
+
+
+def _split_torchrun_flags(rest: list[str]) -> tuple[list[str], list[str]]:
+    passed, bad, i = [], [], 0
+    while i < len(rest):
+        tok = rest[i]
+        name = tok.split("=")[0].lstrip("-").replace("-", "_")
+        if tok.startswith("--") and name in TORCHRUN_FLAGS:
+            passed.append(tok)
+            if "=" not in tok and name != "standalone" and i + 1 < len(rest):
+                passed.append(rest[i + 1])
+                i += 1
+        else:
+            bad.append(tok)
+        i += 1
+    return passed, bad
+
+
+def env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
