@@ -15,8 +15,9 @@ from typing import Any
 from medic.errors import MedicError
 
 
-def opt(default, help: str, choices: tuple | None = None, launcher: bool = False):
-    return field(default=default, metadata={"help": help, "choices": choices, "launcher": launcher})
+def opt(default, help: str, choices: tuple | None = None, launcher: bool = False, alias: str = ""):
+    return field(default=default, metadata={"help": help, "choices": choices, "launcher": launcher,
+                                            "alias": alias})
 
 
 @dataclass
@@ -40,7 +41,10 @@ class TrainConfig:
     model: str = opt("", "plug-in 'pkg.module:function' taking the config, returning an nn.Module")
     val_fraction: float = opt(0.0, "fraction of the data held out for validation (0 = none)")
     monitor: str = opt("Avg_Loss", "metric that decides the best model (Val_Dice is maximised)",
-                       ("Avg_Loss", "Val_Loss", "Val_Dice"))
+                       ("Avg_Loss", "Val_Loss", "Val_Dice"),
+                       # torchrun's own parser reads --monitor as an abbreviation of its
+                       # --monitor-interval, so under torchrun spell it --monitor_metric
+                       alias="monitor_metric")
     num_workers: int = opt(0, "DataLoader worker processes per training process")
     # logging and checkpoints
     log_interval: int = opt(10, "print a progress line every N batches")
@@ -121,19 +125,21 @@ class TrainConfig:
             raise MedicError(f"unknown option {unknown[0]!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
         return cls(**{k: v for k, v in values.items() if k in names}).validate()
 
-    def to_args(self, include_launcher: bool = False) -> list[str]:
-        """The CLI flags that reproduce this config (only values that differ from the default)."""
+    def to_args(self, include_launcher: bool = False, full: bool = False) -> list[str]:
+        """The CLI flags that reproduce this config (only values that differ from the default,
+        unless ``full``)."""
         args: list[str] = []
         for f in fields(self):
-            if f.metadata.get("launcher") and not include_launcher:
+            if f.metadata.get("launcher") and not include_launcher and not full:
                 continue
             value = getattr(self, f.name)
-            if value == f.default:
+            if value == f.default and not full:
                 continue
+            name = f.metadata.get("alias") or f.name
             if isinstance(value, bool):
-                args.append(f"--{f.name}" if value else f"--no-{f.name}")
+                args.append(f"--{name}" if value else f"--no-{name}")
             else:
-                args += [f"--{f.name}", str(value)]
+                args += [f"--{name}", str(value)]
         return args
 
 
@@ -153,6 +159,8 @@ def build_parser(prog: str = "medic train") -> argparse.ArgumentParser:
                "to torchrun for multi-node runs.")
     for f in fields(TrainConfig):
         flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        if f.metadata.get("alias"):
+            flags.append(f"--{f.metadata['alias']}")
         kind = _type_of(f)
         help_text = f.metadata["help"] + (f" (default: {f.default!r})" if f.default not in ("", False) else "")
         if kind is bool:

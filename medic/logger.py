@@ -65,11 +65,12 @@ def _rank_from_env() -> int:
     return int(os.environ.get("RANK", "0") or 0)
 
 
-def truncate_csv_after(path: Path, keep_epoch: int) -> int:
-    """Cut ``path`` so it ends after the last complete row with ``Epoch <= keep_epoch``.
+def truncate_csv_after(path: Path, keep_epoch: int, partial: tuple[int, int] | None = None) -> int:
+    """Cut ``path`` so it ends after the last complete row to keep: rows with
+    ``Epoch <= keep_epoch`` and, with ``partial=(epoch, n)``, that epoch's rows with ``Batch < n``.
 
-    Rows of later epochs (written after the checkpoint being resumed) and a partial last line go.
-    Returns the number of rows kept. The header stays; bytes before the cut are not touched.
+    Rows written after the checkpoint being resumed, and a partial last line, go. The header and
+    every byte before the cut stay untouched. Returns the number of rows kept.
     """
     with open(path, "rb") as f:
         data = f.read()
@@ -85,12 +86,14 @@ def truncate_csv_after(path: Path, keep_epoch: int) -> int:
         end = data.find(b"\n", pos)
         if end < 0:
             break
-        head = data[pos:data.find(b",", pos, end) if data.find(b",", pos, end) >= 0 else end]
+        cells = data[pos:end].split(b",", 2)
         try:
-            epoch = int(head)
-        except ValueError:
+            epoch = int(cells[0])
+            keep = epoch <= keep_epoch or (partial is not None and epoch == partial[0]
+                                           and int(cells[1]) < partial[1])
+        except (ValueError, IndexError):
             break
-        if epoch > keep_epoch:
+        if not keep:
             break
         kept += 1
         pos = end + 1
@@ -103,7 +106,8 @@ def truncate_csv_after(path: Path, keep_epoch: int) -> int:
 class _CsvFile:
     """One append-only CSV: header once, then one write + flush per row (or per row group)."""
 
-    def __init__(self, path: Path, columns: Sequence[str], keep_epoch: int | None):
+    def __init__(self, path: Path, columns: Sequence[str], keep_epoch: int | None,
+                 partial: tuple[int, int] | None = None):
         self.path = path
         header = ",".join(columns) + "\n"
         if path.exists() and path.stat().st_size > 0:
@@ -113,7 +117,7 @@ class _CsvFile:
                 raise MedicError(f"{path} has columns {first.strip()!r}, expected {header.strip()!r}; "
                                  "refusing to append to a file of another layout")
             if keep_epoch is not None:
-                truncate_csv_after(path, keep_epoch)
+                truncate_csv_after(path, keep_epoch, partial)
             elif not first.endswith("\n"):
                 os.truncate(path, 0)
         # unbuffered binary append: each row is exactly one write() syscall, nothing held back
@@ -137,13 +141,14 @@ class MetricsLogger:
     runs in the same second get distinct ids. ``extra_columns``: names of metrics added after the
     nine epoch columns (e.g. ``["Val_Loss", "Val_Dice"]``). ``monitor_mode``: ``"min"`` or
     ``"max"``, used when ``log_epoch`` is not told the best value itself. ``resume_epoch``: when
-    continuing a run, the last epoch whose rows are kept.
+    continuing a run, the last epoch whose rows are kept; ``resume_partial=(epoch, n)`` also keeps
+    the first ``n`` batch rows of an epoch that was stopped part-way.
     """
 
     def __init__(self, output_dir: str | os.PathLike | None = None, run_id: str | None = None, *,
                  log_batch_metrics: bool = False, extra_columns: Iterable[str] = (),
                  monitor_mode: str = "min", resume_epoch: int | None = None,
-                 best_so_far: float | None = None, rank: int | None = None):
+                 resume_partial: tuple[int, int] | None = None, best_so_far: float | None = None, rank: int | None = None):
         self.project = Project.at(output_dir)
         self.enabled = (rank if rank is not None else _rank_from_env()) == 0
         self.extra_columns = tuple(extra_columns)
@@ -167,7 +172,7 @@ class MetricsLogger:
         self._epoch = _CsvFile(self.epoch_path, EPOCH_COLUMNS + self.extra_columns, resume_epoch)
         if log_batch_metrics:
             self.batch_path = self.project.batch_csv(self.run_id)
-            self._batch = _CsvFile(self.batch_path, BATCH_COLUMNS, resume_epoch)
+            self._batch = _CsvFile(self.batch_path, BATCH_COLUMNS, resume_epoch, resume_partial)
 
     def is_better(self, value: float) -> bool:
         if not math.isfinite(value):

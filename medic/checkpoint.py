@@ -1,0 +1,112 @@
+"""Checkpoints: one dict of plain data (tensors, numbers, strings, lists), written atomically,
+loaded with ``weights_only=True``.
+
+    checkpoints/<id>/last.pth            every epoch (the resume point)
+    checkpoints/<id>/model_epoch_N.pth   every --save_interval epochs
+    checkpoints/<id>/best_model.pth      when the monitored value improves
+
+The state is serialised once per epoch and the same bytes go to each file that epoch needs.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medic.errors import MedicError, RunNotFoundError
+
+FORMAT = "medic-checkpoint-1"
+EPOCH_FILE_RE = re.compile(r"^model_epoch_(\d+)\.pth$")
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {"python": list(random.getstate()[1]), "python_pos": random.getstate()[0],
+             "numpy": np_state[1].tolist(), "numpy_pos": int(np_state[2]),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    try:
+        random.setstate((state["python_pos"], tuple(state["python"]), None))
+        np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        pass  # RNG state is a nicety: a checkpoint from another machine still resumes
+
+
+def serialize(state: dict) -> bytes:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Temporary file in the same folder, fsync, ``os.replace``, fsync the folder: a reader (or a
+    crash) sees the old file or the new one, never a part."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load(path: str | os.PathLike) -> dict:
+    """Load a checkpoint safely; a ``MedicError`` says whether it is missing, cut short, foreign
+    or unsafe."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # the unpickler and the zip reader raise many types
+        text = str(err)
+        if "weights_only" in text or "Unsupported global" in text or "WeightsUnpickler" in text:
+            raise MedicError(f"checkpoint {path} holds Python objects that could run code; "
+                             "refusing to load it (weights_only=True)") from err
+        if "central directory" in text or "zip archive" in text or "EOF" in text or "unexpected" in text.lower():
+            raise MedicError(f"checkpoint {path} is truncated or corrupt ({text.splitlines()[0][:120]})") from err
+        raise MedicError(f"cannot load checkpoint {path}: {type(err).__name__}: {text.splitlines()[0][:200]}") from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise MedicError(f"{path} is not a medic training checkpoint")
+    return state
+
+
+def candidates(ckpt_dir: Path) -> list[Path]:
+    """A run's checkpoints, best resume point first: last.pth, then model_epoch_N newest first."""
+    if not ckpt_dir.is_dir():
+        return []
+    found = [ckpt_dir / "last.pth"] if (ckpt_dir / "last.pth").is_file() else []
+    epochs = sorted(((int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := EPOCH_FILE_RE.match(p.name))),
+                    reverse=True)
+    return found + [p for _, p in epochs]
+
+
+def newest_intact(ckpt_dir: Path, warn=print) -> tuple[Path, dict]:
+    """The newest checkpoint of a run that loads; damaged ones are reported and skipped.
+    ``last.pth`` is written after any other file of its epoch, so when it loads it is the newest."""
+    error = ""
+    for path in candidates(ckpt_dir):
+        try:
+            return path, load(path)
+        except MedicError as err:
+            error = f" ({err})"
+            warn(f"warning: {err}; trying an older checkpoint")
+    raise RunNotFoundError(f"no intact checkpoint in {ckpt_dir}{error}")
