@@ -14,7 +14,7 @@ DEMO_ARGS ?= --nproc_per_node 2 --epochs 3 --num_samples 128 --log_batch_metrics
 $(VENV)/.ready: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install --quiet $(TORCH) $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -m ipykernel install --sys-prefix --name medic --display-name "medic (.venv)" >/dev/null
 	touch $@
@@ -32,9 +32,11 @@ test: setup
 test-faults: setup
 	$(PY) -m pytest -q -m faults tests
 
+# JupyterLab on the notebooks (their kernel finds the project root from notebooks/)
 lab: setup
-	cd notebooks && ../$(VENV)/bin/jupyter lab --ServerApp.root_dir=.
+	cd notebooks && ../$(VENV)/bin/jupyter lab --ServerApp.root_dir=. $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# all four notebooks headless (papermill): a small training run, then monitor, analyse, compare
 notebooks: setup
 	$(PY) -m medic.notebooks run-all analysis/notebooks
 

@@ -70,22 +70,8 @@ def process_start_ticks(pid: int) -> int | None:
 def pid_alive(pid: int | None, start_ticks: int | None = None) -> bool:
     """True while ``pid`` runs (a zombie counts as ended) and, given ``start_ticks``, is still the
     same process rather than a later one that reused the number."""
-    if not pid or pid <= 0:
-        return False
-    fields = _stat_fields(pid)
-    if fields is None:
-        if os.path.isdir("/proc"):
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return start_ticks is None or process_start_ticks(pid) == start_ticks
-    if fields[0] in ("Z", "X"):
-        return False
-    return start_ticks is None or int(fields[19]) == start_ticks
+    from medic.status import pid_alive as running
+    return running(pid) and (start_ticks is None or process_start_ticks(pid) == start_ticks)
 
 
 def _children(pid: int) -> list[int]:
@@ -133,14 +119,6 @@ def _signal(pid: int, sig: int, group: bool = False) -> None:
             os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 # -- the job handle ---------------------------------------------------------------------------------
@@ -237,7 +215,7 @@ class Job:
     def stop(self, timeout: float = 60.0, kill_after: float = 10.0) -> int | None:
         """Stop the job: SIGINT to the agent (workers save a checkpoint, the run is marked stopped);
         after ``timeout`` s SIGTERM to the agent and every worker, after ``kill_after`` s more
-        SIGKILL. Returns the exit code (None when the process is not ours to reap)."""
+        SIGKILL. Returns the exit code."""
         if not self.running:
             return self.returncode
         known: dict[int, int | None] = {}
@@ -299,11 +277,11 @@ def _child_env(run_id: str) -> dict[str, str]:
 
 
 def _resumed_run_id(project: Project, resume: str) -> str:
-    if resume == "latest":
-        ids = project.run_ids()
+    if resume == "latest":  # the trainer's choice: the newest run that has a checkpoint
+        ids = [i for i in reversed(project.run_ids()) if any(project.checkpoint_dir(i).glob("*.pth"))]
         if not ids:
-            raise RunNotFoundError(f"resume=latest but there is no run in {project.metrics}")
-        return ids[-1]
+            raise RunNotFoundError(f"resume=latest but no run in {project.root} has a checkpoint")
+        return ids[0]
     found = RUN_ID_RE.search(str(resume))
     if not found:
         raise RunNotFoundError(f"cannot tell which run {resume!r} continues; give a run id")
@@ -358,11 +336,16 @@ def attach(run_id: str | None = None, root: str | os.PathLike | None = None) -> 
     sidecar = read_sidecar(project.sidecar(run_id))
     if sidecar is None and not project.epoch_csv(run_id).exists():
         raise RunNotFoundError(f"no run {run_id} in {project.metrics}")
-    # without a pid file: the torchrun agent (or the single process) named in the sidecar, trusted
-    # only while it still runs medic
+    # without a pid file: the torchrun agent (or the single process) named in the sidecar, unless
+    # that pid now belongs to a process started after the sidecar was last written
+    from medic.status import pid_alive as sidecar_pid_alive
+    try:
+        written = project.sidecar(run_id).stat().st_mtime
+    except OSError:
+        written = None
     for key in ("agent_pid", "pid"):
         pid = (sidecar or {}).get(key)
-        if isinstance(pid, int) and pid_alive(pid) and "medic" in _cmdline(pid):
+        if isinstance(pid, int) and sidecar_pid_alive(pid, written):
             return Job(run_id, project, pid, process_start_ticks(pid))
     return Job(run_id, project, None)
 

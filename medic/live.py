@@ -21,11 +21,13 @@ import threading
 import time
 from typing import Any
 
-from medic.launcher import Job, attach, pid_alive
+from medic.launcher import Job, attach
 from medic.livefeed import Progress, RunFeed, format_seconds
 from medic.paths import Project
+from medic.status import effective_status
 
 STALE_SECONDS = 60.0  # a run with neither process nor sidecar counts as ended after this much quiet
+_SHOWN: dict[str, "LiveMonitor"] = {}  # the interactive monitor on show for each run id
 
 
 class LiveMonitor:
@@ -68,25 +70,22 @@ class LiveMonitor:
 
     # -- state ----------------------------------------------------------------------------------
     def _run_status(self) -> tuple[str, bool]:
-        """(status text, ended?) from the job's process, the sidecar and the files. Once the
-        process is gone the sidecar is read again: the trainer wrote its verdict before exiting."""
+        """(status, ended?) from the job's process, else from the sidecar checked against the
+        process it names (``medic.status``). Once the process is gone the sidecar is read again:
+        the trainer wrote its verdict just before exiting."""
         if self.job is not None:
             rc = self.job.poll()
             if rc is None:
                 return "running", False
             final = (self.feed.read_sidecar() or {}).get("status")
             return (final if final not in (None, "running") else f"ended (exit code {rc})"), True
-        sc = self.feed.sidecar or self.feed.read_sidecar() or {}
-        status = sc.get("status")
-        if status == "running":
-            pid = sc.get("pid")
-            if isinstance(pid, int) and not pid_alive(pid):
-                final = (self.feed.read_sidecar() or {}).get("status")
-                return (final if final != "running" else "ended (process gone)"), True
-            return "running", False
-        if status:
-            return status, True
-        try:
+        sc = self.feed.sidecar or self.feed.read_sidecar()
+        if sc is not None:
+            status = effective_status(sc)
+            if status == "interrupted":
+                status = effective_status(self.feed.read_sidecar())
+            return status, status != "running"
+        try:  # no sidecar (yet, or a CSV written by another program): quiet for long means ended
             quiet = time.time() - os.stat(self.project.epoch_csv(self.run_id)).st_mtime
         except OSError:
             quiet = time.monotonic() - self._started
@@ -136,6 +135,11 @@ class LiveMonitor:
     def show(self) -> "LiveMonitor":
         if self.interactive:
             from medic.livewidget import WidgetView
+            # a cell run again replaces its monitor: the old thread would poll on unseen
+            previous = _SHOWN.pop(self.run_id, None)
+            if previous is not None:
+                previous.close()
+            _SHOWN[self.run_id] = self
             self._view = WidgetView(self)
             self._thread = threading.Thread(target=self._loop, name=f"medic-live-{self.run_id}",
                                             daemon=True)
@@ -177,14 +181,17 @@ class LiveMonitor:
         finally:
             self._done.set()
         summary = self.summary()
-        display(summary) if _Handle.in_ipython() else print(summary.to_string())
-        if self.analysis:
+        if _Handle.in_ipython():
+            display(summary)
+        else:
+            print(summary.to_string())
+        if self.analysis and self.feed.epochs_done:
             from medic.notebooks import show_analysis
             show_analysis(self.run_id, self.project.root)
 
     def _status_bundle(self) -> dict[str, str]:
-        text = f"run {self.run_id}: {self.progress().text()}"
-        return {"text/plain": text, "text/html": f"<b>run {self.run_id}</b>: {self.progress().text()}"}
+        where = self.progress().text()
+        return {"text/plain": f"run {self.run_id}: {where}", "text/html": f"<b>run {self.run_id}</b>: {where}"}
 
     def _print_new_epochs(self) -> None:
         f = self.feed
@@ -223,8 +230,9 @@ class _Handle:
     def __init__(self, bundle: dict[str, str]):
         from IPython.display import display
         self.handle = display(bundle, raw=True, display_id=True) if self.in_ipython() else None
-        self.text = None
-        self.update(bundle)
+        self.last = bundle if self.handle is not None else None
+        if self.handle is None:
+            self.update(bundle)
 
     @staticmethod
     def in_ipython() -> bool:
@@ -232,11 +240,13 @@ class _Handle:
         return get_ipython() is not None
 
     def update(self, obj) -> None:
+        if obj == self.last:  # an unchanged status costs no message (and no notebook save)
+            return
+        self.last = obj
         if self.handle is not None:
             self.handle.update(obj, raw=isinstance(obj, dict))
-        elif isinstance(obj, dict) and obj.get("text/plain") != self.text:
-            self.text = obj.get("text/plain")
-            print(self.text, flush=True)
+        elif isinstance(obj, dict):
+            print(obj.get("text/plain"), flush=True)
 
 
 def monitor(run: str | Job | None = None, root: str | os.PathLike | None = None, *,

@@ -187,10 +187,6 @@ class RunFeed:
             out["Last_Batch_Loss"] = self.log_position[4]
         return out
 
-    def epochs_frame(self):
-        import pandas as pd
-        return pd.DataFrame({c: v for c, v in self._epochs.items()})
-
     # -- position -------------------------------------------------------------------------------
     def progress(self, status: str) -> Progress:
         sc = self.sidecar or {}

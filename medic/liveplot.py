@@ -40,6 +40,11 @@ def downsample(x, y, n_out: int = MAX_POINTS):
     return x[idx], y[idx]
 
 
+def _marker(epochs: list, shape: str = "o") -> str | None:
+    """Markers while there are few epochs (each one visible), plain lines after."""
+    return shape if len(epochs) <= 60 else None
+
+
 def _empty(ax, text: str = "no data yet") -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#888888")
     ax.set_xticks([])
@@ -53,14 +58,15 @@ def _loss_panel(ax, feed: "RunFeed") -> None:
     avg = feed.epoch_values("Avg_Loss")
     lo, hi = feed.epoch_values("Min_Batch_Loss"), feed.epoch_values("Max_Batch_Loss")
     ax.fill_between(ep, lo, hi, color=COLORS["loss"], alpha=0.18, linewidth=0, label="batch min–max")
-    ax.plot(ep, avg, "-o", color=COLORS["loss"], markersize=3, label="Avg_Loss")
+    ax.plot(ep, avg, "-", marker=_marker(ep), color=COLORS["loss"], markersize=3, label="Avg_Loss")
     best = feed.epoch_values("Best_Loss_So_Far")
     if best:
         ax.step(ep, best, where="post", color=COLORS["best"], linestyle="--", linewidth=1.2,
                 label="best so far")
     for name in LOSS_LIKE:
         if name in feed.columns:
-            ax.plot(ep, feed.epoch_values(name), "-s", color=COLORS["val"], markersize=3, label=name)
+            ax.plot(ep, feed.epoch_values(name), "-", marker=_marker(ep, "s"), color=COLORS["val"],
+                    markersize=3, label=name)
     flags = feed.epoch_values("Is_Best_Model")
     best_eps = [e for e, f in zip(ep, flags) if f]
     title = "Loss"
@@ -76,7 +82,7 @@ def _lr_panel(ax, feed: "RunFeed") -> None:
     ep, lr = feed.epoch_values("Epoch"), feed.epoch_values("Learning_Rate")
     if not ep:
         return _empty(ax)
-    ax.step(ep, lr, where="post", color=COLORS["lr"], marker="o", markersize=3)
+    ax.step(ep, lr, where="post", color=COLORS["lr"], marker=_marker(ep), markersize=3)
     positive = [v for v in lr if v > 0 and math.isfinite(v)]
     if positive and max(positive) / min(positive) > 50:
         ax.set_yscale("log")
@@ -88,7 +94,12 @@ def _time_panel(ax, feed: "RunFeed") -> None:
     ep, secs = feed.epoch_values("Epoch"), feed.epoch_values("Epoch_Time_Seconds")
     if not ep:
         return _empty(ax)
-    ax.bar(ep, secs, color=COLORS["time"], width=0.8)
+    if len(ep) <= 60:
+        ax.bar(ep, secs, color=COLORS["time"], width=0.8)
+    else:  # one filled step artist: hundreds of bars cost more than the rest of the figure
+        ax.fill_between(ep, 0, secs, step="mid", color=COLORS["time"], alpha=0.35, linewidth=0)
+        ax.step(ep, secs, where="mid", color=COLORS["time"], linewidth=1)
+        ax.set_ylim(bottom=0)
     finite = [s for s in secs if math.isfinite(s)]
     ax.set_title(f"Time per epoch  (mean {sum(finite) / max(len(finite), 1):.1f} s)")
     ax.set_xlabel("epoch")
@@ -104,8 +115,8 @@ def _batch_panel(ax, feed: "RunFeed") -> None:
     ax.plot(x, y, color=COLORS["batch"], linewidth=0.7, label="batch loss")
     ep = feed.epoch_values("Epoch")
     if ep:
-        ax.plot(ep, feed.epoch_values("Avg_Loss"), "o-", color=COLORS["loss"], markersize=3,
-                label="epoch mean")
+        ax.plot(ep, feed.epoch_values("Avg_Loss"), "-", marker=_marker(ep), color=COLORS["loss"],
+                markersize=3, label="epoch mean")
     ax.set_title(f"Batch loss  ({n:,} batches" + (f", {len(x):,} drawn)" if len(x) < n else ")"))
     ax.set_xlabel("epoch")
     ax.legend(fontsize=8, loc="upper right")
@@ -116,7 +127,7 @@ def _extras_panel(ax, feed: "RunFeed", names: list[str]) -> None:
     if not ep:
         return _empty(ax)
     for name in names:
-        ax.plot(ep, feed.epoch_values(name), "-o", markersize=3, label=name)
+        ax.plot(ep, feed.epoch_values(name), "-", marker=_marker(ep), markersize=3, label=name)
     ax.set_title("Other metrics")
     ax.set_xlabel("epoch")
     ax.legend(fontsize=8)

@@ -44,6 +44,11 @@ class WidgetView:
         self.extra = w.VBox()
         self.box = w.VBox([w.HBox([self.title, self.stop]), w.HBox([self.bar, self.position]),
                            self.values, self.image, self.extra])
+        # stable names for the page's CSS, scripts and tests
+        for widget, name in ((self.box, "medic-live"), (self.bar, "medic-progress"),
+                             (self.position, "medic-position"), (self.image, "medic-figure"),
+                             (self.stop, "medic-stop")):
+            widget.add_class(name)
         display(self.box)
 
     def _stoppable(self) -> bool:
@@ -76,7 +81,7 @@ class WidgetView:
         self.update(m.png)
         self.bar.bar_style = BAR_STYLES.get(m.status, "danger")
         self.stop.disabled = True
-        self.stop.description = "Run ended"
+        self.stop.description = m.status.capitalize()  # Completed, Stopped, Failed, ...
         if m.analysis and m.feed.epochs_done:
             self._add_analysis()
 
@@ -104,9 +109,8 @@ class WidgetView:
         threading.Thread(target=self._stop_job, name="medic-stop", daemon=True).start()
 
     def _stop_job(self) -> None:
-        try:
-            rc = self.monitor.stop_run()
-            self.stop.description = "Stopped" if rc is not None or not self._stoppable() else "Stop sent"
+        try:  # the monitor's thread sees the run end and labels the button with its status
+            self.monitor.stop_run()
         except Exception as err:
             self.stop.description = "Stop failed"
             self.position.value = f"stop failed: {err}"

@@ -2,10 +2,12 @@
 
 - ``project_root(value)``: the folder whose ``metrics/``, ``analysis/``, ... a notebook uses, the
   same whether JupyterLab runs it (kernel cwd ``notebooks/``) or papermill from the project root.
-- ``parameters(namespace, allowed)`` / ``train_config(namespace)``: check a notebook's parameters;
-  papermill only warns about an unknown parameter, so a typo must fail here, loudly.
-- ``show_analysis`` / ``analysis_outputs``: the figures and report of ``medic analyze`` inline.
-- ``python -m medic.notebooks run-all OUT``: run the four notebooks headlessly (``make notebooks``).
+- ``train_config`` / ``monitor_settings`` / ``analyze_settings`` / ``compare_settings``: each
+  notebook's parameters, checked (``parameters``). papermill only warns about an unknown
+  parameter, so a typo must fail here, loudly, naming it.
+- ``show_analysis``, ``comparison``, ``option_differences``, ``show_figure``: the outputs of
+  ``medic analyze`` / ``medic compare`` inline, as PNG images that papermill keeps.
+- ``python -m medic.notebooks run-all [OUT]``: run the four notebooks headlessly (``make notebooks``).
 """
 
 from __future__ import annotations
@@ -19,15 +21,21 @@ import subprocess
 import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from medic.errors import MedicError
+from medic.sidecar import read_sidecar
 
 KERNEL_NAME = "medic"
 NOTEBOOKS = ("01_train", "02_monitor", "03_analyze", "04_compare")
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-# parameters of 01_train besides the training options themselves
-TRAIN_NOTEBOOK_PARAMETERS = ("interactive", "project_root", "refresh_seconds")
+LITERAL_TYPES = (bool, int, float, str, list, dict, type(None))
+# each notebook's parameters (name -> type); 01_train also takes every training option
+COMMON = {"project_root": str, "interactive": bool}
+TRAIN_NOTEBOOK_PARAMETERS = {**COMMON, "refresh_seconds": float}
+MONITOR_PARAMETERS = {"run_id": str, **COMMON, "refresh_seconds": float, "timeout_seconds": float}
+COMPARE_PARAMETERS = {"run_ids": list, "where": dict, "metrics": list, **COMMON}
+ANALYZE_PARAMETERS = {"run_id": str, "metrics_file": str, **COMMON, "batch_metrics": bool, "top_n": int}
 
 
 def project_root(value: str | os.PathLike = "", start: str | os.PathLike | None = None) -> Path:
@@ -65,54 +73,176 @@ def _injected_names() -> list[str]:
     return []
 
 
-def parameters(namespace: dict[str, Any], allowed: Iterable[str]) -> dict[str, Any]:
-    """The values of the ``allowed`` parameters found in ``namespace`` (a notebook's ``globals()``).
-    A parameter papermill injected that is not allowed raises ``MedicError`` with a did-you-mean."""
-    allowed = list(allowed)
+def parameters(namespace: dict[str, Any], spec: dict[str, type]) -> dict[str, Any]:
+    """The values of the parameters named in ``spec`` (name -> type) found in ``namespace`` (a
+    notebook's ``globals()``). A parameter papermill injected that ``spec`` does not name, or a
+    value of the wrong type, raises ``MedicError`` naming it."""
     for name in _injected_names():
-        if name not in allowed:
-            hint = difflib.get_close_matches(name, allowed, n=1)
+        if name not in spec:
+            hint = difflib.get_close_matches(name, list(spec), n=1)
             raise MedicError(f"unknown parameter {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
-                             + f" (this notebook takes: {', '.join(sorted(allowed))})")
-    return {name: namespace[name] for name in allowed if name in namespace}
+                             + f" (this notebook takes: {', '.join(spec)})")
+    # only plain values are parameters: a function or module of the same name is something else
+    values = {name: namespace[name] for name in spec
+              if name in namespace and isinstance(namespace[name], LITERAL_TYPES)}
+    for name, value in values.items():
+        kind = spec[name]
+        ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise MedicError(f"parameter {name} must be {kind.__name__}, got {value!r}")
+    return values
 
 
 def train_config(namespace: dict[str, Any]):
     """The ``TrainConfig`` from the training notebook's parameters; a typo'd name or a bad value
     raises ``MedicError`` naming it."""
     from medic.config import TrainConfig
-    options = [f.name for f in fields(TrainConfig)]
-    values = parameters(namespace, options + list(TRAIN_NOTEBOOK_PARAMETERS))
-    return TrainConfig.from_dict({k: v for k, v in values.items() if k in options})
+    spec = {f.name: object for f in fields(TrainConfig)}  # TrainConfig checks their types itself
+    values = parameters(namespace, {**spec, **TRAIN_NOTEBOOK_PARAMETERS})
+    return TrainConfig.from_dict({k: v for k, v in values.items() if k in spec})
+
+
+def monitor_settings(namespace: dict[str, Any]) -> dict[str, Any]:
+    """The monitor notebook's parameters, checked, as keyword arguments of ``medic.live.monitor``."""
+    p = parameters(namespace, MONITOR_PARAMETERS)
+    if p.get("refresh_seconds", 1.0) <= 0 or p.get("timeout_seconds", 0.0) < 0:
+        raise MedicError("refresh_seconds must be > 0 and timeout_seconds >= 0, got "
+                         f"{p.get('refresh_seconds')} and {p.get('timeout_seconds')}")
+    root = project_root(p.get("project_root", ""))
+    return {"run": run_id_for(p.get("run_id", ""), root), "root": root,
+            "refresh": p.get("refresh_seconds", 1.0), "timeout": p.get("timeout_seconds") or None}
+
+
+def run_id_for(run_id: str, root: str | os.PathLike) -> str:
+    """``run_id`` checked to exist in the project, or the newest run when it is empty."""
+    from medic.catalog import check_run_id, newest_run_id
+    from medic.paths import Project
+    project = Project.at(root)
+    if not run_id:
+        return newest_run_id(project)
+    check_run_id(project, str(run_id))
+    return str(run_id)
+
+
+def analyze_settings(namespace: dict[str, Any]) -> dict[str, Any]:
+    """The analysis notebook's parameters, checked; ``run`` is the loaded ``medic.load_run`` run."""
+    from medic.catalog import load_run
+    from medic.errors import DataFileError
+    p = parameters(namespace, ANALYZE_PARAMETERS)
+    if p.get("top_n", 5) < 1:
+        raise MedicError(f"top_n must be >= 1, got {p['top_n']}")
+    root = project_root(p.get("project_root", ""))
+    spec = p.get("metrics_file") or run_id_for(p.get("run_id", ""), root)
+    run = load_run(spec, root=root)
+    if run.epochs.empty:
+        raise DataFileError(f"run {run.run_id} has no complete epoch yet: nothing to analyse")
+    return {"run": run, "root": root, "batch": p.get("batch_metrics", True), "top_n": p.get("top_n", 5)}
+
+
+def compare_settings(namespace: dict[str, Any]) -> dict[str, Any]:
+    """The comparison notebook's parameters, checked; ``runs`` are the chosen, loaded runs: the
+    ones named in ``run_ids``, else every run whose options match ``where``, else the newest two."""
+    from medic.catalog import check_run_id, load_run
+    from medic.errors import RunNotFoundError
+    from medic.paths import Project
+    p = parameters(namespace, COMPARE_PARAMETERS)
+    root = project_root(p.get("project_root", ""))
+    project = Project.at(root)
+    ids, where = [str(i) for i in p.get("run_ids", [])], p.get("where", {})
+    if ids:
+        for run_id in ids:
+            check_run_id(project, run_id)
+    elif where:
+        ids = [i for i in project.run_ids() if _matches((read_sidecar(project.sidecar(i)) or {}).get("config"), where)]
+        if not ids:
+            raise RunNotFoundError(f"no run in {project.metrics} has the options {where}")
+    else:
+        ids = [i for i in project.run_ids() if project.epoch_csv(i).exists()][-2:]
+        if not ids:
+            raise RunNotFoundError(f"no runs in {project.metrics}; train one first (01_train)")
+    runs = [load_run(i, root=root) for i in ids]
+    empty = [r.run_id for r in runs if r.epochs.empty]
+    if empty:
+        raise MedicError(f"run(s) {', '.join(empty)} have no complete epoch yet: nothing to compare")
+    metrics = p.get("metrics") or []
+    for name in metrics:
+        missing = [r.run_id for r in runs if name not in r.epochs.columns]
+        if missing:
+            raise MedicError(f"metric {name!r} is not recorded by run(s) {', '.join(missing)}")
+    return {"runs": runs, "metrics": metrics, "root": root}
+
+
+def comparison(runs: list, metrics: list[str] | None = None):
+    """The figure and summary table of ``medic compare`` for loaded runs (one run is allowed: its
+    curves alone), overlaying ``metrics`` (default: Avg_Loss and the metrics all runs share)."""
+    from medic import compare, figures
+    metrics = list(metrics or compare.shared_metrics(runs))
+    labels = compare.run_labels(runs)
+    fig = figures.comparison_figure(list(zip(labels, [r.epochs for r in runs])), metrics)
+    return fig, compare.summary_table(runs, metrics)
+
+
+def _matches(config: dict[str, Any] | None, where: dict[str, Any]) -> bool:
+    if not isinstance(config, dict):
+        return False
+    for key, want in where.items():
+        have = config.get(key)
+        if isinstance(want, float) or isinstance(have, float):
+            try:
+                if abs(float(have) - float(want)) > 1e-12 * max(1.0, abs(float(want))):
+                    return False
+            except (TypeError, ValueError):
+                return False
+        elif have != want:
+            return False
+    return True
+
+
+def option_differences(runs: list):
+    """A table (one row per run) of the training options whose values differ between the runs."""
+    import pandas as pd
+    from medic.catalog import differing_options
+    keys = differing_options([r.config for r in runs])
+    rows = [{k: r.config.get(k) for k in keys} if keys else {"options": "no option differs"} for r in runs]
+    return pd.DataFrame(rows, index=pd.Index([r.run_id for r in runs], name="run_id"))
+
+
+def show_figure(fig) -> None:
+    """Display a matplotlib figure as a PNG output, which papermill keeps in the notebook."""
+    from IPython.display import Image, display
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    display(Image(data=buf.getvalue()))
 
 
 # -- analysis inline --------------------------------------------------------------------------------
 
-def figure_png(fig, dpi: int = 90) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    from matplotlib import pyplot as plt
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def analysis_outputs(run_id: str, root: str | os.PathLike | None = None,
+def analysis_outputs(run, root: str | os.PathLike | None = None,
                      batch: bool = True) -> tuple[list[tuple[str, bytes]], str]:
-    """The figures of ``medic analyze`` for a run as (title, PNG bytes), and its text report."""
+    """``medic analyze`` (and ``--batch_metrics`` when the run logged batches) for a run (an id or
+    a ``Run``): the files go to ``analysis/`` as usual; returns the figures as (file name, PNG
+    bytes) and the report text."""
     from medic import analysis
     from medic.catalog import load_run
-    run = load_run(run_id, root=root)
-    images = [("training analysis", figure_png(analysis.training_figure(run.epochs))),
-              ("training stats", figure_png(analysis.stats_figure(run.epochs)))]
-    if batch and run.batches is not None and len(run.batches):
-        images.append(("batch analysis", figure_png(analysis.batch_figure(run.batches))))
-    return images, analysis.report_text(run.epochs, source=run.paths.epoch_csv)
+    if isinstance(run, str):
+        run = load_run(run, root=root)
+    root = project_root(root or "")
+    paths, report = analysis.analyze_epochs(run.paths["epoch_csv"], root=root)
+    figures = [paths["figure"], paths["stats"]]
+    if batch and "batch_csv" in run.paths:
+        batch_paths, batch_report = analysis.analyze_batches(run.paths["batch_csv"], root=root)
+        figures.append(batch_paths["figure"])
+        report += "\n\n" + batch_report
+    return [(p.name, p.read_bytes()) for p in figures], report
 
 
-def show_analysis(run_id: str, root: str | os.PathLike | None = None, batch: bool = True) -> None:
-    """Display the analysis figures (as PNG, so papermill keeps them) and the report of a run."""
+def show_analysis(run, root: str | os.PathLike | None = None, batch: bool = True) -> None:
+    """Display the figures (as PNG, so papermill keeps them) and the report of ``medic analyze``
+    for a run (an id or a ``Run``)."""
     from IPython.display import Image, display
-    images, report = analysis_outputs(run_id, root, batch)
+    images, report = analysis_outputs(run, root, batch)
     for _, png in images:
         display(Image(data=png))
     print(report)
@@ -183,7 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         for path in run_all(args.out_dir, args.root, training):
             print(f"wrote {path}")
     except pm.PapermillExecutionError as err:
-        raise MedicError(f"notebook failed: {err.ename}: {err.evalue}") from None
+        first = (err.evalue or "").strip().splitlines()[:1]
+        raise MedicError(f"a notebook failed with {err.ename}: {first[0] if first else ''} "
+                         f"(the executed notebook, error included, is in {args.out_dir})") from None
     return 0
 
 

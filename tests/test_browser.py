@@ -1,0 +1,149 @@
+"""02_monitor in a real JupyterLab in a real Chromium, on a real training job: the progress bar
+advances, the figure appears, and the Stop button stops the job."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import urllib.request
+
+import pytest
+
+from _nb_helpers import PY, REPO, child_env, wait_for
+from medic.launcher import launch
+from medic.sidecar import read_sidecar
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = REPO / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_settings(folder) -> None:
+    """No news toast over the page, and every cell kept in the DOM (no windowing)."""
+    for plugin, values in {
+        "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+        "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+    }.items():
+        path = folder / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """JupyterLab on 127.0.0.1 serving a project that holds the notebooks; yields (url, root)."""
+    from medic.notebooks import ensure_kernel
+    ensure_kernel()
+    root = tmp_path / "project"
+    shutil.copytree(REPO / "notebooks", root / "notebooks")
+    (root / "metrics").mkdir()
+    state = tmp_path / "jupyter"
+    write_settings(state / "settings")
+    port = free_port()
+    env = child_env(JUPYTER_CONFIG_DIR=str(state / "config"), JUPYTER_RUNTIME_DIR=str(state / "runtime"),
+                    JUPYTERLAB_SETTINGS_DIR=str(state / "settings"),
+                    JUPYTERLAB_WORKSPACES_DIR=str(state / "workspaces"))
+    log = open(tmp_path / "jupyterlab.log", "wb")
+    server = subprocess.Popen(
+        [PY, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+         "--ServerApp.port_retries=0", "--IdentityProvider.token=", "--ServerApp.password=",
+         "--ServerApp.disable_check_xsrf=True", "--ServerApp.allow_root=True",
+         "--LabApp.expose_app_in_browser=True", f"--ServerApp.root_dir={root}"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            return urllib.request.urlopen(f"{url}/api/status", timeout=2).status == 200
+        except OSError:
+            assert server.poll() is None, (tmp_path / "jupyterlab.log").read_text()[-3000:]
+            return False
+
+    try:
+        wait_for(up, 90, "JupyterLab to answer", step=0.3)
+        yield url, root
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+def bar_width(page) -> float:
+    style = page.locator(".widget-hprogress .progress-bar").first.get_attribute("style") or ""
+    found = re.search(r"width:\s*([\d.]+)%", style)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_monitor_notebook_in_jupyterlab_shows_progress_and_stops_the_run(lab, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    url, root = lab
+    # a real training job, long enough to be stopped from the page (one process keeps the CPU
+    # for the browser and the server)
+    job = launch(dict(epochs=600, num_samples=16, image_size=32, batch_size=4, nproc_per_node=1,
+                      log_batch_metrics=True, log_interval=1, save_interval=1000), root=root)
+    try:
+        wait_for(lambda: read_sidecar(job.project.sidecar(job.run_id)) or not job.running, 90,
+                 "the trainer to start")
+        assert job.running, job.log_tail(30)
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            try:
+                run_monitor_page(page, sync_api.expect, url, job)
+            finally:
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "monitor.png"), full_page=True)
+                browser.close()
+    finally:
+        if job.running:
+            job.stop(timeout=10)
+    assert job.status == "stopped"
+    assert list(job.project.checkpoint_dir(job.run_id).glob("*.pth")), "no checkpoint on stop"
+
+
+def run_monitor_page(page, expect, url, job) -> None:
+    page.goto(f"{url}/lab/tree/notebooks/02_monitor.ipynb?reset")
+    expect(page.locator("#jp-main-statusbar").get_by_text("Idle")).to_be_visible(timeout=90_000)
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+    bar = page.locator(".widget-hprogress .progress-bar")
+    expect(bar).to_be_attached(timeout=60_000)
+    label = page.locator(".medic-position")
+    expect(label).to_contain_text("running", timeout=60_000)
+    expect(page.locator(".jupyter-widgets").get_by_text(f"run {job.run_id}")).to_be_visible()
+    # the figure (an Image widget) appears once the first epoch is in
+    expect(page.locator("img.medic-figure")).to_be_visible(timeout=60_000)
+    # the bar and the label advance while the kernel is idle (the monitor runs in a thread)
+    first_width, first_text = bar_width(page), label.inner_text()
+    wait_for(lambda: bar_width(page) > first_width, 60, "the progress bar to advance", step=0.5)
+    wait_for(lambda: label.inner_text() != first_text, 30, "the label to change", step=0.5)
+    expect(page.locator("#jp-main-statusbar").get_by_text("Idle")).to_be_visible()
+    assert page.get_by_text("Error displaying widget").count() == 0
+
+    page.locator("button.medic-stop", has_text="Stop training").click()
+    wait_for(lambda: (read_sidecar(job.project.sidecar(job.run_id)) or {}).get("status") == "stopped",
+             90, "the run to be marked stopped")
+    assert job.wait(timeout=60) is not None
+    expect(page.locator("button.medic-stop", has_text="Stopped")).to_be_visible(timeout=30_000)
+    expect(label).to_contain_text("stopped", timeout=30_000)
