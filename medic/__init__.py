@@ -14,6 +14,8 @@ _LAZY = {
     "CsvTail": ("medic.tail", "CsvTail"),
     "runs": ("medic.catalog", "runs"),
     "load_run": ("medic.catalog", "load_run"),
+    "Run": ("medic.catalog", "Run"),
+    "compare_runs": ("medic.compare", "compare_runs"),
     "launch": ("medic.launcher", "launch"),
     "attach": ("medic.launcher", "attach"),
 }

@@ -22,14 +22,14 @@ import numpy as np
 import pandas as pd
 
 from medic.errors import DataFileError, RunNotFoundError
-from medic.logger import BATCH_COLUMNS, EPOCH_COLUMNS
+from medic.logger import EPOCH_COLUMNS
 
 # The columns an analysis cannot do without; the other standard ones are derived when absent.
 EPOCH_REQUIRED = ("Epoch", "Avg_Loss", "Min_Batch_Loss", "Max_Batch_Loss", "Learning_Rate",
                   "Epoch_Time_Seconds")
 EPOCH_FLOATS = ("Avg_Loss", "Min_Batch_Loss", "Max_Batch_Loss", "Learning_Rate",
                 "Epoch_Time_Seconds", "Best_Loss_So_Far")
-BATCH_REQUIRED = ("Epoch", "Loss")
+BATCH_REQUIRED = ("Epoch", "Batch", "Loss")
 _TRUE = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
 _TS_FORMAT = "%Y-%m-%d %H:%M:%S"
 
@@ -285,61 +285,87 @@ def _diagnose(path: Path, columns: list[str], limit: int, chunk_rows: int) -> No
     raise DataFileError(f"{_display(path)} has values that are not numbers")
 
 
+def _ranges(path: Path, limit: int, min_bytes: int = 32 << 20) -> tuple[int, list[tuple[int, int]]]:
+    """The header's length and byte ranges of whole lines after it, one per parsing thread."""
+    with open(path, "rb") as f:
+        start = len(f.readline())
+        parts = max(1, min(os.cpu_count() or 1, 4, (limit - start) // min_bytes))
+        edges = [start]
+        for k in range(1, parts):
+            f.seek(start + (limit - start) * k // parts)
+            f.readline()
+            edges.append(min(f.tell(), limit))
+    edges.append(limit)
+    return start, [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
 def read_batch_arrays(path: str | os.PathLike, *, with_batch: bool = False,
                       chunk_rows: int = 1_000_000) -> BatchArrays:
     """Read a batch CSV fast and compactly: Epoch (run-length encoded), Loss and
     Learning_Rate as float32, Batch (int32) only when ``with_batch``. Timestamps are skipped.
+    Large files are parsed by a few threads at once (pandas' C parser releases the GIL).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     path = Path(path)
     header = read_header(path)
     _check_columns(path, header, BATCH_REQUIRED, "batch")
     columns = ["Epoch", "Loss"] + [c for c in ("Learning_Rate",) if c in header]
     if with_batch and "Batch" in header:
         columns.append("Batch")
-    dtypes = {"Epoch": np.int64, "Batch": np.int32, "Loss": np.float32, "Learning_Rate": np.float32}
+    dtypes = {"Epoch": np.int32, "Batch": np.int32, "Loss": np.float32, "Learning_Rate": np.float32}
     limit = complete_size(path)
-    seg_values: list[np.ndarray] = []
-    seg_starts: list[np.ndarray] = []
-    parts: dict[str, list[np.ndarray]] = {c: [] for c in columns if c != "Epoch"}
-    rows = 0
-    try:
+    _, ranges = _ranges(path, limit)
+
+    def parse(span: tuple[int, int]) -> list[dict[str, np.ndarray]]:
         with open(path, "rb") as f:
-            reader = pd.read_csv(io.BufferedReader(_Upto(f, limit), 1 << 20), usecols=columns,
-                                 dtype={c: dtypes[c] for c in columns}, chunksize=chunk_rows)
-            for chunk in reader:
-                if chunk.empty:
-                    continue
-                epoch = chunk["Epoch"].to_numpy()
-                cut = np.flatnonzero(epoch[1:] != epoch[:-1]) + 1
-                first = np.r_[0, cut]
-                if seg_values and seg_values[-1][-1] == epoch[0]:
-                    first = first[1:]  # the chunk continues the previous chunk's epoch
-                seg_values.append(epoch[first])
-                seg_starts.append(first + rows)
-                for c in parts:
-                    parts[c].append(chunk[c].to_numpy())
-                rows += len(chunk)
-    except (ValueError, OverflowError) as err:
-        if isinstance(err, pd.errors.ParserError):
-            raise DataFileError(f"{_display(path)} is not a well-formed CSV: "
-                                f"{str(err).strip().splitlines()[-1]}") from None
+            f.seek(span[0])
+            reader = pd.read_csv(io.BufferedReader(_Upto(f, span[1] - span[0]), 1 << 20), header=None,
+                                 names=header, usecols=columns, dtype={c: dtypes[c] for c in columns},
+                                 chunksize=chunk_rows)
+            return [{c: chunk[c].to_numpy() for c in columns} for chunk in reader if len(chunk)]
+
+    try:
+        with ThreadPoolExecutor(len(ranges)) as pool:
+            pieces = [piece for part in pool.map(parse, ranges) for piece in part] if ranges else []
+    except pd.errors.ParserError as err:
+        raise DataFileError(f"{_display(path)} is not a well-formed CSV: "
+                            f"{str(err).strip().splitlines()[-1]}") from None
+    except (ValueError, OverflowError):
         _diagnose(path, columns, limit, chunk_rows)
-    if rows == 0:
+    if not pieces:
         raise DataFileError(f"{_display(path)} has a header but no complete rows yet")
 
+    seg_values: list[np.ndarray] = []
+    seg_starts: list[np.ndarray] = []
+    rows = 0
+    for piece in pieces:
+        epoch = piece.pop("Epoch")
+        first = np.r_[0, np.flatnonzero(epoch[1:] != epoch[:-1]) + 1]
+        if seg_values and seg_values[-1][-1] == epoch[0]:
+            first = first[1:]  # this piece continues the previous piece's epoch
+        seg_values.append(epoch[first])
+        seg_starts.append(first + rows)
+        rows += len(epoch)
+
     def joined(name: str) -> np.ndarray | None:
-        if name not in parts:
+        """One column of all pieces, each piece freed once copied (no two full copies at once)."""
+        if name not in columns:
             return None
-        chunks = parts.pop(name)
-        out = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
-        chunks.clear()
+        if len(pieces) == 1:
+            return pieces[0].pop(name)
+        out, at = np.empty(rows, dtype=pieces[0][name].dtype), 0
+        for piece in pieces:
+            part = piece.pop(name)
+            out[at:at + len(part)] = part
+            at += len(part)
         return out
 
-    values = np.concatenate(seg_values)
+    values = np.concatenate(seg_values).astype(np.int64)
     starts = np.concatenate(seg_starts).astype(np.int64)
     counts = np.diff(np.r_[starts, rows]).astype(np.int64)
-    data = BatchArrays(path, values.astype(np.int64), starts, counts, joined("Loss"),
-                       joined("Learning_Rate"), joined("Batch"))
+    data = BatchArrays(path, values, starts, counts, joined("Loss"), joined("Learning_Rate"),
+                       joined("Batch"))
     if len(values) > 1 and not (values[1:] > values[:-1]).all():
         data = _keep_last_epochs(data)
     return data
