@@ -14,15 +14,27 @@ import io
 import os
 import random
 import re
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from medic.errors import MedicError, RunNotFoundError
+from medic.status import pid_alive
 
 FORMAT = "medic-checkpoint-1"
 EPOCH_FILE_RE = re.compile(r"^model_epoch_(\d+)\.pth$")
+TEMP_FILE_RE = re.compile(r"^\..+\.pth\.(\d+)\.tmp$")
+# test hook of the fault-injection suite: seconds to pause in the middle of every checkpoint write
+FAULT_PAUSE_ENV = "MEDIC_FAULT_SLEEP_IN_CHECKPOINT"
+
+
+def _fault_pause() -> float:
+    try:
+        return max(0.0, float(os.environ.get(FAULT_PAUSE_ENV) or 0))
+    except ValueError:
+        return 0.0
 
 
 def rng_state() -> dict:
@@ -56,7 +68,13 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Temporary file in the same folder, fsync, ``os.replace``, fsync the folder: a reader (or a
     crash) sees the old file or the new one, never a part."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pause = _fault_pause()
     with open(tmp, "wb") as f:
+        if pause:  # stop half-way, so that an injected kill lands inside the write
+            f.write(data[:len(data) // 2])
+            f.flush()
+            time.sleep(pause)
+            data = data[len(data) // 2:]
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -77,16 +95,38 @@ def load(path: str | os.PathLike) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # the unpickler and the zip reader raise many types
-        text = str(err)
-        if "weights_only" in text or "Unsupported global" in text or "WeightsUnpickler" in text:
+        text = str(err).strip() or type(err).__name__  # an empty file raises a bare EOFError
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if "GLOBAL" in text:  # a reference to a callable, the way a pickle runs code
+            what = next(line for line in lines if "GLOBAL" in line)
             raise MedicError(f"checkpoint {path} holds Python objects that could run code; "
-                             "refusing to load it (weights_only=True)") from err
-        if "central directory" in text or "zip archive" in text or "EOF" in text or "unexpected" in text.lower():
+                             f"refusing to load it (weights_only=True: {what[:160]})") from err
+        if "WeightsUnpickler error" in text:  # any other unpickling step refused: not a pickle we wrote
+            at = next(i for i, line in enumerate(lines) if "WeightsUnpickler error" in line)
+            what = lines[at].split("WeightsUnpickler error:")[-1].strip() or " ".join(lines[at + 1:at + 2])
+            raise MedicError(f"checkpoint {path} is truncated or corrupt ({what[:120]})") from err
+        if isinstance(err, EOFError) or "central directory" in text or "zip archive" in text or "EOF" in text \
+                or "unexpected" in text.lower():
             raise MedicError(f"checkpoint {path} is truncated or corrupt ({text.splitlines()[0][:120]})") from err
         raise MedicError(f"cannot load checkpoint {path}: {type(err).__name__}: {text.splitlines()[0][:200]}") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise MedicError(f"{path} is not a medic training checkpoint")
     return state
+
+
+def remove_stale_temporaries(ckpt_dir: Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes that never finished (their writer was
+    killed mid-write; the checkpoint they were to replace is intact). Files of a live process
+    are left alone."""
+    removed = []
+    if not ckpt_dir.is_dir():
+        return removed
+    for p in ckpt_dir.iterdir():
+        m = TEMP_FILE_RE.match(p.name)
+        if m and not pid_alive(int(m.group(1))):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def candidates(ckpt_dir: Path) -> list[Path]:

@@ -33,6 +33,8 @@ TEXT = {
         "stopped_mid": "Stop requested during epoch {e}: the last checkpoint (epoch {k}) is kept; resume with: medic train --resume {id}",
         "nan_stop": "Non-finite loss ({v}) at epoch {e}, batch {b}: training stopped. The last good checkpoint "
                     "(epoch {k}) and best_model.pth are kept. Use --nonfinite skip to skip such batches.",
+        "nan_stop_none": "Non-finite loss ({v}) at epoch {e}, batch {b}: training stopped before its first "
+                         "checkpoint. Use --nonfinite skip to skip such batches.",
         "nan_skip": "warning: non-finite loss at epoch {e}, batch {b}: batch skipped",
     },
     "zh": {
@@ -56,6 +58,8 @@ TEXT = {
         "stopped_mid": "第 {e} 个epoch中收到停止信号: 保留最近的检查点 (epoch {k}); 继续训练: medic train --resume {id}",
         "nan_stop": "第 {e} 个epoch第 {b} 个batch的损失为非有限值 ({v}): 训练已停止. 保留最近的正常检查点 "
                     "(epoch {k}) 和 best_model.pth. 使用 --nonfinite skip 跳过此类batch.",
+        "nan_stop_none": "第 {e} 个epoch第 {b} 个batch的损失为非有限值 ({v}): 训练在保存第一个检查点之前已停止. "
+                         "使用 --nonfinite skip 跳过此类batch.",
         "nan_skip": "警告: 第 {e} 个epoch第 {b} 个batch的损失为非有限值: 已跳过",
     },
 }

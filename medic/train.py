@@ -11,6 +11,8 @@ Two roles:
 
 from __future__ import annotations
 
+import gc
+import json
 import os
 import signal
 import subprocess
@@ -41,12 +43,11 @@ def explicit_options(argv: list[str]) -> set[str]:
     return set(vars(ns))
 
 
-def pid_alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, TypeError, ValueError):
-        return False
-    return True
+def pid_alive(pid, written_at: float | None = None) -> bool:
+    # a zombie counts as gone: a killed run's workers may never be reaped (in a container whose
+    # first process reaps nothing), and their run must still be resumable
+    from medic.status import pid_alive as alive
+    return alive(pid, written_at)
 
 
 def resolve_resume(project: Project, spec: str) -> Path:
@@ -89,7 +90,12 @@ def plan_resume(cfg: TrainConfig, explicit: set[str], project: Project) -> tuple
     new.resume = str(path)
     run_id = state["run_id"]
     side = read_sidecar(project.sidecar(run_id)) or {}
-    if side.get("status") == "running" and pid_alive(side.get("pid")) and side.get("host") in (None, os.uname().nodename):
+    try:
+        written = project.sidecar(run_id).stat().st_mtime
+    except OSError:
+        written = None
+    if side.get("status") == "running" and pid_alive(side.get("pid"), written) \
+            and side.get("host") in (None, os.uname().nodename):
         raise MedicError(f"run {run_id} is still running (pid {side.get('pid')}); stop it first: medic stop {run_id}")
     done = state["epoch"]
     if done >= new.epochs and not state.get("partial"):
@@ -123,10 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     if under_torchrun:
         if torchrun_flags:
             raise MedicError(f"{torchrun_flags[0]} is a torchrun flag: put it before -m medic.train")
-        return worker_main(cfg, explicit_options(argv))
+        # `medic train` has checked everything before starting torchrun; a user's own torchrun has not
+        return worker_main(cfg, explicit_options(argv), checked=EXIT_FILE_ENV in os.environ)
     if cfg.nproc_per_node > 1 or torchrun_flags:
         return launch(cfg, explicit_options(argv), torchrun_flags)
-    return worker_main(cfg, explicit_options(argv), checked=False)
+    # one plain process: the launcher's checks, done before torch is imported (seconds sooner)
+    check_before_start(cfg, Project.at(cfg.output_dir or None))
+    return worker_main(cfg, explicit_options(argv))
 
 
 def launch(cfg: TrainConfig, explicit: set[str], torchrun_flags: list[str]) -> int:
@@ -160,27 +169,75 @@ def launch(cfg: TrainConfig, explicit: set[str], torchrun_flags: list[str]) -> i
     exit_file = project.log / f".exit-{os.getpid()}"
     exit_file.unlink(missing_ok=True)
     env[EXIT_FILE_ENV] = str(exit_file)
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    # torchrun's agent copies the first failing worker's error here (its documented hand-over)
+    error_file = project.log / f".error-{os.getpid()}.json"
+    error_file.unlink(missing_ok=True)
+    env.setdefault("TORCHELASTIC_ERROR_FILE", str(error_file))
+    job: list[subprocess.Popen] = []
+    pending: list[int] = []
 
     def forward(signum, frame):
-        try:
-            os.kill(proc.pid, signum)
-        except ProcessLookupError:
-            pass
+        # straight to the training processes: they agree to stop at the next step, save and
+        # exit cleanly, so the agent ends normally instead of dumping its own interruption.
+        # Before the workers exist, the agent gets the signal (and stops the start-up).
+        if not job:
+            pending.append(signum)
+            return
+        for pid in child_pids(job[0].pid) or [job[0].pid]:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
 
+    old_pid = (read_sidecar(project.sidecar(run_id)) or {}).get("pid", -1) if run_id else -1
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, forward)
-    code = proc.wait()
+        signal.signal(sig, forward)  # before the start: a Ctrl-C then must not orphan the job
+    job.append(subprocess.Popen(cmd, env=env, start_new_session=True))
+    for signum in pending:
+        forward(signum, None)
+    code = job[0].wait()
     if exit_file.exists():
         code = int(exit_file.read_text() or code)
         exit_file.unlink()
+    cause = first_failure(error_file)
     if run_id:
         sidecar = project.sidecar(run_id)
         side = read_sidecar(sidecar)
-        if side is not None and side.get("status") == "running":
+        if side is not None and side.get("pid") == old_pid:
+            pass  # never restarted (a resume refused by the workers): the record stays as it was
+        elif side is not None and side.get("status") == "running":
             update_sidecar(sidecar, status="failed", end_time=now_str(),
-                           message=f"the training processes ended without finishing (exit code {code})")
+                           message=cause or f"the training processes ended without finishing (exit code {code})")
+        elif side is not None and side.get("status") == "failed" and cause:
+            # rank 0 may only have seen its peer vanish; name the error that started it
+            update_sidecar(sidecar, message=f"{cause} (the first process to fail; the others stopped with it)")
     return code
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes ``pid`` started (torchrun's workers), read from /proc; [] where unknown."""
+    kids: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids += [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+    return kids
+
+
+def first_failure(path: Path) -> str | None:
+    """The first line of the error torchrun recorded for the first failing worker, if any."""
+    try:
+        data = json.loads(path.read_text())
+        path.unlink()
+    except (OSError, ValueError):
+        return None
+    message = data.get("message") if isinstance(data, dict) else None
+    if isinstance(message, dict):
+        message = message.get("message")
+    lines = str(message or "").strip().splitlines()
+    return lines[0][:300] if lines else None
 
 
 def worker_main(cfg: TrainConfig, explicit: set[str], checked: bool = True) -> int:
@@ -197,6 +254,9 @@ def worker_main(cfg: TrainConfig, explicit: set[str], checked: bool = True) -> i
         return cfg.to_dict(), os.environ.get("MEDIC_RUN_ID") or reserve_run_id(project), None
 
     code = record(run)(cfg, decide)
+    # everything is written and closed: spare the exit the interpreter's final garbage collection
+    # over torch's and MONAI's objects, which takes seconds (and delays a stop that much)
+    gc.freeze()
     exit_file = os.environ.get(EXIT_FILE_ENV)
     if exit_file and code in HANDLED_CODES:
         # launched by `medic train`: the reason is already printed and the launcher returns the

@@ -47,17 +47,27 @@ class NonFiniteLoss(Exception):
 
 class StopFlag:
     """SIGINT/SIGTERM only set a flag; the loop agrees on it across ranks at the next step. A
-    third signal gives up on the graceful path. Under torchrun, the agent's death counts too."""
+    third signal gives up on the graceful path. Under torchrun, the agent's death counts too.
+
+    One stop can reach a worker several times within milliseconds (a scheduler signals every
+    process of the job, and the launcher and torchrun's agent each pass the signal on), so
+    signals less than ``BURST`` seconds after the last counted one count as the same request."""
+
+    BURST = 1.0
 
     def __init__(self):
         self.requested = False
         self.signals = 0
+        self._counted_at = -math.inf
         self._parent = os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
-        self.signals += 1
+        now = time.monotonic()
+        if now - self._counted_at >= self.BURST:
+            self.signals += 1
+            self._counted_at = now
         self.requested = True
         if self.signals >= 3:
             raise KeyboardInterrupt
@@ -124,6 +134,9 @@ def run(cfg: TrainConfig, decide) -> int:
     con = Console(cfg.lang, enabled=r.is_main)
     sidecar = project.sidecar(run_id)
     logger = None
+    # only a process that (re)wrote the sidecar reports in it: a resume refused before it
+    # started (a checkpoint that does not fit) leaves the run's record as it was
+    owns_sidecar = False
     status, message, code = "failed", "", 1
     start_wall = time.time()
     try:
@@ -175,6 +188,8 @@ def run(cfg: TrainConfig, decide) -> int:
                 (["Nonfinite_Batches"] if cfg.nonfinite == "skip" else [])
         if r.is_main:
             project.make_dirs()
+            if state:  # a killed run may have left half-written checkpoint files behind
+                ckpt.remove_stale_temporaries(project.checkpoint_dir(run_id))
             logger = MetricsLogger(project.root, run_id, log_batch_metrics=cfg.log_batch_metrics,
                                    extra_columns=extra, monitor_mode=cfg.monitor_mode,
                                    resume_epoch=state["epoch"] if state else None,
@@ -182,6 +197,7 @@ def run(cfg: TrainConfig, decide) -> int:
                                    best_so_far=best, rank=0)
             con.open_log(project.log_file(run_id))
             write_sidecar_start(sidecar, cfg, run_id, r, steps, extra, state, resume_path)
+            owns_sidecar = True
             con.startup(root=project.root, dirs={"ckpt_dir": project.checkpoint_dir(run_id),
                         "results_dir": project.results_dir(run_id), "log_dir": project.log,
                         "metrics_dir": project.metrics},
@@ -255,7 +271,8 @@ def run(cfg: TrainConfig, decide) -> int:
                     metric=cfg.monitor, v=f"{best:.6f}" if best is not None else "-", be=best_epoch)
     except NonFiniteLoss as err:
         message = f"non-finite loss ({err.value}) at epoch {err.epoch}, batch {err.batch}"
-        con.error(con.t["nan_stop"].format(v=err.value, e=err.epoch, b=err.batch, k=err.epoch - 1))
+        key = "nan_stop" if err.epoch > 1 else "nan_stop_none"  # nothing is saved before epoch 1 ends
+        con.error(con.t[key].format(v=err.value, e=err.epoch, b=err.batch, k=err.epoch - 1))
         code = 3
     except MedicError as err:
         message = str(err)
@@ -267,18 +284,32 @@ def run(cfg: TrainConfig, decide) -> int:
         message = f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
         if r.distributed and "peer" not in message.lower():
             message += " (this or another process failed; see the log of each rank)"
-        if r.is_main and sidecar.exists():
+        if owns_sidecar:
             update_sidecar(sidecar, status="failed", end_time=now_str(), message=message)
         raise
     finally:
         if logger is not None:
             logger.close()
+        elif r.is_main and not resume_path:
+            release_run_id(project, run_id)
         con.close()
-    if r.is_main and sidecar.exists():
+    if owns_sidecar:
         update_sidecar(sidecar, status=status, end_time=now_str(), message=message,
                        total_time=round(time.time() - start_wall, 3))
     dist.shutdown()
     return code
+
+
+def release_run_id(project: Project, run_id: str) -> None:
+    """A new run that failed before writing anything (a plug-in that does not import, a model
+    that cannot be built) gives back the empty epoch CSV that reserved its id: bad input leaves
+    no trace."""
+    path = project.epoch_csv(run_id)
+    try:
+        if path.stat().st_size == 0 and not project.sidecar(run_id).exists():
+            path.unlink()
+    except OSError:
+        pass
 
 
 def train_epoch(cfg, model, loader, loss_fn, optimizer, device, control, stop, es: EpochState,
