@@ -65,6 +65,19 @@ def _rank_from_env() -> int:
     return int(os.environ.get("RANK", "0") or 0)
 
 
+_STAMP: tuple[int, str] = (-1, "")
+
+
+def timestamp() -> str:
+    """``time.strftime("%Y-%m-%d %H:%M:%S")`` of now, formatted once per second: batch rows can
+    come thousands a second, and the same text for the same second is byte-identical."""
+    global _STAMP
+    now = int(time.time())
+    if now != _STAMP[0]:
+        _STAMP = (now, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)))
+    return _STAMP[1]
+
+
 def truncate_csv_after(path: Path, keep_epoch: int, partial: tuple[int, int] | None = None) -> int:
     """Cut ``path`` so it ends after the last complete row to keep: rows with
     ``Epoch <= keep_epoch`` and, with ``partial=(epoch, n)``, that epoch's rows with ``Batch < n``.
@@ -209,14 +222,14 @@ class MetricsLogger:
     def log_batch(self, epoch: int, batch: int, loss: float, learning_rate: float) -> None:
         if self._batch is not None:
             self._batch.write(f"{int(epoch)},{int(batch)},{fmt_loss(loss)},{fmt_lr(learning_rate)},"
-                              f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+                              f"{timestamp()}\n")
 
     def log_batches(self, epoch: int, first_batch: int, losses: Sequence[float],
                     learning_rates: Sequence[float]) -> None:
         """Append consecutive batch rows (complete lines) in one write."""
         if self._batch is None or not len(losses):
             return
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        stamp = timestamp()
         e = int(epoch)
         self._batch.write("".join(
             f"{e},{first_batch + i},{fmt_loss(loss)},{fmt_lr(lr)},{stamp}\n"

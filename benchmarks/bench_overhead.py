@@ -1,0 +1,222 @@
+"""Benchmark: what monitoring costs the training loop.
+
+    python benchmarks/bench_overhead.py               # 2 processes x 1 thread, 2 rounds
+    python benchmarks/bench_overhead.py --nproc 1 --threads 2 --rounds 5 --num_samples 384
+
+Three variants of the same workload run alternately, round after round (the order rotates, so
+no variant always goes first): the bare DDP loop (``bare_loop.py``: no logging at all),
+``medic train`` with epoch logging (default ``--log_interval 10``), and ``medic train
+--log_batch_metrics --log_interval 1`` (a batch row and a progress line every step). samples/s
+comes from medic's own epoch CSV (``Epoch_Time_Seconds``) and from the bare loop's epoch timer,
+the first epoch of every run left out. A fourth run of medic with timers around its per-step
+parts (``profile_step.py``) shows where any remaining cost goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (BENCH, RunResult, Section, Workload, child_env, epoch_times_from_csv, fmt,  # noqa: E402
+                    load_average, median, medic_cmd, run_bare, run_cmd, run_medic, table, with_retry)
+
+VARIANTS = {
+    "bare": "bare DDP loop (no logging)",
+    "medic": "medic train, epoch CSV (--log_interval 10)",
+    "medic_batch": "medic train, batch CSV + progress every step (--log_batch_metrics --log_interval 1)",
+}
+BATCH_FLAGS = ["--log_batch_metrics", "--log_interval", "1"]
+GOAL = 0.98  # samples/s within 2% of the bare loop
+
+
+def sizes(mode: str) -> tuple[Workload, int]:
+    """The workload and the number of rounds for a mode."""
+    if mode == "smoke":
+        return Workload(nproc=2, threads=1, epochs=2, num_samples=8, image_size=16), 1
+    if mode == "full":
+        return Workload(nproc=2, threads=1, epochs=5, num_samples=384), 5
+    return Workload(nproc=2, threads=1, epochs=3, num_samples=192), 2
+
+
+def run_variant(variant: str, w: Workload, work: Path, name: str):
+    if variant == "bare":
+        return run_bare(w, work, name)
+    return run_medic(w, work, name, BATCH_FLAGS if variant == "medic_batch" else [])
+
+
+def measure(w: Workload, rounds: int, work: Path, progress=print, failures: list | None = None) -> dict:
+    """Alternate the three variants for ``rounds`` rounds; returns every run's numbers."""
+    order = list(VARIANTS)
+    runs = {v: [] for v in VARIANTS}
+    failures = [] if failures is None else failures
+    for r in range(rounds):
+        rotated = order[r % len(order):] + order[:r % len(order)]
+        for variant in rotated:
+            res = with_retry(lambda: run_variant(variant, w, work, f"{variant}_{r}_{len(failures)}"), failures)
+            runs[variant].append(res)
+            progress(f"  round {r + 1}/{rounds} {variant:<12} {res.samples_per_s:8.1f} samples/s "
+                     f"(epochs {', '.join(f'{t:.2f}' for t in res.epoch_times)} s; run {res.wall:.0f} s)")
+    return as_data(runs)
+
+
+def as_data(runs: dict) -> dict:
+    return {v: [{"samples_per_s": x.samples_per_s, "epoch_times": x.epoch_times, "wall": x.wall} for x in rs]
+            for v, rs in runs.items()}
+
+
+def smoke(w: Workload, work: Path) -> tuple[dict, dict]:
+    """Every variant once, all at the same time, the profiled run standing in for the batch-logging
+    one: this checks that the benchmark works end to end in the time of one run; its numbers
+    mean nothing."""
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {v: pool.submit(run_variant, v, w, work, f"{v}_0") for v in ("bare", "medic")}
+        prof = pool.submit(profile, w, work)
+        runs = {v: [f.result()] for v, f in futures.items()}
+        ranks, batch_run = prof.result()
+        runs["medic_batch"] = [batch_run]
+        return as_data(runs), ranks
+
+
+def profile(w: Workload, work: Path) -> tuple[dict, RunResult]:
+    """One medic run at --log_interval 1 with the per-step parts timed, on every rank. Returns
+    each rank's per-step numbers, and the run's own samples/s (from its epoch CSV)."""
+    out = work / "profile"
+    out.mkdir(parents=True)
+    env = child_env(w.threads)
+    env["MEDIC_PROFILE_OUT"] = str(out / "profile")
+    wall = run_cmd(medic_cmd(w, out, BATCH_FLAGS, launcher=[str(BENCH / "profile_step.py")]), env,
+                   out / "console.txt", timeout=900)
+    ranks = {}
+    for path in sorted(out.glob("profile.rank*.json")):
+        data = json.loads(path.read_text())
+        ranks[data["rank"]] = summarize_profile(data)
+    if 0 not in ranks:
+        raise RuntimeError(f"the profiled run wrote no profile (see {out / 'console.txt'})")
+    return ranks, RunResult("profile", epoch_times_from_csv(out / "metrics"), w.num_samples, wall)
+
+
+def summarize_profile(data: dict) -> dict:
+    """Per-step microseconds of each part over the epochs after the first."""
+    epochs = data["epochs"][1:] or data["epochs"]
+    steps = sum(e["steps"] for e in epochs)
+    seconds = sum(e["seconds"] for e in epochs)
+    parts = {k: sum(e["parts"][k]["seconds"] for e in epochs) / steps * 1e6 for k in epochs[0]["parts"]}
+    save = data.get("save_epoch") or {"seconds": 0.0, "calls": 0}
+    return {"steps": steps, "step_us": seconds / steps * 1e6, "parts_us": parts,
+            "bookkeeping_us": data["bookkeeping_us"], "epoch_s": seconds / len(epochs),
+            "checkpoint_ms": save["seconds"] / save["calls"] * 1e3 if save["calls"] else 0.0}
+
+
+def report(w: Workload, runs: dict, prof: dict | None, failures: list[str] = ()) -> Section:
+    med = {v: median(x["samples_per_s"] for x in rs) for v, rs in runs.items()}
+    best = {v: best_epoch(rs, w.num_samples) for v, rs in runs.items()}
+    bare = med["bare"]
+    rows = []
+    for v, rs in runs.items():
+        values = [x["samples_per_s"] for x in rs]
+        spread = (max(values) - min(values)) / med[v] * 100 if med[v] else float("nan")
+        rows.append([VARIANTS[v], fmt(med[v]), f"{med[v] / bare:.3f}" if bare else "n/a",
+                     ", ".join(fmt(x) for x in values), f"±{spread / 2:.1f}%",
+                     f"{fmt(best[v])} ({best[v] / best['bare']:.3f})"])
+    # each round's runs are neighbours in time, so their ratio cancels slow drifts in the machine
+    paired = {v: median(a["samples_per_s"] / b["samples_per_s"] for a, b in zip(runs[v], runs["bare"]))
+              for v in ("medic", "medic_batch")}
+    body = (f"Workload: default model (MONAI 2D UNet 16-32-64-128), {w.image_size}x{w.image_size} images, "
+            f"batch {w.batch_size} per process, {w.num_samples} samples/epoch, {w.label()}, device {w.device}, "
+            f"{w.epochs} epochs per run (the first left out), {len(runs['bare'])} alternating rounds.\n\n")
+    body += table(["variant", "samples/s (median)", "vs bare", "each run", "half-spread",
+                   "fastest epoch (vs bare)"], rows)
+    body += (f"\n\nPer-round ratio (median): medic {paired['medic']:.3f}, medic with batch logging "
+             f"{paired['medic_batch']:.3f}. The fastest epoch of each variant is the one least disturbed "
+             f"by anything else on the machine. Epoch_Time_Seconds, like the bare loop's timer, leaves out "
+             f"process start-up and the checkpoint medic writes after each epoch (its cost is below).\n")
+    for failure in failures:
+        body += f"\n**A run failed and was repeated**: {failure}\n"
+    if prof:
+        body += "\n" + profile_table(prof)
+    summary = []
+    for v in ("medic", "medic_batch"):
+        ratio = med[v] / bare if bare else float("nan")
+        summary.append([f"Trainer overhead: {VARIANTS[v]}", f"{ratio:.3f} of the bare loop "
+                        f"({fmt(med[v])} vs {fmt(bare)} samples/s, {w.label()})", f"≥ {GOAL:.2f}",
+                        "met" if ratio >= GOAL else "not met"])
+    return Section("Trainer overhead", body, summary,
+                   {"workload": w.__dict__, "runs": runs, "median": med, "paired": paired, "best_epoch": best,
+                    "profile": prof, "failures": list(failures), "load_average": load_average()})
+
+
+def best_epoch(runs: list[dict], samples: int) -> float:
+    """samples/s of the fastest steady-state epoch over all runs of a variant."""
+    times = [t for x in runs for t in (x["epoch_times"][1:] or x["epoch_times"]) if t > 0]
+    return samples / min(times) if times else float("nan")
+
+
+def profile_table(prof: dict) -> str:
+    labels = [("agree", "stop-flag all-reduce (`agree`, every step)"),
+              ("flush_window", "log-interval flush (`flush_window`), in all"),
+              ("all_reduce", "… of which the packed loss all-reduce"),
+              ("log_batches", "… of which writing the batch CSV row"),
+              ("progress", "… of which the progress line (stdout + log file)")]
+    ranks = sorted(prof)
+    head = ["per step, --log_interval 1"] + [f"rank {r}: µs" for r in ranks] + [f"rank {r}: % of step" for r in ranks]
+    rows = [["whole step (`train_epoch` / steps)"] + [fmt(prof[r]["step_us"], 0) for r in ranks] + ["100%" for _ in ranks]]
+    for key, label in labels:
+        rows.append([label] + [fmt(prof[r]["parts_us"][key], 1) for r in ranks]
+                    + [f"{prof[r]['parts_us'][key] / prof[r]['step_us'] * 100:.2f}%" for r in ranks])
+    rows.append(["on-device bookkeeping (`sums[b]`, `counts[b]`, lr; micro-benchmark)"]
+                + [fmt(prof[r]["bookkeeping_us"], 1) for r in ranks]
+                + [f"{prof[r]['bookkeeping_us'] / prof[r]['step_us'] * 100:.2f}%" for r in ranks])
+    ckpt = prof[0]["checkpoint_ms"]
+    rows.append(["checkpoint after each epoch (rank 0, per epoch; not part of Epoch_Time_Seconds)",
+                 f"{fmt(ckpt, 0)} ms/epoch"] + [""] * (len(ranks) - 1)
+                + [f"{ckpt / 1e3 / prof[0]['epoch_s'] * 100:.1f}% of an epoch"] + [""] * (len(ranks) - 1))
+    note = ("\nWhere the rest goes (timers around the parts the bare loop lacks, epochs after the first). "
+            "The all-reduces are blocking on gloo, so their time includes waiting for the other rank: "
+            "the same wait the bare loop spends inside DDP's gradient all-reduce instead.\n\n")
+    return note + table(head, rows)
+
+
+def run(mode: str = "quick", work: Path | None = None, progress=print, workload: Workload | None = None,
+        rounds: int | None = None) -> Section:
+    w, default_rounds = sizes(mode)
+    w = workload or w
+    tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-", dir=work))
+    failures: list[str] = []
+    try:
+        if mode == "smoke":
+            runs, prof = smoke(w, tmp)
+        else:
+            runs = measure(w, rounds or default_rounds, tmp, progress, failures)
+            prof, _ = profile(w, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return report(w, runs, prof, failures)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--mode", default="quick", choices=("smoke", "quick", "full"))
+    p.add_argument("--nproc", type=int)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--num_samples", type=int)
+    p.add_argument("--device", choices=("cpu", "cuda"))
+    args = p.parse_args(argv)
+    w, _ = sizes(args.mode)
+    for name in ("nproc", "threads", "epochs", "num_samples", "device"):
+        if getattr(args, name) is not None:
+            setattr(w, name, getattr(args, name))
+    section = run(args.mode, workload=w, rounds=args.rounds)
+    print(section.body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The benchmark scripts, run for real at tiny sizes: they must work end to end (processes,
+files, reports). No timing is asserted — a smoke run's numbers mean nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import PY, ROOT, child_env
+
+BENCH = ROOT / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import bench_logger  # noqa: E402
+import bench_overhead  # noqa: E402
+import bench_readers  # noqa: E402
+
+TORCH_FREE = ("medic.analyze", "medic.watch", "medic.catalog", "medic.live")
+
+
+def rows_without_timestamp(path: Path) -> list[list[str]]:
+    with open(path, newline="") as f:
+        return [row[:4] for row in csv.reader(f)]
+
+
+def test_medic_logger_writes_the_same_rows_as_the_plain_writer(tmp_path):
+    data = bench_logger.inputs(500)
+    medic = bench_logger.medic_per_row(tmp_path / "a", data)
+    grouped = bench_logger.medic_groups(tmp_path / "b", data)
+    plain = bench_logger.plain_writer(tmp_path, data, flush_every_row=True)
+    expected = rows_without_timestamp(plain)
+    assert len(expected) == 501 and expected[0] == ["Epoch", "Batch", "Loss", "Learning_Rate"]
+    assert rows_without_timestamp(medic) == expected
+    assert rows_without_timestamp(grouped) == expected
+
+
+def test_logger_benchmark_reports_every_writer_and_the_goal(tmp_path):
+    section = bench_logger.run("smoke", tmp_path)
+    writers = [r["writer"] for r in section.data["results"]]
+    assert writers[:4] == ["MetricsLogger.log_batch", "MetricsLogger.log_batches (10 rows)",
+                           "csv.writer + flush()", "csv.writer, buffered"]
+    lightning = [r for r in section.data["results"] if r["writer"].startswith("Lightning")]
+    assert lightning, "Lightning is either measured or listed as skipped"
+    for r in section.data["results"]:
+        assert "skipped" in r or (r["rows"] == 2000 and r["seconds"] > 0 and r["bytes"] > 0)
+    assert section.summary[0][2] == "≤ 1.10x" and section.summary[0][3] in ("met", "not met")
+    assert "| 2,000 | MetricsLogger.log_batch |" in section.body
+
+
+@pytest.mark.parametrize("module", TORCH_FREE)
+def test_reader_modules_do_not_import_torch(module):
+    if not bench_readers.present(module):
+        pytest.skip(f"{module} is not in the package")
+    probe = f"import sys, {module}; print(sorted(m for m in ('torch', 'monai') if m in sys.modules))"
+    out = subprocess.run([PY, "-c", probe], capture_output=True, text=True, env=child_env(), cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", f"import {module} pulled in {out.stdout.strip()}"
+
+
+def test_readers_benchmark_measures_each_present_module():
+    results = bench_readers.measure(modules=("medic.catalog", "medic.not_a_module"), repeats=1)
+    catalog, absent = results
+    assert absent == {"module": "medic.not_a_module", "absent": True}
+    assert catalog["module"] == "medic.catalog" and not catalog["torch"]
+    assert 0 < catalog["import_s"] < catalog["wall_s"]
+
+
+@pytest.mark.slow
+def test_overhead_benchmark_runs_every_variant_and_the_profile(tmp_path):
+    """Bare loop, medic train and the profiled medic run, each as 2 DDP processes."""
+    section = bench_overhead.run("smoke", tmp_path)
+    runs = section.data["runs"]
+    assert set(runs) == {"bare", "medic", "medic_batch"}
+    for variant, rs in runs.items():
+        assert len(rs) == 1 and len(rs[0]["epoch_times"]) == 2 and rs[0]["samples_per_s"] > 0, variant
+    prof = section.data["profile"]
+    assert set(prof) == {0, 1}  # both ranks report
+    for rank, p in prof.items():
+        assert p["steps"] == 1  # 8 samples / 2 ranks / batch 4, epoch 2 only
+        assert p["parts_us"]["agree"] > 0 and p["parts_us"]["all_reduce"] > 0 and p["bookkeeping_us"] > 0
+    assert prof[0]["parts_us"]["log_batches"] > 0 and prof[1]["parts_us"]["log_batches"] == 0
+    assert [row[3] in ("met", "not met") for row in section.summary] == [True, True]
+    assert "bare DDP loop (no logging)" in section.body and "rank 1: µs" in section.body
+
+
+@pytest.mark.slow
+def test_run_all_writes_the_markdown_report(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([PY, str(BENCH / "run_all.py"), "--smoke", "--only", "logger", "readers", "scaling",
+                           "--out", str(out)], capture_output=True, text=True, env=child_env(), cwd=tmp_path,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = (out / "results.md").read_text()
+    assert text.startswith("# medic benchmarks (smoke mode)")
+    assert "Command: `python benchmarks/run_all.py --smoke --only logger readers scaling`" in text
+    for heading in ("## Summary", "## Logger cost", "## Reader start-up", "## DDP scaling on CPU"):
+        assert heading in text
+    assert "| 1 proc x 1 thread |" in text
+    assert text in proc.stdout  # printed as well
+    data = json.loads((out / "results.json").read_text())
+    assert set(data) == {"Logger cost", "Reader start-up", "DDP scaling on CPU"}
+
+
+def test_bare_loop_rejects_a_bad_flag():
+    out = subprocess.run([PY, str(BENCH / "bare_loop.py"), "--device", "tpu"], capture_output=True, text=True,
+                         env=child_env(), timeout=60)
+    assert out.returncode == 2 and "invalid choice" in out.stderr
