@@ -6,7 +6,7 @@
 It runs the real trainer (``medic.train.main``) unchanged; only the module attributes the loop
 calls through are wrapped with ``perf_counter`` timers (about a microsecond each):
 
-    agree          the per-step stop-flag all-reduce (a tiny collective on every step)
+    stop_vote      the per-step stop-flag vote (a tiny all-reduce started every step, read the next)
     flush_window   the per-log-interval reduction and recording, of which:
       all_reduce     the packed loss all-reduce (on CPU/gloo this includes waiting for the
                      slower rank, i.e. load imbalance the bare loop absorbs in DDP's own all-reduce)
@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-PARTS = ("agree", "flush_window", "all_reduce", "log_batches", "progress")
+PARTS = ("stop_vote", "flush_window", "all_reduce", "log_batches", "progress")
 
 
 def install() -> tuple[list[dict], dict]:
@@ -58,7 +58,10 @@ def install() -> tuple[list[dict], dict]:
 
         setattr(owner, attr, wrapper)
 
-    timer(trainer, "agree", "agree")
+    if hasattr(trainer, "StopVote"):  # the per-step stop vote (an all-reduce started each step)
+        timer(trainer.StopVote, "poll", "stop_vote")
+    else:
+        timer(trainer, "agree", "stop_vote")
     timer(trainer, "flush_window", "flush_window")
     timer(dist, "all_reduce_sum", "all_reduce")
     timer(MetricsLogger, "log_batches", "log_batches")

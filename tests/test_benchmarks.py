@@ -72,7 +72,8 @@ def test_readers_benchmark_measures_each_present_module():
 
 @pytest.mark.slow
 def test_overhead_benchmark_runs_every_variant_and_the_profile(tmp_path):
-    """Bare loop, medic train and the profiled medic run, each as 2 DDP processes."""
+    """Bare loop, medic train, the profiled medic run and the same-process comparison, each as 2
+    DDP processes."""
     section = bench_overhead.run("smoke", tmp_path)
     runs = section.data["runs"]
     assert set(runs) == {"bare", "medic", "medic_batch"}
@@ -82,10 +83,14 @@ def test_overhead_benchmark_runs_every_variant_and_the_profile(tmp_path):
     assert set(prof) == {0, 1}  # both ranks report
     for rank, p in prof.items():
         assert p["steps"] == 1  # 8 samples / 2 ranks / batch 4, epoch 2 only
-        assert p["parts_us"]["agree"] > 0 and p["parts_us"]["all_reduce"] > 0 and p["bookkeeping_us"] > 0
+        assert p["parts_us"]["stop_vote"] > 0 and p["parts_us"]["all_reduce"] > 0 and p["bookkeeping_us"] > 0
     assert prof[0]["parts_us"]["log_batches"] > 0 and prof[1]["parts_us"]["log_batches"] == 0
-    assert [row[3] in ("met", "not met") for row in section.summary] == [True, True]
+    ab = section.data["inproc"]  # the same-process comparison: one warm-up round, one counted
+    assert ab["world_size"] == 2 and {v: len(t) for v, t in ab["epoch_times"].items()} == \
+        {"bare": 1, "medic": 1, "medic_batch": 1}
+    assert len(section.summary) == 4 and all(row[3].split()[0] in ("met", "not", "within") for row in section.summary)
     assert "bare DDP loop (no logging)" in section.body and "rank 1: µs" in section.body
+    assert "medic `train_epoch`, epoch CSV" in section.body
 
 
 @pytest.mark.slow

@@ -1,0 +1,119 @@
+"""medic's training loop against the bare loop inside the same processes, epoch by epoch.
+
+    torchrun --nproc_per_node 2 benchmarks/inproc_ab.py --rounds 8 --out ab.json
+
+Separate runs of ``medic train`` and ``bare_loop.py`` differ by more than the cost being measured
+(each process lands differently on the machine: ±10% between identical runs on a small VM). Here
+one set of processes — one model, optimizer, sampler and data loader — alternates whole epochs of
+the bare step loop with epochs of medic's own ``medic.trainer.train_epoch`` (stop vote, device
+bookkeeping, reductions, batch CSV rows and progress lines on rank 0), rotating the order every
+round, so both see the same machine at nearly the same time. Rank 0 writes each variant's epoch
+times to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+VARIANTS = ("bare", "medic", "medic_batch")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--num_samples", type=int, default=192)
+    p.add_argument("--image_size", type=int, default=64)
+    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="")
+    args = p.parse_args(argv)
+    import monai  # here, before the deep imports below (see bare_loop.py)
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    from torch.utils.data import DataLoader
+
+    from medic.config import TrainConfig
+    from medic.console import Console
+    from medic.data import build_dataset
+    from medic.logger import MetricsLogger
+    from medic.models import build_loss, build_model
+    from medic.trainer import EpochState, ResumableSampler, StopFlag, train_epoch
+
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    torch.set_num_threads(args.threads)
+    if world > 1:
+        dist.init_process_group("gloo")
+    device = torch.device("cpu")
+    configs = {
+        "medic": TrainConfig(batch_size=args.batch_size, num_samples=args.num_samples, image_size=args.image_size),
+        "medic_batch": TrainConfig(batch_size=args.batch_size, num_samples=args.num_samples,
+                                   image_size=args.image_size, log_interval=1, log_batch_metrics=True),
+    }
+    cfg = configs["medic"].validate()
+    torch.manual_seed(cfg.seed)
+    dataset = build_dataset(cfg)
+    sampler = ResumableSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=0)
+    steps = len(loader)
+    model = build_model(cfg, in_channels=dataset[0][0].shape[0])
+    loss_fn = build_loss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    if world > 1:
+        model = DDP(model)
+    folder = Path(tempfile.mkdtemp(prefix="medic-ab-"))
+    # as in a run: rank 0 has the logger (the batch CSV only with --log_batch_metrics), others none
+    loggers = {v: MetricsLogger(folder, f"20250101_00000{i}", log_batch_metrics=configs[v].log_batch_metrics,
+                                rank=rank) if rank == 0 else None for i, v in enumerate(configs)}
+    con = Console("en", enabled=rank == 0, stream=open(folder / "console.txt", "a", buffering=1))
+    con.open_log(folder / "training.log")
+    stop = StopFlag()
+
+    def bare_epoch() -> None:
+        for images, masks in loader:
+            loss = loss_fn(model(images), masks)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    def medic_epoch(variant: str, epoch: int) -> None:
+        train_epoch(configs[variant], model, loader, loss_fn, optimizer, device, None, stop, EpochState(),
+                    epoch, 0, steps, loggers[variant], con)
+
+    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    epoch = 0
+    for r in range(args.rounds + 1):  # round 0 warms up and is not counted
+        for variant in VARIANTS[r % 3:] + VARIANTS[:r % 3]:
+            epoch += 1
+            sampler.set_epoch(epoch)
+            model.train()
+            if world > 1:
+                dist.barrier()
+            t0 = time.perf_counter()
+            bare_epoch() if variant == "bare" else medic_epoch(variant, epoch)
+            if r:
+                times[variant].append(time.perf_counter() - t0)
+    for logger in loggers.values():
+        if logger is not None:
+            logger.close()
+    con.close()
+    if rank == 0 and args.out:
+        Path(args.out).write_text(json.dumps({"epoch_times": times, "samples": len(dataset), "world_size": world,
+                                              "steps": steps, "monai": monai.__version__}))
+    if world > 1:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
