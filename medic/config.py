@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import os
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from medic.errors import MedicError
@@ -147,10 +146,6 @@ def _type_of(f) -> type:
     return {"int": int, "float": float, "str": str, "bool": bool}[f.type if isinstance(f.type, str) else f.type.__name__]
 
 
-def defaults() -> dict[str, Any]:
-    return {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
-
-
 def build_parser(prog: str = "medic train") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description="Train a segmentation model with DDP and record its metrics.",
@@ -208,10 +203,3 @@ def _split_torchrun_flags(rest: list[str]) -> tuple[list[str], list[str]]:
             bad.append(tok)
         i += 1
     return passed, bad
-
-
-def env_int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError:
-        return default
