@@ -118,4 +118,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from medic.train import end_process  # a rank ends as medic's own ranks do
+    end_process(main)

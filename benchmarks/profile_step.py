@@ -8,8 +8,8 @@ calls through are wrapped with ``perf_counter`` timers (about a microsecond each
 
     stop_vote      the per-step stop-flag vote (a tiny all-reduce started every step, read the next)
     flush_window   the per-log-interval reduction and recording, of which:
-      all_reduce     the packed loss all-reduce (on CPU/gloo this includes waiting for the
-                     slower rank, i.e. load imbalance the bare loop absorbs in DDP's own all-reduce)
+      all_reduce     the packed loss all-reduce, or waiting for it when it was started a step
+                     earlier (a blocking one includes waiting for the slower rank)
       log_batches    writing the batch CSV rows
       progress       printing the progress line (and appending it to the log file)
     save_epoch     the checkpoint written after each epoch (rank 0; outside Epoch_Time_Seconds)
@@ -64,6 +64,8 @@ def install() -> tuple[list[dict], dict]:
         timer(trainer, "agree", "stop_vote")
     timer(trainer, "flush_window", "flush_window")
     timer(dist, "all_reduce_sum", "all_reduce")
+    if hasattr(trainer, "Window"):  # a log interval's reduction, started a step earlier
+        timer(trainer.Window, "values", "all_reduce")
     timer(MetricsLogger, "log_batches", "log_batches")
     timer(Console, "progress", "progress")
     timer(trainer, "save_epoch", "save_epoch")
@@ -118,5 +120,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from medic.cli import run_main
-    sys.exit(run_main(main))
+    from medic.train import end_process
+    end_process(main)

@@ -14,10 +14,12 @@ from __future__ import annotations
 import gc
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from medic.config import TrainConfig, parse_args
 from medic.errors import MedicError, RunNotFoundError
@@ -27,6 +29,7 @@ from medic.sidecar import now_str, read_sidecar, update_sidecar
 # options that describe the model and so must match the checkpoint being resumed
 MODEL_OPTIONS = ("model", "num_classes")
 EXIT_FILE_ENV = "MEDIC_EXIT_FILE"
+FAILURE_DIR_ENV = "MEDIC_FAILURE_DIR"  # where each failing rank leaves its error (trainer.report_failure)
 HANDLED_CODES = (2, 3, 130)  # a user error, a non-finite loss, a graceful stop
 # options a resumed run takes from the command line, never from the checkpoint
 RUNTIME_OPTIONS = ("resume", "output_dir", "nproc_per_node", "threads", "device", "num_workers", "lang")
@@ -125,8 +128,7 @@ def check_before_start(cfg: TrainConfig, project: Project) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg, torchrun_flags = parse_args(argv)
-    under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
-    if under_torchrun:
+    if under_torchrun():
         if torchrun_flags:
             raise MedicError(f"{torchrun_flags[0]} is a torchrun flag: put it before -m medic.train")
         # `medic train` has checked everything before starting torchrun; a user's own torchrun has not
@@ -173,6 +175,10 @@ def launch(cfg: TrainConfig, explicit: set[str], torchrun_flags: list[str]) -> i
     error_file = project.log / f".error-{os.getpid()}.json"
     error_file.unlink(missing_ok=True)
     env.setdefault("TORCHELASTIC_ERROR_FILE", str(error_file))
+    # and each failing rank its own error, timed precisely (medic.trainer.report_failure)
+    failure_dir = project.log / f".failures-{os.getpid()}"
+    shutil.rmtree(failure_dir, ignore_errors=True)
+    env[FAILURE_DIR_ENV] = str(failure_dir)
     job: list[subprocess.Popen] = []
     pending: list[int] = []
 
@@ -199,7 +205,8 @@ def launch(cfg: TrainConfig, explicit: set[str], torchrun_flags: list[str]) -> i
     if exit_file.exists():
         code = int(exit_file.read_text() or code)
         exit_file.unlink()
-    cause = first_failure(error_file)
+    cause = first_cause(failure_dir) or first_failure(error_file)
+    shutil.rmtree(failure_dir, ignore_errors=True)
     if run_id:
         sidecar = project.sidecar(run_id)
         side = read_sidecar(sidecar)
@@ -226,6 +233,19 @@ def child_pids(pid: int) -> list[int]:
     return kids
 
 
+def first_cause(folder: Path) -> str | None:
+    """The error that started a failure, from the ranks' own records: the earliest error that
+    is not a rank seeing its peer vanish (or the earliest of all when each is)."""
+    records = []
+    for path in folder.glob("rank*.json"):
+        try:
+            data = json.loads(path.read_text())
+            records.append((bool(data["consequence"]), float(data["time"]), str(data["message"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return min(records)[2][:300] if records else None
+
+
 def first_failure(path: Path) -> str | None:
     """The first line of the error torchrun recorded for the first failing worker, if any."""
     try:
@@ -238,6 +258,38 @@ def first_failure(path: Path) -> str | None:
         message = message.get("message")
     lines = str(message or "").strip().splitlines()
     return lines[0][:300] if lines else None
+
+
+def under_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
+
+
+def end_process(main) -> NoReturn:
+    """Run a command's ``main`` as the whole process and exit with its code.
+
+    A rank under torchrun skips the interpreter's finalization: everything the run writes is
+    written and closed when ``main`` returns, and what finalization would still do is destroy
+    objects that hold the process group's C++ state (DDP's reducer, a collective's work
+    handle); gloo's threads then meet a half torn-down interpreter and the process can die of
+    SIGABRT ("terminate called without an active exception") after a run that succeeded,
+    failing the whole job."""
+    from medic.cli import run_main
+    if not under_torchrun():
+        sys.exit(run_main(main))
+    import traceback
+    try:
+        code = run_main(main)
+    except SystemExit as err:
+        code = err.code if isinstance(err.code, int) else 1
+    except BaseException:  # torchrun's error handler has recorded it; shown here as well
+        traceback.print_exc()
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def worker_main(cfg: TrainConfig, explicit: set[str], checked: bool = True) -> int:
@@ -268,5 +320,4 @@ def worker_main(cfg: TrainConfig, explicit: set[str], checked: bool = True) -> i
 
 
 if __name__ == "__main__":
-    from medic.cli import run_main
-    sys.exit(run_main(main))
+    end_process(main)

@@ -89,6 +89,8 @@ def test_overhead_benchmark_runs_every_variant_and_the_profile(tmp_path):
     assert ab["world_size"] == 2 and {v: len(t) for v, t in ab["epoch_times"].items()} == \
         {"bare": 1, "medic": 1, "medic_batch": 1}
     assert len(section.summary) == 4 and all(row[3].split()[0] in ("met", "not", "within") for row in section.summary)
+    assert bench_overhead.verdict(0.99, 0.0) == "met" and bench_overhead.verdict(0.95, 0.01) == "not met"
+    assert bench_overhead.verdict(0.95, 0.04).startswith("within noise (runs vary ±4%")
     assert "bare DDP loop (no logging)" in section.body and "rank 1: µs" in section.body
     assert "medic `train_epoch`, epoch CSV" in section.body
 

@@ -118,13 +118,16 @@ def test_one_process_batch_8_equals_two_processes_batch_4(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     _, e1 = read_csv(one / "metrics" / f"epoch_metrics_{only_run_id(one)}.csv")
     _, e2 = read_csv(two / "metrics" / f"epoch_metrics_{only_run_id(two)}.csv")
+    # the two jobs add the same float32 gradients in a different order, so after a few Adam steps
+    # they part in the sixth decimal; one rank's loss instead of the global one is off by ~1e-2
+    tol = 2e-5
     for a, b in zip(e1, e2, strict=True):
         for col in ("Avg_Loss", "Min_Batch_Loss", "Max_Batch_Loss", "Best_Loss_So_Far"):
-            assert float(a[col]) == pytest.approx(float(b[col]), abs=2e-6), col
+            assert float(a[col]) == pytest.approx(float(b[col]), abs=tol), col
     _, b1 = read_csv(one / "metrics" / f"batch_metrics_{only_run_id(one)}.csv")
     _, b2 = read_csv(two / "metrics" / f"batch_metrics_{only_run_id(two)}.csv")
     assert len(b1) == len(b2) == 8
-    assert np.allclose([float(r["Loss"]) for r in b1], [float(r["Loss"]) for r in b2], atol=2e-6)
+    assert np.allclose([float(r["Loss"]) for r in b1], [float(r["Loss"]) for r in b2], atol=tol)
 
 
 def test_resume_continues_the_same_run_exactly(tmp_path):
