@@ -223,11 +223,12 @@ def best_epoch(runs: list[dict], samples: int) -> float:
 
 
 def profile_table(prof: dict) -> str:
-    labels = [("stop_vote", "stop-flag vote (`StopVote.poll`, every step)"),
-              ("flush_window", "log-interval flush (`flush_window`), in all"),
-              ("all_reduce", "… of which the packed loss all-reduce (or the wait for it)"),
-              ("log_batches", "… of which writing the batch CSV row"),
-              ("progress", "… of which the progress line (stdout + log file)")]
+    labels = [("sync", "the ranks' agreement (`StepSync`: a stop vote about every 0.25 s carrying the "
+                       "finished intervals' losses), in all"),
+              ("all_reduce", "… of which the blocking reduction at the end of each epoch"),
+              ("record", "… of which recording the intervals (`record_windows`)"),
+              ("log_batches", "… … writing the batch CSV rows"),
+              ("progress", "… … the progress lines (stdout + log file)")]
     ranks = sorted(prof)
     head = ["per step, --log_interval 1"] + [f"rank {r}: µs" for r in ranks] + [f"rank {r}: % of step" for r in ranks]
     rows = [["whole step (`train_epoch` / steps)"] + [fmt(prof[r]["step_us"], 0) for r in ranks] + ["100%" for _ in ranks]]

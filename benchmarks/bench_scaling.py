@@ -3,8 +3,9 @@
     python benchmarks/bench_scaling.py                  # 1x1, 1x2, 2x1 (processes x threads)
     python benchmarks/bench_scaling.py --mode full      # adds 2x2 (oversubscribed), 3 rounds
 
-Every setting is ``medic train`` on the default model with epoch logging; samples/s from its epoch
-CSV, the first epoch left out. Settings alternate round by round. The goal is 2 processes at
+Every setting runs ``medic train`` on the default model with epoch logging (samples/s from its epoch
+CSV) and the bare DDP loop of ``bare_loop.py`` (no logging), the first epoch left out; the bare
+loop's scaling is what the machine allows. Settings alternate round by round. The goal is 2 processes at
 ≥ 1.5x the samples/s of 1 process on a 2-core machine.
 """
 
@@ -18,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Section, Workload, fmt, load_average, median, run_medic, table, with_retry  # noqa: E402
+from common import Section, Workload, fmt, load_average, median, run_bare, run_medic, table, with_retry  # noqa: E402
 
 GOAL = 1.5
 
@@ -36,50 +37,68 @@ def settings(mode: str) -> tuple[list[tuple[int, int]], Workload, int]:
 
 def measure(pairs, base: Workload, rounds: int, work: Path, progress=print,
             failures: list | None = None) -> dict:
-    runs: dict[tuple[int, int], list[float]] = {p: [] for p in pairs}
+    """samples/s of medic train and of the bare loop at each setting, alternating."""
+    runs: dict[str, dict[tuple[int, int], list[float]]] = {"medic": {p: [] for p in pairs},
+                                                           "bare": {p: [] for p in pairs}}
     failures = [] if failures is None else failures
     for r in range(rounds):
         order = pairs[r % len(pairs):] + pairs[:r % len(pairs)]
         for nproc, threads in order:
             w = Workload(**{**base.__dict__, "nproc": nproc, "threads": threads})
-            res = with_retry(lambda: run_medic(w, work, f"p{nproc}t{threads}_{r}_{len(failures)}", []), failures)
-            runs[(nproc, threads)].append(res.samples_per_s)
-            progress(f"  round {r + 1}/{rounds} {w.label():<20} {res.samples_per_s:8.1f} samples/s "
-                     f"(epochs {', '.join(f'{t:.2f}' for t in res.epoch_times)} s)")
+            for kind in ("medic", "bare") if r % 2 == 0 else ("bare", "medic"):
+                name = f"{kind}_p{nproc}t{threads}_{r}_{len(failures)}"
+                res = with_retry(lambda: run_medic(w, work, name, []) if kind == "medic"
+                                 else run_bare(w, work, name), failures)
+                runs[kind][(nproc, threads)].append(res.samples_per_s)
+                progress(f"  round {r + 1}/{rounds} {kind:<5} {w.label():<20} {res.samples_per_s:8.1f} samples/s "
+                         f"(epochs {', '.join(f'{t:.2f}' for t in res.epoch_times)} s)")
     return runs
 
 
-def report(runs: dict, base: Workload, failures: list[str] = ()) -> Section:
-    med = {p: median(v) for p, v in runs.items()}
+def scaling(med: dict) -> tuple[tuple[int, int], tuple[int, int] | None, float | None]:
+    """The best 1-process setting, the best 2-process one and their ratio."""
     one = {p: v for p, v in med.items() if p[0] == 1}
     two = {p: v for p, v in med.items() if p[0] == 2}
     best1 = max(one, key=one.get)
+    if not two:
+        return best1, None, None
+    best2 = max(two, key=two.get)
+    return best1, best2, two[best2] / one[best1]
+
+
+def report(runs: dict, base: Workload, failures: list[str] = ()) -> Section:
+    med = {p: median(v) for p, v in runs["medic"].items()}
+    bare = {p: median(v) for p, v in runs["bare"].items()}
+    best1, best2, ratio = scaling(med)
+    bare1, bare2, bare_ratio = scaling(bare)
     ref = med.get((1, 1))
     rows = []
     for p, v in med.items():
         w = Workload(nproc=p[0], threads=p[1])
-        rows.append([w.label(), fmt(v), f"{v / ref:.2f}x" if ref else "n/a",
-                     f"{v / one[best1]:.2f}x", ", ".join(fmt(x) for x in runs[p])])
-    body = (f"medic train, default model, {base.image_size}x{base.image_size}, batch {base.batch_size} per "
-            f"process, {base.num_samples} samples/epoch, epoch logging; {os.cpu_count()} cores.\n\n")
-    body += table(["processes x threads", "samples/s", "vs 1x1", f"vs best 1-process ({best1[0]}x{best1[1]})",
-                   "each run"], rows)
+        rows.append([w.label(), fmt(v), f"{v / ref:.2f}x" if ref else "n/a", f"{v / med[best1]:.2f}x",
+                     fmt(bare[p]), f"{v / bare[p]:.3f}", ", ".join(fmt(x) for x in runs["medic"][p])])
+    body = (f"medic train (epoch logging) and the bare DDP loop (`bare_loop.py`, no logging), default model, "
+            f"{base.image_size}x{base.image_size}, batch {base.batch_size} per process, {base.num_samples} "
+            f"samples/epoch, {base.epochs} epochs per run (the first left out); {os.cpu_count()} cores. "
+            f"The bare loop's own scaling shows what the machine allows.\n\n")
+    body += table(["processes x threads", "medic samples/s", "vs 1x1", f"vs best 1-process ({best1[0]}x{best1[1]})",
+                   "bare loop samples/s", "medic / bare", "each medic run"], rows)
     for failure in failures:
         body += f"\n\n**A run failed and was repeated**: {failure}"
     summary = []
-    if two:
-        best2 = max(two, key=two.get)
-        ratio = two[best2] / one[best1]
+    if best2 is not None:
         winner = max(med, key=med.get)
         body += (f"\n\nFastest setting: {winner[0]} process(es) x {winner[1]} thread(s). "
                  f"2 processes ({best2[0]}x{best2[1]}) vs the best single process ({best1[0]}x{best1[1]}): "
-                 f"{ratio:.2f}x" + (f"; vs one process with one thread: {two[best2] / ref:.2f}x." if ref else ".")
-                 + "\n")
+                 f"{ratio:.2f}x" + (f"; vs one process with one thread: {med[best2] / ref:.2f}x" if ref else "")
+                 + f". The bare loop: {bare_ratio:.2f}x ({bare2[0]}x{bare2[1]} vs {bare1[0]}x{bare1[1]}).\n")
         summary.append(["DDP scaling on CPU: 2 processes vs the best 1-process setting",
-                        f"{ratio:.2f}x ({fmt(two[best2])} vs {fmt(one[best1])} samples/s; fastest: "
-                        f"{winner[0]}x{winner[1]})", f"≥ {GOAL}x", "met" if ratio >= GOAL else "not met"])
+                        f"{ratio:.2f}x ({fmt(med[best2])} vs {fmt(med[best1])} samples/s; fastest: "
+                        f"{winner[0]}x{winner[1]}); the bare loop on the same cores: {bare_ratio:.2f}x",
+                        f"≥ {GOAL}x", "met" if ratio >= GOAL else "not met"])
     return Section("DDP scaling on CPU", body, summary,
-                   {"runs": {f"{p[0]}x{p[1]}": v for p, v in runs.items()}, "load_average": load_average()})
+                   {"runs": {kind: {f"{p[0]}x{p[1]}": v for p, v in r.items()} for kind, r in runs.items()},
+                    "load_average": load_average()})
 
 
 def run(mode: str = "quick", work: Path | None = None, progress=print) -> Section:

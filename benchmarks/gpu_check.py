@@ -18,7 +18,6 @@ Writes ``benchmarks/out/gpu.md`` and prints it. Without CUDA it says so and exit
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import shlex
@@ -44,8 +43,7 @@ def sync_audit(out_dir: Path, epochs: int = 2, log_interval: int = 5, extra: lis
     from medic.train import main as train_main
 
     counts = {"steps": 0, "flushes": 0, "epochs": 0}
-    real_epoch, real_flush = trainer.train_epoch, trainer.flush_window
-    flush_signature = inspect.signature(real_flush)
+    real_epoch, real_record = trainer.train_epoch, trainer.record_windows
 
     def train_epoch(*args, **kwargs):
         torch.cuda.synchronize()
@@ -57,18 +55,17 @@ def sync_audit(out_dir: Path, epochs: int = 2, log_interval: int = 5, extra: lis
         counts["epochs"] += 1
         return stopped
 
-    def flush_window(*args, **kwargs):
+    def record_windows(packed, intervals, *args, **kwargs):
         # the designed sync point: one per log interval (and one at the end of the epoch)
         torch.cuda.set_sync_debug_mode(0)
         try:
-            return real_flush(*args, **kwargs)
+            return real_record(packed, intervals, *args, **kwargs)
         finally:
-            counts["flushes"] += 1
-            bound = flush_signature.bind(*args, **kwargs).arguments
-            counts["steps"] += bound["end"] - bound["start"]
+            counts["flushes"] += len(intervals)
+            counts["steps"] += sum(end - start for start, end, _ in intervals)
             torch.cuda.set_sync_debug_mode("error")
 
-    trainer.train_epoch, trainer.flush_window = train_epoch, flush_window
+    trainer.train_epoch, trainer.record_windows = train_epoch, record_windows
     error = ""
     try:
         code = train_main(["--device", "cuda", "--epochs", str(epochs), "--num_samples", "64",
@@ -79,7 +76,7 @@ def sync_audit(out_dir: Path, epochs: int = 2, log_interval: int = 5, extra: lis
     except RuntimeError as err:  # what set_sync_debug_mode("error") raises
         error = str(err).splitlines()[0]
     finally:
-        trainer.train_epoch, trainer.flush_window = real_epoch, real_flush
+        trainer.train_epoch, trainer.record_windows = real_epoch, real_record
         torch.cuda.set_sync_debug_mode(0)
     return {"ok": not error, "error": error, **counts}
 

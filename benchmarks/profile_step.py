@@ -6,10 +6,12 @@
 It runs the real trainer (``medic.train.main``) unchanged; only the module attributes the loop
 calls through are wrapped with ``perf_counter`` timers (about a microsecond each):
 
-    stop_vote      the per-step stop-flag vote (a tiny all-reduce started every step, read the next)
-    flush_window   the per-log-interval reduction and recording, of which:
-      all_reduce     the packed loss all-reduce, or waiting for it when it was started a step
-                     earlier (a blocking one includes waiting for the slower rank)
+    sync           the per-step agreement (``StepSync.poll``, ``.after_backward``, ``.close``,
+                   ``.drain``): the stop vote (a tiny all-reduce about every 0.25 s, read a step
+                   later) that on CPU also carries the finished log intervals' losses, and
+                   recording them when they arrive, of which:
+      all_reduce     a blocking reduction of the intervals left at the end of an epoch
+      record         recording the reduced intervals (``record_windows``), of which:
       log_batches    writing the batch CSV rows
       progress       printing the progress line (and appending it to the log file)
     save_epoch     the checkpoint written after each epoch (rank 0; outside Epoch_Time_Seconds)
@@ -32,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-PARTS = ("stop_vote", "flush_window", "all_reduce", "log_batches", "progress")
+PARTS = ("sync", "all_reduce", "record", "log_batches", "progress")
 
 
 def install() -> tuple[list[dict], dict]:
@@ -58,14 +60,10 @@ def install() -> tuple[list[dict], dict]:
 
         setattr(owner, attr, wrapper)
 
-    if hasattr(trainer, "StopVote"):  # the per-step stop vote (an all-reduce started each step)
-        timer(trainer.StopVote, "poll", "stop_vote")
-    else:
-        timer(trainer, "agree", "stop_vote")
-    timer(trainer, "flush_window", "flush_window")
+    for method in ("poll", "after_backward", "close", "drain"):
+        timer(trainer.StepSync, method, "sync")
     timer(dist, "all_reduce_sum", "all_reduce")
-    if hasattr(trainer, "Window"):  # a log interval's reduction, started a step earlier
-        timer(trainer.Window, "values", "all_reduce")
+    timer(trainer, "record_windows", "record")
     timer(MetricsLogger, "log_batches", "log_batches")
     timer(Console, "progress", "progress")
     timer(trainer, "save_epoch", "save_epoch")

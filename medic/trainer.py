@@ -340,13 +340,12 @@ def train_epoch(cfg, model, loader, loss_fn, optimizer, device, control, stop, e
     counts = torch.zeros(steps, device=device)  # per step: this rank's samples
     pending = first
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
-    vote = StopVote(control)
-    window = None  # the last log interval's reduction: started, recorded during the next step
+    sync = StepSync(sums, counts, control, device,
+                    lambda packed, windows: record_windows(packed, windows, es, epoch, steps, cfg, logger, con))
     for b, (images, masks) in enumerate(loader, start=first):
-        if vote.poll(stop.local()):
-            if window is not None:
-                window.record(es, epoch, steps, cfg, logger, con)
-            flush_window(sums, counts, pending, b, es, epoch, steps, cfg, logger, con, progress=False)
+        if sync.poll(stop.local()):
+            sync.close(pending, b, progress=False)
+            sync.drain()
             return True
         images = images.to(device, non_blocking=True)
         masks = masks.to(device, non_blocking=True)
@@ -358,9 +357,7 @@ def train_epoch(cfg, model, loader, loss_fn, optimizer, device, control, stop, e
             loss = loss_fn(model(images), masks)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if window is not None:  # its all-reduce finished while this step ran: no wait here
-            window.record(es, epoch, steps, cfg, logger, con)
-            window = None
+        sync.after_backward()
         if cfg.nonfinite == "skip" and agree(not torch.isfinite(loss).item(), control):
             # a non-finite loss on any rank poisons the averaged gradients on all: all skip
             # (this check is one host sync per step, paid only with --nonfinite skip)
@@ -373,65 +370,140 @@ def train_epoch(cfg, model, loader, loss_fn, optimizer, device, control, stop, e
         sums[b] = loss.detach().float() * n  # stays on the device: no sync here
         counts[b] = n
         if b % cfg.log_interval == 0 or b == steps - 1:
-            window = Window(sums, counts, pending, b + 1, progress=b % cfg.log_interval == 0)
+            sync.close(pending, b + 1, progress=b % cfg.log_interval == 0)
             pending = b + 1
-    if window is not None:  # the epoch's last steps: recorded now, before its epoch row
-        window.record(es, epoch, steps, cfg, logger, con)
-    vote.finish()
+    sync.drain()  # the epoch's last steps are recorded before its epoch row
     return False
 
 
-class Window:
-    """The reduction of the steps [start, end) of one log interval, started without waiting and
-    recorded during the next step, by when it has long finished: a blocking all-reduce per log
-    interval, a rendezvous of the ranks, cost about 5% at --log_interval 1 on a 2-core CPU
-    machine. Rows and the progress line of an interval so appear one step later; the epoch's
-    last interval is recorded before its epoch row, and a stop records what was started."""
+class StepSync:
+    """What the ranks agree on during an epoch, off the critical path: the stop flag, and the
+    global losses of the finished log intervals.
 
-    def __init__(self, sums, counts, start: int, end: int, progress: bool):
-        self.start, self.end, self.progress = start, end, progress
-        self.packed = torch.cat([sums[start:end], counts[start:end]])
-        self.work = (torch.distributed.all_reduce(self.packed, async_op=True)
-                     if torch.distributed.is_initialized() else None)
+    A *vote* is one all-reduce started without waiting and read at the next step, long finished
+    by then. It carries this rank's stop flag and mean step time, and its result sets when the
+    next vote starts: about every ``EVERY_S`` seconds of steps (every step when steps are slower
+    than that). Every rank reads the same result at the same step and so computes the same
+    schedule: all stop together, at a step boundary, at most about ``EVERY_S`` plus one step
+    after the signal. On CPU, where the losses and the flag share the gloo group, the finished
+    log intervals ride on the next vote (one collective for both); on CUDA each interval's
+    losses are reduced on the device as soon as it ends (NCCL) and recorded during the next
+    step, while the vote runs on a CPU gloo group (no host-device sync).
 
-    def values(self) -> list[float]:
-        if self.work is not None:
-            self.work.wait()
-        return self.packed.tolist()  # the one host sync per log interval
+    Why: a blocking all-reduce per step (a rendezvous of the ranks) cost about 5% of the step
+    time on a 2-core CPU machine, and even an asynchronous one per step 1-3%, its messages
+    competing with the computation for the cores. Batch rows and progress lines so appear up
+    to about ``EVERY_S`` late; the epoch's last interval is always recorded before its epoch
+    row, and a stop records every step taken."""
 
-    def record(self, es: "EpochState", epoch: int, steps: int, cfg, logger, con) -> None:
-        flush_window(None, None, self.start, self.end, es, epoch, steps, cfg, logger, con,
-                     progress=self.progress, window=self)
+    EVERY_S = 0.25
+
+    def __init__(self, sums, counts, control, device, record):
+        self.sums, self.counts, self.group, self.record = sums, counts, control, record
+        self.distributed = torch.distributed.is_initialized()
+        self.world = torch.distributed.get_world_size() if self.distributed else 1
+        self.merged = self.distributed and control is None and device.type == "cpu"
+        self.closed: list[tuple[int, int, bool]] = []  # finished log intervals, not yet reduced
+        self.flight = None   # (work, tensor, intervals) of the vote in flight
+        self.window = None   # (work, tensor, intervals) of a device reduction in flight (CUDA)
+        self.steps = 0       # polls so far (one per step, the same count on every rank)
+        self.due = 1         # the poll at which the next vote starts
+        self.started = 0     # the poll at which the vote in flight started
+        self.mark = None     # (perf_counter, polls) when the last vote started
+
+    def packed(self, intervals) -> torch.Tensor:
+        lo, hi = intervals[0][0], intervals[-1][1]
+        return torch.cat([self.sums[lo:hi], self.counts[lo:hi]])
+
+    def poll(self, flag: bool) -> bool:
+        """At the start of each step: True on every rank once a stop has been agreed on."""
+        if not self.distributed:
+            return bool(flag)
+        self.steps += 1
+        agreed = False
+        if self.flight is not None:
+            work, t, intervals = self.flight
+            work.wait()
+            self.flight = None
+            head = t[:2].tolist()  # a CPU tensor: no device sync
+            agreed = head[0] > 0
+            step_s = head[1] / self.world  # the ranks' mean step time: the same on every rank
+            self.due = self.started + (max(1, int(self.EVERY_S / step_s)) if step_s > 0 else 1)
+            if intervals:
+                self.record(t[2:], intervals)
+        if not agreed and self.steps >= self.due:
+            now = time.perf_counter()
+            step_s = (now - self.mark[0]) / (self.steps - self.mark[1]) if self.mark else 0.0
+            self.mark, self.started = (now, self.steps), self.steps
+            t = torch.tensor([1.0 if flag else 0.0, step_s])
+            intervals = []
+            if self.merged and self.closed:
+                intervals, self.closed = self.closed, []
+                t = torch.cat([t, self.packed(intervals)])
+            self.flight = (torch.distributed.all_reduce(t, group=self.group, async_op=True), t, intervals)
+        return agreed
+
+    def close(self, start: int, end: int, progress: bool) -> None:
+        """The log interval of steps [start, end) has ended."""
+        if end <= start:
+            return
+        interval = [(start, end, progress)]
+        if not self.distributed:
+            self.record(self.packed(interval), interval)
+        elif self.merged:
+            self.closed += interval
+        else:
+            self.after_backward()
+            t = self.packed(interval)
+            self.window = (torch.distributed.all_reduce(t, async_op=True), t, interval)
+
+    def after_backward(self) -> None:
+        """Record a device reduction started a step earlier (finished by now: no wait)."""
+        if self.window is not None:
+            work, t, intervals = self.window
+            self.window = None
+            work.wait()
+            self.record(t, intervals)
+
+    def drain(self) -> None:
+        """At the end of the epoch or on a stop, on every rank: record every ended interval, in
+        order (the vote in flight is completed; its answer is left to the caller)."""
+        if self.flight is not None:
+            work, t, intervals = self.flight
+            self.flight = None
+            work.wait()
+            if intervals:
+                self.record(t[2:], intervals)
+        self.after_backward()
+        if self.closed:
+            intervals, self.closed = self.closed, []
+            self.record(dist.all_reduce_sum(self.packed(intervals)), intervals)
 
 
-def flush_window(sums, counts, start: int, end: int, es: EpochState, epoch: int, steps: int, cfg,
-                 logger, con, progress: bool, window: Window | None = None) -> None:
-    """Reduce the steps [start, end) with one collective and record them (batch rows, progress
-    line, epoch sums). This is the one host sync per log interval. ``window``: the reduction
-    already started for these steps."""
-    if end <= start:
-        return
-    if window is not None:
-        values = window.values()
-    else:
-        packed = torch.cat([sums[start:end], counts[start:end]])
-        values = dist.all_reduce_sum(packed).tolist()
-    w = end - start
-    for i in range(w):
-        s, c = values[i], values[w + i]
-        loss = s / c if c else float("nan")
-        es.losses.append(loss)
-        if math.isfinite(loss):
-            es.loss_sum += s
-            es.count += c
-        elif cfg.nonfinite == "stop":
-            if logger is not None:
-                logger.log_batches(epoch, start, es.losses[start:start + i + 1], es.lrs[start:start + i + 1])
-            raise NonFiniteLoss(epoch, start + i, loss)
-    if logger is not None:
-        logger.log_batches(epoch, start, es.losses[start:end], es.lrs[start:end])
-        if progress:
-            con.progress(epoch, cfg.epochs, end - 1, steps, es.losses[end - 1], es.lrs[end - 1])
+def record_windows(packed: torch.Tensor, intervals: list[tuple[int, int, bool]], es: EpochState, epoch: int,
+                   steps: int, cfg, logger, con) -> None:
+    """Record consecutive log intervals from their reduced losses ``packed`` (the per-step loss
+    sums, then the per-step sample counts): batch rows, progress lines, epoch sums. Reading
+    ``packed`` is the one host sync per log interval."""
+    values = packed.tolist()
+    lo, hi = intervals[0][0], intervals[-1][1]
+    w = hi - lo
+    for start, end, progress in intervals:
+        for i in range(start, end):
+            s, c = values[i - lo], values[w + i - lo]
+            loss = s / c if c else float("nan")
+            es.losses.append(loss)
+            if math.isfinite(loss):
+                es.loss_sum += s
+                es.count += c
+            elif cfg.nonfinite == "stop":
+                if logger is not None:
+                    logger.log_batches(epoch, start, es.losses[start:i + 1], es.lrs[start:i + 1])
+                raise NonFiniteLoss(epoch, i, loss)
+        if logger is not None:
+            logger.log_batches(epoch, start, es.losses[start:end], es.lrs[start:end])
+            if progress:
+                con.progress(epoch, cfg.epochs, end - 1, steps, es.losses[end - 1], es.lrs[end - 1])
 
 
 @torch.no_grad()
@@ -449,40 +521,6 @@ def validate(model, loader, loss_fn, device, cfg) -> dict[str, float]:
     loss_sum, dice_sum, n = dist.all_reduce_sum(acc).tolist()
     model.train()
     return {"Val_Loss": loss_sum / n, "Val_Dice": dice_sum / n}
-
-
-class StopVote:
-    """The per-step stop agreement, off the critical path: each step starts a tiny all-reduce of
-    this rank's flag and reads the one started a step earlier, long finished by then. Every rank
-    reads the same vote at the same step, so all still stop together — one step after the
-    signal rather than at once. (A blocking all-reduce per step, a rendezvous of the ranks, cost
-    about 5% of the step time on a 2-core CPU machine.)"""
-
-    def __init__(self, group):
-        self.group = group
-        self.pending = None  # (work, tensor) of the vote in flight
-
-    def poll(self, flag: bool) -> bool:
-        if not torch.distributed.is_initialized():
-            return bool(flag)
-        agreed = False
-        if self.pending is not None:
-            work, t = self.pending
-            work.wait()
-            agreed = bool(t.item())  # CPU tensor (the control group is gloo): no device sync
-            self.pending = None
-        if not agreed:
-            t = torch.tensor([1 if flag else 0], dtype=torch.int32)
-            self.pending = (torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX,
-                                                         group=self.group, async_op=True), t)
-        return agreed
-
-    def finish(self) -> None:
-        """Complete the vote in flight (at the end of the epoch, on every rank); its answer is
-        left to the end-of-epoch agreement."""
-        if self.pending is not None:
-            self.pending[0].wait()
-            self.pending = None
 
 
 def agree(flag: bool, group) -> bool:

@@ -83,7 +83,7 @@ def test_overhead_benchmark_runs_every_variant_and_the_profile(tmp_path):
     assert set(prof) == {0, 1}  # both ranks report
     for rank, p in prof.items():
         assert p["steps"] == 1  # 8 samples / 2 ranks / batch 4, epoch 2 only
-        assert p["parts_us"]["stop_vote"] > 0 and p["parts_us"]["all_reduce"] > 0 and p["bookkeeping_us"] > 0
+        assert p["parts_us"]["sync"] > 0 and p["parts_us"]["all_reduce"] > 0 and p["bookkeeping_us"] > 0
     assert prof[0]["parts_us"]["log_batches"] > 0 and prof[1]["parts_us"]["log_batches"] == 0
     ab = section.data["inproc"]  # the same-process comparison: one warm-up round, one counted
     assert ab["world_size"] == 2 and {v: len(t) for v, t in ab["epoch_times"].items()} == \

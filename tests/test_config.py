@@ -14,7 +14,6 @@ def test_defaults_follow_the_guide():
 
 
 def test_every_option_is_a_flag_in_both_spellings():
-    samples = {"int": "3", "float": "0.5", "str": None}
     for f in fields(TrainConfig):
         spellings = {f"--{f.name}", f"--{f.name.replace('_', '-')}"}
         for flag in spellings:
