@@ -183,7 +183,7 @@ def launch(cfg: TrainConfig, explicit: set[str], torchrun_flags: list[str]) -> i
     pending: list[int] = []
 
     def forward(signum, frame):
-        # straight to the training processes: they agree to stop at the next step, save and
+        # straight to the training processes: they agree to stop at a step boundary, save and
         # exit cleanly, so the agent ends normally instead of dumping its own interruption.
         # Before the workers exist, the agent gets the signal (and stops the start-up).
         if not job:

@@ -46,8 +46,9 @@ class NonFiniteLoss(Exception):
 
 
 class StopFlag:
-    """SIGINT/SIGTERM only set a flag; the loop agrees on it across ranks at the next step. A
-    third signal gives up on the graceful path. Under torchrun, the agent's death counts too.
+    """SIGINT/SIGTERM only set a flag; the loop agrees on it across ranks at a step boundary
+    (``StepSync``). A third signal gives up on the graceful path. Under torchrun, the agent's
+    death counts too.
 
     One stop can reach a worker several times within milliseconds (a scheduler signals every
     process of the job, and the launcher and torchrun's agent each pass the signal on), so
