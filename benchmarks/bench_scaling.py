@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,27 +33,44 @@ def settings(mode: str) -> tuple[list[tuple[int, int]], Workload, int]:
     pairs = [(1, 1), (1, cores), (2, max(1, cores // 2))]
     if mode == "full":
         return pairs + [(2, cores)], Workload(epochs=4, num_samples=256), 3
-    return pairs, Workload(epochs=3, num_samples=192), 1
+    return pairs, Workload(epochs=3, num_samples=192), 2
 
 
 def measure(pairs, base: Workload, rounds: int, work: Path, progress=print,
             failures: list | None = None) -> dict:
     """samples/s of medic train and of the bare loop at each setting, alternating."""
-    runs: dict[str, dict[tuple[int, int], list[float]]] = {"medic": {p: [] for p in pairs},
-                                                           "bare": {p: [] for p in pairs}}
+    runs: dict[str, dict[tuple[int, int], list[float]]] = {
+        "medic": {p: [] for p in pairs}, "bare": {p: [] for p in pairs},
+        "independent": {p: [] for p in pairs if p[0] > 1}}
     failures = [] if failures is None else failures
     for r in range(rounds):
         order = pairs[r % len(pairs):] + pairs[:r % len(pairs)]
         for nproc, threads in order:
             w = Workload(**{**base.__dict__, "nproc": nproc, "threads": threads})
-            for kind in ("medic", "bare") if r % 2 == 0 else ("bare", "medic"):
+            kinds = ("medic", "bare") + (("independent",) if nproc > 1 else ())
+            for kind in kinds if r % 2 == 0 else kinds[::-1]:
                 name = f"{kind}_p{nproc}t{threads}_{r}_{len(failures)}"
+                if kind == "independent":
+                    rate = with_retry(lambda: independent(w, work, name), failures)
+                    runs[kind][(nproc, threads)].append(rate)
+                    progress(f"  round {r + 1}/{rounds} {nproc} independent bare processes x {threads} thread(s) "
+                             f"{rate:8.1f} samples/s in all")
+                    continue
                 res = with_retry(lambda: run_medic(w, work, name, []) if kind == "medic"
                                  else run_bare(w, work, name), failures)
                 runs[kind][(nproc, threads)].append(res.samples_per_s)
                 progress(f"  round {r + 1}/{rounds} {kind:<5} {w.label():<20} {res.samples_per_s:8.1f} samples/s "
                          f"(epochs {', '.join(f'{t:.2f}' for t in res.epoch_times)} s)")
     return runs
+
+
+def independent(w: Workload, work: Path, name: str) -> float:
+    """The ceiling for N processes on this machine: N single-process bare loops at once, each on
+    the whole data set, with no communication at all; their samples/s added up."""
+    single = Workload(**{**w.__dict__, "nproc": 1})
+    with ThreadPoolExecutor(w.nproc) as pool:
+        futures = [pool.submit(run_bare, single, work, f"{name}_{i}") for i in range(w.nproc)]
+        return sum(f.result().samples_per_s for f in futures)
 
 
 def scaling(med: dict) -> tuple[tuple[int, int], tuple[int, int] | None, float | None]:
@@ -91,13 +109,23 @@ def report(runs: dict, base: Workload, failures: list[str] = ()) -> Section:
         body += (f"\n\nFastest setting: {winner[0]} process(es) x {winner[1]} thread(s). "
                  f"2 processes ({best2[0]}x{best2[1]}) vs the best single process ({best1[0]}x{best1[1]}): "
                  f"{ratio:.2f}x" + (f"; vs one process with one thread: {med[best2] / ref:.2f}x" if ref else "")
-                 + f". The bare loop: {bare_ratio:.2f}x ({bare2[0]}x{bare2[1]} vs {bare1[0]}x{bare1[1]}).\n")
+                 + f". The bare loop: {bare_ratio:.2f}x ({bare2[0]}x{bare2[1]} vs {bare1[0]}x{bare1[1]}).")
+        ceiling = {p: median(v) for p, v in runs["independent"].items()}
+        if best2 in ceiling:
+            body += (f" The ceiling, {best2[0]} independent bare processes x {best2[1]} thread(s) at once with no "
+                     f"communication: {fmt(ceiling[best2])} samples/s in all = {ceiling[best2] / bare[bare1]:.2f}x the "
+                     f"best single bare process; DDP's gradient all-reduce and the ranks waiting for each other "
+                     f"take the rest.")
+        body += "\n"
         summary.append(["DDP scaling on CPU: 2 processes vs the best 1-process setting",
                         f"{ratio:.2f}x ({fmt(med[best2])} vs {fmt(med[best1])} samples/s; fastest: "
-                        f"{winner[0]}x{winner[1]}); the bare loop on the same cores: {bare_ratio:.2f}x",
+                        f"{winner[0]}x{winner[1]}); the bare loop on the same cores: {bare_ratio:.2f}x"
+                        + (f"; {best2[0]} independent processes, no communication: "
+                           f"{median(runs['independent'][best2]) / bare[bare1]:.2f}x"
+                           if runs["independent"].get(best2) else ""),
                         f"≥ {GOAL}x", "met" if ratio >= GOAL else "not met"])
     return Section("DDP scaling on CPU", body, summary,
-                   {"runs": {kind: {f"{p[0]}x{p[1]}": v for p, v in r.items()} for kind, r in runs.items()},
+                   {"runs": {kind: {f"{q[0]}x{q[1]}": v for q, v in r.items()} for kind, r in runs.items()},
                     "load_average": load_average()})
 
 
