@@ -6,8 +6,8 @@
     resume     model/optimizer/scheduler/best/RNG from the checkpoint; CSV rows after it cut
     loop       for each epoch: train steps → (val) → epoch row → checkpoints → sidecar
                each step: forward, backward, step; its loss stays on the device
-               each log interval: its per-step losses reduced without waiting (StepSync,
-               at most one small collective per log interval) → batch rows, a progress line
+               each log interval: its per-step losses reduced without waiting, with the
+               stop vote (StepSync, about every 0.25 s) → batch rows, a progress line
     finish     sidecar status completed / stopped / failed
 
 Metrics are global (DESIGN.md): a batch's loss is the sample-weighted mean over ranks of that
