@@ -20,6 +20,7 @@ $(VENV)/.ready: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.ready
+	mkdir -p metrics analysis log checkpoints results
 
 demo: setup
 	$(VENV)/bin/medic train $(DEMO_ARGS)

@@ -285,9 +285,10 @@ def run(cfg: TrainConfig, decide) -> int:
     except BaseException as err:
         message = f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
         if r.distributed:
-            report_failure(r.rank, message)
-        if r.distributed and "peer" not in message.lower():
-            message += " (this or another process failed; see the log of each rank)"
+            lost_peer = "peer" in message.lower()  # a consequence of another rank's failure
+            report_failure(r.rank, message, lost_peer)
+            if not lost_peer:
+                message += " (this or another process failed; see the log of each rank)"
         if owns_sidecar:
             update_sidecar(sidecar, status="failed", end_time=now_str(), message=message)
         raise
@@ -304,7 +305,7 @@ def run(cfg: TrainConfig, decide) -> int:
     return code
 
 
-def report_failure(rank: int, message: str) -> None:
+def report_failure(rank: int, message: str, consequence: bool) -> None:
     """Leave this rank's error, with the time to the microsecond, where ``medic train``'s
     launcher looks for the error that started a failure: when one rank raises, the others
     fail a moment later only because their peer vanished, often within the same second, and
@@ -316,8 +317,7 @@ def report_failure(rank: int, message: str) -> None:
     try:
         os.makedirs(folder, exist_ok=True)
         write_json_atomic(os.path.join(folder, f"rank{rank}.json"),
-                          {"rank": rank, "time": time.time(), "message": message,
-                           "consequence": "peer" in message.lower()})
+                          {"rank": rank, "time": time.time(), "message": message, "consequence": consequence})
     except OSError:
         pass  # the launcher falls back on torchrun's record
 
@@ -423,16 +423,11 @@ class StepSync:
             return bool(flag)
         self.steps += 1
         agreed = False
-        if self.flight is not None:
-            work, t, intervals = self.flight
-            work.wait()
-            self.flight = None
-            head = t[:2].tolist()  # a CPU tensor: no device sync
+        head = self.land()
+        if head is not None:
             agreed = head[0] > 0
             step_s = head[1] / self.world  # the ranks' mean step time: the same on every rank
             self.due = self.started + (max(1, int(self.EVERY_S / step_s)) if step_s > 0 else 1)
-            if intervals:
-                self.record(t[2:], intervals)
         if not agreed and self.steps >= self.due:
             now = time.perf_counter()
             step_s = (now - self.mark[0]) / (self.steps - self.mark[1]) if self.mark else 0.0
@@ -444,6 +439,18 @@ class StepSync:
                 t = torch.cat([t, self.packed(intervals)])
             self.flight = (torch.distributed.all_reduce(t, group=self.group, async_op=True), t, intervals)
         return agreed
+
+    def land(self) -> list[float] | None:
+        """Complete the vote in flight, if any: record the intervals it carried and return its
+        head (the summed stop flags and step times; a CPU tensor, so no device sync)."""
+        if self.flight is None:
+            return None
+        work, t, intervals = self.flight
+        self.flight = None
+        work.wait()
+        if intervals:
+            self.record(t[2:], intervals)
+        return t[:2].tolist()
 
     def close(self, start: int, end: int, progress: bool) -> None:
         """The log interval of steps [start, end) has ended."""
@@ -470,12 +477,7 @@ class StepSync:
     def drain(self) -> None:
         """At the end of the epoch or on a stop, on every rank: record every ended interval, in
         order (the vote in flight is completed; its answer is left to the caller)."""
-        if self.flight is not None:
-            work, t, intervals = self.flight
-            self.flight = None
-            work.wait()
-            if intervals:
-                self.record(t[2:], intervals)
+        self.land()
         self.after_backward()
         if self.closed:
             intervals, self.closed = self.closed, []
