@@ -19,6 +19,11 @@ $(VENV)/.ready: pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name medic --display-name "medic (.venv)" >/dev/null
 	touch $@
 
+# Lightning, for the logger benchmark only (medic itself does not need it)
+$(VENV)/.bench-ready: $(VENV)/.ready
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
 setup: $(VENV)/.ready
 	mkdir -p metrics analysis log checkpoints results
 
@@ -27,7 +32,7 @@ demo: setup
 	$(VENV)/bin/medic analyze
 	$(VENV)/bin/medic analyze --batch_metrics
 
-test: setup
+test: setup $(VENV)/.bench-ready
 	$(PY) -m pytest -q tests
 
 test-faults: setup
@@ -41,7 +46,7 @@ lab: setup
 notebooks: setup
 	$(PY) -m medic.notebooks run-all analysis/notebooks
 
-bench: setup
+bench: setup $(VENV)/.bench-ready
 	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean-venv:
