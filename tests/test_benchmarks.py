@@ -113,6 +113,14 @@ def test_run_all_writes_the_markdown_report(tmp_path):
     for heading in ("## Summary", "## Logger cost", "## Reader start-up", "## DDP scaling on CPU"):
         assert heading in text
     assert "| 1 proc x 1 thread |" in text
+    # the same settings inside one pair of processes: all four phases measured, and a verdict
+    for phase in ("1 process x 1 thread", "1 process x 2 threads", "2 processes x 1 thread, DDP",
+                  "2 independent processes x 1 thread, no communication"):
+        assert f"| {phase} |" in text
+    ab = json.loads((out / "results.json").read_text())["DDP scaling on CPU"]["same_processes"]
+    assert all(len(v) == 1 and v[0] > 0 for v in ab["samples_per_s"].values())
+    assert max(ab["idle_rank_cpu"]) < 0.5, "rank 1 must wait idle while rank 0 runs alone"
+    assert "| DDP scaling on CPU, same processes, alternating phases (bare loop)" in text
     assert text in proc.stdout  # printed as well
     data = json.loads((out / "results.json").read_text())
     assert set(data) == {"Logger cost", "Reader start-up", "DDP scaling on CPU"}
