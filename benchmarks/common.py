@@ -8,6 +8,7 @@ run's figure is the median over those epochs.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -72,6 +73,18 @@ class RunResult:
         steady = [t for t in (self.epoch_times[1:] or self.epoch_times) if t > 0]
         # a tiny epoch can round to 0.00 s in the CSV: no rate then, rather than a division by zero
         return statistics.median(self.samples / t for t in steady) if steady else float("nan")
+
+
+def same_process_parser(doc: str, rounds: int) -> argparse.ArgumentParser:
+    """The flags of the benchmarks that alternate variants inside one set of processes
+    (``inproc_ab.py``, ``scaling_ab.py``): the workload of ``medic train``'s defaults, rounds, out."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=rounds)
+    p.add_argument("--num_samples", type=int, default=192)
+    p.add_argument("--image_size", type=int, default=64)
+    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--out", default="", help="JSON file for the results (rank 0)")
+    return p
 
 
 def child_env(threads: int) -> dict[str, str]:

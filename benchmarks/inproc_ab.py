@@ -13,7 +13,6 @@ times to ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -24,18 +23,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+from common import same_process_parser  # noqa: E402
 
 VARIANTS = ("bare", "medic", "medic_batch")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--num_samples", type=int, default=192)
-    p.add_argument("--image_size", type=int, default=64)
-    p.add_argument("--batch_size", type=int, default=4)
+    p = same_process_parser(__doc__, rounds=6)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default="")
     args = p.parse_args(argv)
     import monai  # here, before the deep imports below (see bare_loop.py)
     import torch

@@ -19,7 +19,6 @@ Rank 0 writes every phase's samples/s per round to ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -29,17 +28,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+from common import same_process_parser  # noqa: E402
 
 PHASES = ("2x1", "1x2", "1x1", "independent")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--num_samples", type=int, default=192)
-    p.add_argument("--image_size", type=int, default=64)
-    p.add_argument("--batch_size", type=int, default=4)
-    p.add_argument("--out", default="")
+    p = same_process_parser(__doc__, rounds=6)
     args = p.parse_args(argv)
     import monai  # here, before the deep imports below (see bare_loop.py)
     import torch
