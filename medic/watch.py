@@ -13,7 +13,9 @@ is gone) and no rows are left to print, or on Ctrl-C. Standard library only: sta
 from __future__ import annotations
 
 import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -196,11 +198,25 @@ def main(argv: list[str] | None = None) -> int:
         raise MedicError(f"--interval must be > 0 seconds, got {args.interval}")
     from medic.report import default_lang
     lang = args.lang or default_lang()
+    restore = _ctrl_c_stops()
     try:
         return _watch(args, Project.at(args.root), lang)
     except KeyboardInterrupt:
         print("\n" + TEXT[lang]["bye"], flush=True)
         return 0
+    finally:
+        restore()
+
+
+def _ctrl_c_stops():
+    """Ctrl-C (SIGINT) is how a watch is stopped, so it must work even when the process started
+    with SIGINT ignored — as every background job of a shell script does, and what it starts. Returns
+    the function that puts the inherited setting back."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        return lambda: None
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    return lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _watch(args, project: Project, lang: str) -> int:

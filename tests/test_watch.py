@@ -22,9 +22,12 @@ from test_catalog import dead_pid
 class Watch:
     """``medic watch`` as a subprocess whose output lines are collected as they arrive."""
 
-    def __init__(self, cwd, *args: str):
+    def __init__(self, cwd, *args: str, sigint=signal.SIG_DFL):
+        # SIGINT as the child starts: default, as from a terminal; or ignored, as a background job
+        # of a shell script starts (whatever pytest itself inherited does not matter)
         self.proc = subprocess.Popen([PY, "-m", "medic.watch", "--interval", "0.1", *args], cwd=cwd,
-                                     env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
         self.lines: list[str] = []
         self._queue: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -142,9 +145,10 @@ def test_interrupted_run_ends_the_watch(project):
     assert out.stdout.splitlines()[-1].startswith("Run 20250101_000001 interrupted: 2/9 epochs")
 
 
-def test_ctrl_c_stops_cleanly(project):
+@pytest.mark.parametrize("sigint", [signal.SIG_DFL, signal.SIG_IGN], ids=["terminal", "started-ignoring-sigint"])
+def test_ctrl_c_stops_cleanly(project, sigint):
     logger = start_run(project, "20250101_000001", planned=3)
-    watch = Watch(project)
+    watch = Watch(project, sigint=sigint)
     try:
         watch.wait_for("Watching run")
         watch.proc.send_signal(signal.SIGINT)
