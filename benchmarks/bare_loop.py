@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from medic.config import TrainConfig
     from medic.data import build_dataset
-    from medic.models import build_loss, build_model
+    from medic.models import build_loss, build_model, build_optimizer
 
     rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = build_loss()
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = build_optimizer(model, cfg)  # the trainer's own optimizer, fused Adam
     if world > 1:
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp)

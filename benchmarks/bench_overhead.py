@@ -143,7 +143,8 @@ def summarize_profile(data: dict) -> dict:
     parts = {k: sum(e["parts"][k]["seconds"] for e in epochs) / steps * 1e6 for k in epochs[0]["parts"]}
     save = data.get("save_epoch") or {"seconds": 0.0, "calls": 0}
     return {"steps": steps, "step_us": seconds / steps * 1e6, "parts_us": parts,
-            "bookkeeping_us": data["bookkeeping_us"], "epoch_s": seconds / len(epochs),
+            "bookkeeping_us": data["bookkeeping_us"], "optimizer_us": data.get("optimizer_us"),
+            "epoch_s": seconds / len(epochs),
             "checkpoint_ms": save["seconds"] / save["calls"] * 1e3 if save["calls"] else 0.0}
 
 
@@ -255,6 +256,12 @@ def profile_table(prof: dict) -> str:
     rows.append(["on-device bookkeeping (`sums[b]`, `counts[b]`, lr; micro-benchmark)"]
                 + [fmt(prof[r]["bookkeeping_us"], 1) for r in ranks]
                 + [f"{prof[r]['bookkeeping_us'] / prof[r]['step_us'] * 100:.2f}%" for r in ranks])
+    if all(prof[r].get("optimizer_us") for r in ranks):
+        for key, label in (("fused", "Adam step, medic's fused kernel (`build_optimizer`; micro-benchmark, in the step above)"),
+                           ("loop", "… the same step with `torch.optim.Adam(params, lr)`'s per-parameter loop, "
+                                    "as a hand-written loop would have it")):
+            rows.append([label] + [fmt(prof[r]["optimizer_us"][key], 0) for r in ranks]
+                        + [f"{prof[r]['optimizer_us'][key] / prof[r]['step_us'] * 100:.1f}%" for r in ranks])
     ckpt = prof[0]["checkpoint_ms"]
     rows.append(["checkpoint after each epoch (rank 0, per epoch; not part of Epoch_Time_Seconds)",
                  f"{fmt(ckpt, 0)} ms/epoch"] + [""] * (len(ranks) - 1)

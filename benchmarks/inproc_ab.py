@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from medic.console import Console
     from medic.data import build_dataset
     from medic.logger import MetricsLogger
-    from medic.models import build_loss, build_model
+    from medic.models import build_loss, build_model, build_optimizer
     from medic.trainer import EpochState, ResumableSampler, StopFlag, train_epoch
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = len(loader)
     model = build_model(cfg, in_channels=dataset[0][0].shape[0])
     loss_fn = build_loss()
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = build_optimizer(model, cfg)
     if world > 1:
         model = DDP(model)
     folder = Path(tempfile.mkdtemp(prefix="medic-ab-"))

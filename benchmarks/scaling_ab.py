@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from medic.config import TrainConfig
     from medic.data import build_dataset
-    from medic.models import build_loss, build_model
+    from medic.models import build_loss, build_model, build_optimizer
     from medic.trainer import ResumableSampler
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     def fresh():
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, in_channels=dataset[0][0].shape[0])
-        return model, torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        return model, build_optimizer(model, cfg)
 
     ddp_model, ddp_opt = fresh()
     ddp_model = DDP(ddp_model)

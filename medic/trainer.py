@@ -2,7 +2,7 @@
 
     setup      process group, device, run id and resume point agreed from rank 0
     data       dataset → train/val split → DistributedSampler → DataLoader
-    model      UNet (or plug-in), Dice+CE loss, Adam, optional LR schedule, DDP
+    model      UNet (or plug-in), Dice+CE loss, Adam (fused kernel), optional LR schedule, DDP
     resume     model/optimizer/scheduler/best/RNG from the checkpoint; CSV rows after it cut
     loop       for each epoch: train steps → (val) → epoch row → checkpoints → sidecar
                each step: forward, backward, step; its loss stays on the device
@@ -35,7 +35,7 @@ from medic.console import Console
 from medic.data import build_dataset, split
 from medic.errors import MedicError
 from medic.logger import MetricsLogger
-from medic.models import build_loss, build_model, dice_per_sample
+from medic.models import build_loss, build_model, build_optimizer, dice_per_sample
 from medic.paths import Project
 from medic.sidecar import now_str, update_sidecar, write_json_atomic
 
@@ -167,7 +167,7 @@ def run(cfg: TrainConfig, decide) -> int:
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         loss_fn = build_loss()
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        optimizer = build_optimizer(model, cfg)
         scheduler = make_scheduler(cfg, optimizer)
         best, best_epoch = None, 0
         if state:

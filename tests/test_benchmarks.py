@@ -89,6 +89,8 @@ def test_overhead_benchmark_runs_every_variant_and_the_profile(tmp_path):
     for rank, p in prof.items():
         assert p["steps"] == 1  # 8 samples / 2 ranks / batch 4, epoch 2 only
         assert p["parts_us"]["sync"] > 0 and p["parts_us"]["all_reduce"] > 0 and p["bookkeeping_us"] > 0
+        assert p["optimizer_us"]["fused"] > 0 and p["optimizer_us"]["loop"] > 0
+    assert "Adam step, medic's fused kernel" in section.body
     assert prof[0]["parts_us"]["log_batches"] > 0 and prof[1]["parts_us"]["log_batches"] == 0
     ab = section.data["inproc"]  # the same-process comparison: one warm-up round, one counted
     assert ab["world_size"] == 2 and {v: len(t) for v, t in ab["epoch_times"].items()} == \
