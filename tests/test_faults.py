@@ -387,7 +387,10 @@ def test_hard_kills_at_random_points_then_resume_matches_an_uninterrupted_run(re
 def test_sigint_and_sigterm_stop_gracefully_and_resume_continues_exactly(reference, tmp_path):
     root = new_project(tmp_path)
     epochs = 5
-    env = fault_env(FAULTY_READ_DELAY="0.01")
+    # steps slower than StepSync.EVERY_S (4 reads x 75 ms), so the ranks vote at every step: rows
+    # then show up at most a step late and the stop comes at most a step or two after the signal.
+    # (With faster steps both stretch to about EVERY_S's worth of steps, by design.)
+    env = fault_env(FAULTY_READ_DELAY="0.075")
     args = [*BASE, "--epochs", str(epochs)]
     stops = []
     for i, (sig, at_epoch, how) in enumerate([(signal.SIGINT, 2, "Ctrl-C to medic train"),
