@@ -28,8 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (BENCH, PY, RunResult, Section, Workload, child_env, epoch_times_from_csv,  # noqa: E402
-                    fmt, load_average, median, medic_cmd, run_bare, run_cmd, run_medic, standalone_torchrun,
+from common import (BENCH, RunResult, Section, Workload, child_env, epoch_times_from_csv,  # noqa: E402
+                    fmt, load_average, median, medic_cmd, run_bare, run_cmd, run_medic, run_same_process,
                     table, with_retry)
 
 VARIANTS = {
@@ -118,17 +118,8 @@ def inproc(w: Workload, rounds: int, work: Path, sets: int = 1) -> dict:
     """medic's ``train_epoch`` against the bare step loop in the same processes (``inproc_ab.py``),
     whole epochs alternating, in ``sets`` separate sets of processes; returns each variant's epoch
     times (all sets, in order) and each set's own."""
-    results = []
-    for i in range(sets):
-        out = work / f"inproc{i}"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "ab.json").unlink(missing_ok=True)
-        args = [str(BENCH / "inproc_ab.py"), "--rounds", str(rounds), "--num_samples", str(w.num_samples),
-                "--image_size", str(w.image_size), "--batch_size", str(w.batch_size), "--threads", str(w.threads),
-                "--out", str(out / "ab.json")]
-        cmd = standalone_torchrun(w.nproc) + args if w.nproc > 1 else [PY, *args]
-        run_cmd(cmd, child_env(w.threads), out / "console.txt", timeout=900)
-        results.append(json.loads((out / "ab.json").read_text()))
+    results = [run_same_process("inproc_ab.py", w, rounds, work / f"inproc{i}", ["--threads", str(w.threads)])
+               for i in range(sets)]
     merged = {**results[0], "epoch_times": {v: [t for r in results for t in r["epoch_times"][v]]
                                             for v in results[0]["epoch_times"]}}
     merged["sets"] = [r["epoch_times"] for r in results]
@@ -143,7 +134,7 @@ def summarize_profile(data: dict) -> dict:
     parts = {k: sum(e["parts"][k]["seconds"] for e in epochs) / steps * 1e6 for k in epochs[0]["parts"]}
     save = data.get("save_epoch") or {"seconds": 0.0, "calls": 0}
     return {"steps": steps, "step_us": seconds / steps * 1e6, "parts_us": parts,
-            "bookkeeping_us": data["bookkeeping_us"], "optimizer_us": data.get("optimizer_us"),
+            "bookkeeping_us": data["bookkeeping_us"], "optimizer_us": data["optimizer_us"],
             "epoch_s": seconds / len(epochs),
             "checkpoint_ms": save["seconds"] / save["calls"] * 1e3 if save["calls"] else 0.0}
 
@@ -256,12 +247,11 @@ def profile_table(prof: dict) -> str:
     rows.append(["on-device bookkeeping (`sums[b]`, `counts[b]`, lr; micro-benchmark)"]
                 + [fmt(prof[r]["bookkeeping_us"], 1) for r in ranks]
                 + [f"{prof[r]['bookkeeping_us'] / prof[r]['step_us'] * 100:.2f}%" for r in ranks])
-    if all(prof[r].get("optimizer_us") for r in ranks):
-        for key, label in (("fused", "Adam step, medic's fused kernel (`build_optimizer`; micro-benchmark, in the step above)"),
-                           ("loop", "… the same step with `torch.optim.Adam(params, lr)`'s per-parameter loop, "
-                                    "as a hand-written loop would have it")):
-            rows.append([label] + [fmt(prof[r]["optimizer_us"][key], 0) for r in ranks]
-                        + [f"{prof[r]['optimizer_us'][key] / prof[r]['step_us'] * 100:.1f}%" for r in ranks])
+    for key, label in (("fused", "Adam step, medic's fused kernel (`build_optimizer`; micro-benchmark, in the step above)"),
+                       ("loop", "… the same step with `torch.optim.Adam(params, lr)`'s per-parameter loop, "
+                                "as a hand-written loop would have it")):
+        rows.append([label] + [fmt(prof[r]["optimizer_us"][key], 0) for r in ranks]
+                    + [f"{prof[r]['optimizer_us'][key] / prof[r]['step_us'] * 100:.1f}%" for r in ranks])
     ckpt = prof[0]["checkpoint_ms"]
     rows.append(["checkpoint after each epoch (rank 0, per epoch; not part of Epoch_Time_Seconds)",
                  f"{fmt(ckpt, 0)} ms/epoch"] + [""] * (len(ranks) - 1)

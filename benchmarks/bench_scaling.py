@@ -14,7 +14,6 @@ processes at ≥ 1.5x the samples/s of 1 process on a 2-core machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -23,13 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (BENCH, Section, Workload, child_env, fmt, load_average, median, run_bare,  # noqa: E402
-                    run_cmd, run_medic, standalone_torchrun, table, with_retry)
+from common import (Section, Workload, fmt, load_average, median, run_bare, run_medic,  # noqa: E402
+                    run_same_process, table, with_retry)
 
 GOAL = 1.5
-
-
-AB_ROUNDS = {"smoke": 1, "quick": 6, "full": 10}
+AB_ROUNDS = {"smoke": 1, "quick": 6, "full": 10}  # rounds of scaling_ab.py
 
 
 def settings(mode: str) -> tuple[list[tuple[int, int]], Workload, int]:
@@ -82,13 +79,8 @@ def independent(w: Workload, work: Path, name: str) -> float:
 
 def same_processes(base: Workload, rounds: int, work: Path) -> dict:
     """``scaling_ab.py`` under torchrun with 2 processes: each phase's samples/s per round."""
-    out = work / "scaling_ab"
-    out.mkdir(parents=True, exist_ok=True)
-    args = [str(BENCH / "scaling_ab.py"), "--rounds", str(rounds), "--num_samples", str(base.num_samples),
-            "--image_size", str(base.image_size), "--batch_size", str(base.batch_size),
-            "--out", str(out / "scaling.json")]
-    run_cmd(standalone_torchrun(2) + args, child_env(1), out / "console.txt", timeout=900)
-    return json.loads((out / "scaling.json").read_text())
+    w = Workload(**{**base.__dict__, "nproc": 2, "threads": 1})
+    return run_same_process("scaling_ab.py", w, rounds, work / "scaling_ab")
 
 
 def per_round(rates: dict, a: str, b: str) -> list[float]:

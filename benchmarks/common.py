@@ -167,6 +167,19 @@ def run_bare(w: Workload, work: Path, name: str, timeout: float = 900) -> RunRes
     return RunResult(name, data["epoch_times"], data["samples"], wall)
 
 
+def run_same_process(script: str, w: Workload, rounds: int, out: Path, extra: list[str] = ()) -> dict:
+    """One run of a same-process A/B script (see ``same_process_parser``) with this workload,
+    under torchrun when ``nproc`` > 1; returns what rank 0 wrote."""
+    out.mkdir(parents=True, exist_ok=True)
+    result = out / "result.json"
+    result.unlink(missing_ok=True)
+    args = [str(BENCH / script), "--rounds", str(rounds), "--num_samples", str(w.num_samples),
+            "--image_size", str(w.image_size), "--batch_size", str(w.batch_size), "--out", str(result), *extra]
+    cmd = standalone_torchrun(w.nproc) + args if w.nproc > 1 else [PY, *args]
+    run_cmd(cmd, child_env(w.threads), out / "console.txt", timeout=900)
+    return json.loads(result.read_text())
+
+
 def with_retry(fn, failures: list[str], *args):
     """Call ``fn(*args)``; if the run fails, note why in ``failures`` and try once more (a crash
     is reported, not hidden, but one bad run does not cost the whole benchmark)."""

@@ -98,13 +98,11 @@ def main(argv: list[str] | None = None) -> int:
                 torch.set_num_threads(2 if phase == "1x2" else 1)
                 samples = epoch(own_model, own_opt, loaders["whole"])
                 torch.set_num_threads(1)
-            seconds = time.perf_counter() - t0
+            seconds, seconds_cpu = time.perf_counter() - t0, 0.0
             if phase in ("1x2", "1x1"):
                 dist.barrier()  # rank 1 waits here for the whole phase
-                seconds_cpu = time.process_time() - c0
-                seconds = seconds if rank == 0 else time.perf_counter() - t0
-            else:
-                seconds_cpu = 0.0
+                if rank == 1:
+                    seconds, seconds_cpu = time.perf_counter() - t0, time.process_time() - c0
             # every rank's samples and seconds, to rank 0
             mine = torch.tensor([float(samples), seconds, seconds_cpu], dtype=torch.float64)
             both = [torch.zeros_like(mine) for _ in range(world)]
