@@ -131,7 +131,8 @@ def report(t0, c0, base):
 """
 
 MEDIC_CHILD = _PRELUDE + """
-from medic import analysis, figures
+from medic import analysis
+from medic.analysis import figures
 base, t0, c0 = hwm(), time.perf_counter(), time.process_time()
 analysis.analyze_batches(sys.argv[1], sys.argv[2], "en")
 report(t0, c0, base)
@@ -183,7 +184,7 @@ def _best_of(repeats: int, code: str, *args: str) -> dict:
 def measure_poll(rows: int, work: Path, repeats: int = 30) -> dict:
     """One appended row picked up by ``CsvTail.poll`` vs a full ``pd.read_csv`` of the file."""
     import pandas as pd
-    from medic.tail import CsvTail
+    from medic.store.tail import CsvTail
 
     path = write_batch_csv(work / f"poll_{rows}.csv", rows, spikes=0)
     tail = CsvTail(path)

@@ -41,7 +41,7 @@ def inputs(rows: int) -> tuple[list[int], list[int], list[float], list[float]]:
 
 
 def medic_per_row(folder: Path, data) -> Path:
-    from medic.logger import MetricsLogger
+    from medic.store.logger import MetricsLogger
     epochs, batches, losses, lrs = data
     with MetricsLogger(folder, "20250101_000000", log_batch_metrics=True) as log:
         for e, b, loss, lr in zip(epochs, batches, losses, lrs):
@@ -51,7 +51,7 @@ def medic_per_row(folder: Path, data) -> Path:
 
 def medic_groups(folder: Path, data, group: int = 10) -> Path:
     """As the trainer writes at ``--log_interval 10``: one write per 10 rows of an epoch."""
-    from medic.logger import MetricsLogger
+    from medic.store.logger import MetricsLogger
     epochs, batches, losses, lrs = data
     with MetricsLogger(folder, "20250101_000001", log_batch_metrics=True) as log:
         lo = 0

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PY, REPO, Section, child_env, fmt, median, table  # noqa: E402
 
-READERS = ("medic.analyze", "medic.watch", "medic.catalog", "medic.live", "medic.compare", "medic.cli")
+READERS = ("medic.commands.analyze", "medic.commands.watch", "medic.store.catalog", "medic.live.session", "medic.analysis.compare", "medic.cli")
 GOAL_S = 1.0
 
 PROBE = """

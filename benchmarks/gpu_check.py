@@ -39,11 +39,11 @@ def sync_audit(out_dir: Path, epochs: int = 2, log_interval: int = 5, extra: lis
 
     ``{"ok": bool, "error": str, "steps": n, "flushes": n, "epochs": n}``."""
     import torch
-    from medic import trainer
-    from medic.train import main as train_main
+    from medic.train import loop
+    from medic.train.entry import main as train_main
 
     counts = {"steps": 0, "flushes": 0, "epochs": 0}
-    real_epoch, real_record = trainer.train_epoch, trainer.record_windows
+    real_epoch, real_record = loop.train_epoch, loop.record_windows
 
     def train_epoch(*args, **kwargs):
         torch.cuda.synchronize()
@@ -65,7 +65,7 @@ def sync_audit(out_dir: Path, epochs: int = 2, log_interval: int = 5, extra: lis
             counts["steps"] += sum(end - start for start, end, _ in intervals)
             torch.cuda.set_sync_debug_mode("error")
 
-    trainer.train_epoch, trainer.record_windows = train_epoch, record_windows
+    loop.train_epoch, loop.record_windows = train_epoch, record_windows
     error = ""
     try:
         code = train_main(["--device", "cuda", "--epochs", str(epochs), "--num_samples", "64",
@@ -76,7 +76,7 @@ def sync_audit(out_dir: Path, epochs: int = 2, log_interval: int = 5, extra: lis
     except RuntimeError as err:  # what set_sync_debug_mode("error") raises
         error = str(err).splitlines()[0]
     finally:
-        trainer.train_epoch, trainer.record_windows = real_epoch, real_record
+        loop.train_epoch, loop.record_windows = real_epoch, real_record
         torch.cuda.set_sync_debug_mode(0)
     return {"ok": not error, "error": error, **counts}
 

@@ -5,7 +5,7 @@
 Separate runs of ``medic train`` and ``bare_loop.py`` differ by more than the cost being measured
 (each process lands differently on the machine: ±10% between identical runs on a small VM). Here
 one set of processes — one model, optimizer, sampler and data loader — alternates whole epochs of
-the bare step loop with epochs of medic's own ``medic.trainer.train_epoch`` (stop vote, device
+the bare step loop with epochs of medic's own ``medic.train.loop.train_epoch`` (stop vote, device
 bookkeeping, reductions, batch CSV rows and progress lines on rank 0), rotating the order every
 round, so both see the same machine at nearly the same time. Rank 0 writes each variant's epoch
 times to ``--out``.
@@ -39,11 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     from torch.utils.data import DataLoader
 
     from medic.config import TrainConfig
-    from medic.console import Console
-    from medic.data import build_dataset
-    from medic.logger import MetricsLogger
-    from medic.models import build_loss, build_model, build_optimizer
-    from medic.trainer import EpochState, ResumableSampler, StopFlag, train_epoch
+    from medic.train.console import Console
+    from medic.train.data import build_dataset
+    from medic.store.logger import MetricsLogger
+    from medic.train.models import build_loss, build_model, build_optimizer
+    from medic.train.data import ResumableSampler
+    from medic.train.loop import Step, train_epoch
+    from medic.train.sync import EpochState, StopFlag
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     torch.set_num_threads(args.threads)
@@ -82,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             optimizer.step()
 
     def medic_epoch(variant: str, epoch: int) -> None:
-        train_epoch(configs[variant], model, loader, loss_fn, optimizer, device, None, stop, EpochState(),
-                    epoch, 0, steps, loggers[variant], con)
+        step = Step(configs[variant], model, loss_fn, optimizer, device, None, stop, loggers[variant], con)
+        train_epoch(step, loader, EpochState(), epoch, 0, steps)
 
     times: dict[str, list[float]] = {v: [] for v in VARIANTS}
     epoch = 0
@@ -111,5 +113,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from medic.train import end_process  # a rank ends as medic's own ranks do
+    from medic.train.entry import end_process  # a rank ends as medic's own ranks do
     end_process(main)

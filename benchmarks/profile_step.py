@@ -3,7 +3,7 @@
     python benchmarks/profile_step.py --epochs 3 --log_batch_metrics --log_interval 1 ...
     torchrun --nproc_per_node 2 benchmarks/profile_step.py --threads 1 ...   (as medic starts it)
 
-It runs the real trainer (``medic.train.main``) unchanged; only the module attributes the loop
+It runs the real trainer (``medic.train.entry.main``) unchanged; only the module attributes the loop
 calls through are wrapped with ``perf_counter`` timers (about a microsecond each):
 
     sync           the per-step agreement (``StepSync.poll``, ``.after_backward``, ``.close``,
@@ -41,9 +41,10 @@ PARTS = ("sync", "all_reduce", "record", "log_batches", "progress")
 def install() -> tuple[list[dict], dict]:
     """Wrap the timed parts; returns the list that fills with one dict per epoch, and the running
     totals (``save_epoch`` happens between epochs, so only its total is kept)."""
-    from medic import dist, trainer
-    from medic.console import Console
-    from medic.logger import MetricsLogger
+    from medic.train import dist, loop, sync
+    from medic.train.save import Saver
+    from medic.train.console import Console
+    from medic.store.logger import MetricsLogger
 
     totals = {name: [0.0, 0] for name in PARTS + ("save_epoch",)}
     epochs: list[dict] = []
@@ -62,14 +63,14 @@ def install() -> tuple[list[dict], dict]:
         setattr(owner, attr, wrapper)
 
     for method in ("poll", "after_backward", "close", "drain"):
-        timer(trainer.StepSync, method, "sync")
+        timer(sync.StepSync, method, "sync")
     timer(dist, "all_reduce_sum", "all_reduce")
-    timer(trainer, "record_windows", "record")
+    timer(loop, "record_windows", "record")
     timer(MetricsLogger, "log_batches", "log_batches")
     timer(Console, "progress", "progress")
-    timer(trainer, "save_epoch", "save_epoch")
+    timer(Saver, "epoch", "save_epoch")
 
-    original_epoch = trainer.train_epoch
+    original_epoch = loop.train_epoch
     signature = inspect.signature(original_epoch)
 
     def train_epoch(*args, **kwargs):
@@ -83,7 +84,7 @@ def install() -> tuple[list[dict], dict]:
         epochs.append({"epoch": epoch, "seconds": wall, "steps": len(es.losses) - first, "parts": parts})
         return stopped
 
-    trainer.train_epoch = train_epoch
+    loop.train_epoch = train_epoch
     return epochs, totals
 
 
@@ -113,7 +114,7 @@ def optimizer_us(repeats: int = 50, rounds: int = 3) -> dict[str, float]:
     import torch
 
     from medic.config import TrainConfig
-    from medic.models import build_model, build_optimizer
+    from medic.train.models import build_model, build_optimizer
     cfg = TrainConfig()
     model = build_model(cfg, in_channels=1)
     for p in model.parameters():
@@ -132,7 +133,7 @@ def optimizer_us(repeats: int = 50, rounds: int = 3) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     epochs, totals = install()
-    from medic.train import main as train_main
+    from medic.train.entry import main as train_main
     code = train_main(argv)
     out = os.environ.get("MEDIC_PROFILE_OUT")
     if out:
@@ -145,5 +146,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from medic.train import end_process
+    from medic.train.entry import end_process
     end_process(main)

@@ -1,23 +1,25 @@
 """medic: DDP training of medical-imaging models with CSV metrics you can watch, analyse and compare.
 
 Importing ``medic`` is cheap (no torch): the readers — ``medic.runs()``, ``medic.analysis``,
-``medic.live`` — start fast; the trainer imports torch only when it runs.
+``medic.live`` — start fast; the trainer (``medic.train``) imports torch only when it runs.
+The names below are loaded on first use.
 """
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "MetricsLogger": ("medic.logger", "MetricsLogger"),
+    "MetricsLogger": ("medic.store.logger", "MetricsLogger"),
     "TrainConfig": ("medic.config", "TrainConfig"),
-    "Project": ("medic.paths", "Project"),
+    "Project": ("medic.store.paths", "Project"),
     "MedicError": ("medic.errors", "MedicError"),
-    "CsvTail": ("medic.tail", "CsvTail"),
-    "runs": ("medic.catalog", "runs"),
-    "load_run": ("medic.catalog", "load_run"),
-    "Run": ("medic.catalog", "Run"),
-    "compare_runs": ("medic.compare", "compare_runs"),
-    "launch": ("medic.launcher", "launch"),
-    "attach": ("medic.launcher", "attach"),
+    "CsvTail": ("medic.store.tail", "CsvTail"),
+    "runs": ("medic.store.catalog", "runs"),
+    "load_run": ("medic.store.catalog", "load_run"),
+    "Run": ("medic.store.catalog", "Run"),
+    "compare_runs": ("medic.analysis.compare", "compare_runs"),
+    "launch": ("medic.jobs", "launch"),
+    "attach": ("medic.jobs", "attach"),
+    "figures": ("medic.analysis.figures", None),  # ``from medic import figures``: the module
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
@@ -27,5 +29,6 @@ def __getattr__(name):
     if name in _LAZY:
         import importlib
         module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
+        loaded = importlib.import_module(module)
+        return loaded if attr is None else getattr(loaded, attr)
     raise AttributeError(f"module 'medic' has no attribute {name!r}")

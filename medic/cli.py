@@ -1,20 +1,57 @@
-"""The ``medic`` command: parse, call, print. Each subcommand lives in its own module and is
-imported only when used, so ``medic analyze`` and ``medic watch`` never import torch."""
+"""The ``medic`` command: parse, call, print. Each subcommand lives in its own module
+(``medic/commands/``, and ``medic.train.entry`` for training) and is imported only when used, so
+``medic analyze`` and ``medic watch`` never import torch. The commands share the argument parser
+below, which turns a bad flag into one line."""
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 
+from medic.errors import MedicError
+
+# the module of each command, imported by name when the command runs (never at start-up)
 COMMANDS = {
-    "train": ("medic.train", "train a model with DDP (CPU gloo or CUDA nccl), logging metrics to CSV"),
-    "analyze": ("medic.analyze", "figures and a text report for a run's epoch or batch CSV"),
-    "compare": ("medic.compare", "overlay the curves of several runs and tabulate them"),
-    "watch": ("medic.watch", "follow a run's epoch CSV live in the terminal"),
-    "runs": ("medic.catalog", "list every run in the project"),
-    "clean": ("medic.clean", "remove whole runs (CSVs, sidecar, log, checkpoints, analysis)"),
-    "stop": ("medic.launcher", "stop a running training job by run id"),
+    "train": ("medic.train.entry", "train a model with DDP (CPU gloo or CUDA nccl), logging metrics to CSV"),
+    "analyze": ("medic.commands.analyze", "figures and a text report for a run's epoch or batch CSV"),
+    "compare": ("medic.commands.compare", "overlay the curves of several runs and tabulate them"),
+    "watch": ("medic.commands.watch", "follow a run's epoch CSV live in the terminal"),
+    "runs": ("medic.commands.runs", "list every run in the project"),
+    "clean": ("medic.commands.clean", "remove whole runs (CSVs, sidecar, log, checkpoints, analysis)"),
+    "stop": ("medic.commands.stop", "stop a running training job by run id"),
 }
+
+
+class ArgParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as a ``MedicError``: one line, no usage dump."""
+
+    def error(self, message: str):
+        raise MedicError(f"{self.prog}: {message}")
+
+
+def add_root_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output_dir", "--output-dir", "--root", dest="root", default=None,
+                        metavar="DIR", help="project root holding metrics/ and analysis/ "
+                                            "(default: the working directory)")
+
+
+
+def add_source_options(parser: argparse.ArgumentParser, lang_help: str) -> None:
+    """The run to read (``--run`` or ``--metrics_file``), the project root, and ``--lang``."""
+    parser.add_argument("--metrics_file", "--metrics-file", metavar="PATH",
+                        help="the CSV to read (default: the newest run's in metrics/)")
+    parser.add_argument("--run", metavar="ID", help="the run (YYYYmmdd_HHMMSS, or latest)")
+    add_root_option(parser)
+    parser.add_argument("--lang", choices=("en", "zh"), default=None,
+                        help=f"{lang_help} (default: from the locale, zh* -> Chinese)")
+
+
+def parse_source_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if args.metrics_file and args.run:
+        raise MedicError("give either --metrics_file or --run, not both")
+    return args
 
 
 def usage() -> str:
@@ -26,7 +63,6 @@ def usage() -> str:
 
 def run_main(main, argv=None) -> int:
     """Call a command's ``main``; a ``MedicError`` becomes one line on stderr and exit code 2."""
-    from medic.errors import MedicError
     try:
         return main(argv) or 0
     except MedicError as err:
@@ -53,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medic: error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    entry = getattr(module, "stop_main" if name == "stop" else "main")
-    return run_main(entry, rest)
+    return run_main(module.main, rest)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from medic.errors import MedicError
-from medic.sidecar import read_sidecar
+from medic.live.session import show_analysis  # noqa: F401 (03_analyze calls nb.show_analysis)
+from medic.store.sidecar import read_sidecar
 
 KERNEL_NAME = "medic"
 NOTEBOOKS = ("01_train", "02_monitor", "03_analyze", "04_compare")
@@ -117,8 +118,8 @@ def monitor_settings(namespace: dict[str, Any]) -> dict[str, Any]:
 
 def run_id_for(run_id: str, root: str | os.PathLike) -> str:
     """``run_id`` checked to exist in the project, or the newest run when it is empty."""
-    from medic.catalog import check_run_id, newest_run_id
-    from medic.paths import Project
+    from medic.store.catalog import check_run_id, newest_run_id
+    from medic.store.paths import Project
     project = Project.at(root)
     if not run_id:
         return newest_run_id(project)
@@ -128,7 +129,7 @@ def run_id_for(run_id: str, root: str | os.PathLike) -> str:
 
 def analyze_settings(namespace: dict[str, Any]) -> dict[str, Any]:
     """The analysis notebook's parameters, checked; ``run`` is the loaded ``medic.load_run`` run."""
-    from medic.catalog import load_run
+    from medic.store.catalog import load_run
     from medic.errors import DataFileError
     p = parameters(namespace, ANALYZE_PARAMETERS)
     if p.get("top_n", 5) < 1:
@@ -144,9 +145,9 @@ def analyze_settings(namespace: dict[str, Any]) -> dict[str, Any]:
 def compare_settings(namespace: dict[str, Any]) -> dict[str, Any]:
     """The comparison notebook's parameters, checked; ``runs`` are the chosen, loaded runs: the
     ones named in ``run_ids``, else every run whose options match ``where``, else the newest two."""
-    from medic.catalog import check_run_id, load_run
+    from medic.store.catalog import check_run_id, load_run
     from medic.errors import RunNotFoundError
-    from medic.paths import Project
+    from medic.store.paths import Project
     p = parameters(namespace, COMPARE_PARAMETERS)
     root = project_root(p.get("project_root", ""))
     project = Project.at(root)
@@ -177,7 +178,7 @@ def compare_settings(namespace: dict[str, Any]) -> dict[str, Any]:
 def comparison(runs: list, metrics: list[str] | None = None):
     """The figure and summary table of ``medic compare`` for loaded runs (one run is allowed: its
     curves alone), overlaying ``metrics`` (default: Avg_Loss and the metrics all runs share)."""
-    from medic import compare, figures
+    from medic.analysis import compare, figures
     metrics = list(metrics or compare.shared_metrics(runs))
     labels = compare.run_labels(runs)
     fig = figures.comparison_figure(list(zip(labels, [r.epochs for r in runs])), metrics)
@@ -203,7 +204,7 @@ def _matches(config: dict[str, Any] | None, where: dict[str, Any]) -> bool:
 def option_differences(runs: list):
     """A table (one row per run) of the training options whose values differ between the runs."""
     import pandas as pd
-    from medic.catalog import differing_options
+    from medic.store.catalog import differing_options
     keys = differing_options([r.config for r in runs])
     rows = [{k: r.config.get(k) for k in keys} if keys else {"options": "no option differs"} for r in runs]
     return pd.DataFrame(rows, index=pd.Index([r.run_id for r in runs], name="run_id"))
@@ -215,37 +216,6 @@ def show_figure(fig) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
     display(Image(data=buf.getvalue()))
-
-
-# -- analysis inline --------------------------------------------------------------------------------
-
-def analysis_outputs(run, root: str | os.PathLike | None = None,
-                     batch: bool = True) -> tuple[list[tuple[str, bytes]], str]:
-    """``medic analyze`` (and ``--batch_metrics`` when the run logged batches) for a run (an id or
-    a ``Run``): the files go to ``analysis/`` as usual; returns the figures as (file name, PNG
-    bytes) and the report text."""
-    from medic import analysis
-    from medic.catalog import load_run
-    if isinstance(run, str):
-        run = load_run(run, root=root)
-    root = project_root(root or "")
-    paths, report = analysis.analyze_epochs(run.paths["epoch_csv"], root=root)
-    figures = [paths["figure"], paths["stats"]]
-    if batch and "batch_csv" in run.paths:
-        batch_paths, batch_report = analysis.analyze_batches(run.paths["batch_csv"], root=root)
-        figures.append(batch_paths["figure"])
-        report += "\n\n" + batch_report
-    return [(p.name, p.read_bytes()) for p in figures], report
-
-
-def show_analysis(run, root: str | os.PathLike | None = None, batch: bool = True) -> None:
-    """Display the figures (as PNG, so papermill keeps them) and the report of ``medic analyze``
-    for a run (an id or a ``Run``)."""
-    from IPython.display import Image, display
-    images, report = analysis_outputs(run, root, batch)
-    for _, png in images:
-        display(Image(data=png))
-    print(report)
 
 
 # -- the kernel and make notebooks --------------------------------------------------------------------

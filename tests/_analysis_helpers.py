@@ -11,8 +11,8 @@ from pathlib import Path
 
 from conftest import PY, ROOT, child_env
 
-from medic.logger import MetricsLogger
-from medic.sidecar import write_json_atomic
+from medic.store.logger import MetricsLogger
+from medic.store.sidecar import write_json_atomic
 
 _REAL: dict[str, Path] = {}
 REAL_ARGS = ["--epochs", "3", "--num_samples", "16", "--image_size", "32", "--log_batch_metrics",

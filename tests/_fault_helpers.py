@@ -230,10 +230,10 @@ class LiveReaders(threading.Thread):
 
     def run(self) -> None:
         from medic.live import LiveMonitor
-        from medic.logger import BATCH_COLUMNS, EPOCH_COLUMNS
-        from medic.paths import Project
-        from medic.readers import read_batch_csv, read_epoch_csv
-        from medic.tail import CsvTail
+        from medic.store.logger import BATCH_COLUMNS, EPOCH_COLUMNS
+        from medic.store.paths import Project
+        from medic.store.readers import read_batch_csv, read_epoch_csv
+        from medic.store.tail import CsvTail
         project = Project.at(self.root)
         epoch_path, batch_path = project.epoch_csv(self.run_id), project.batch_csv(self.run_id)
         tails = [(CsvTail(epoch_path), len(EPOCH_COLUMNS)), (CsvTail(batch_path), len(BATCH_COLUMNS))]

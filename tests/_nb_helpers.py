@@ -20,9 +20,9 @@ PY = sys.executable
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from medic.logger import MetricsLogger  # noqa: E402
-from medic.paths import Project, reserve_run_id  # noqa: E402
-from medic.sidecar import now_str, update_sidecar, write_json_atomic  # noqa: E402
+from medic.store.logger import MetricsLogger  # noqa: E402
+from medic.store.paths import Project, reserve_run_id  # noqa: E402
+from medic.store.sidecar import now_str, update_sidecar, write_json_atomic  # noqa: E402
 
 BATCHES = 4
 

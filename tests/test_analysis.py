@@ -13,9 +13,13 @@ import pytest
 from _analysis_helpers import bench, cli, copy_real, files_under, write_run
 from conftest import PY, child_env
 
-from medic import analysis, analyze, figures, report
-from medic.catalog import load_run
-from medic.readers import read_batch_arrays, read_epoch_csv
+from medic import analysis
+
+from medic.commands import analyze
+
+from medic.analysis import figures, report
+from medic.store.catalog import load_run
+from medic.store.readers import read_batch_arrays, read_epoch_csv
 
 EPOCH_PANELS = ["Training Loss Curve", "Loss Range", "Learning Rate Schedule", "Time per Epoch"]
 
@@ -229,7 +233,7 @@ def test_benchmark_smoke(tmp_path):
 
 
 def test_readers_import_without_torch():
-    code = ("import sys, medic.analyze, medic.catalog, medic.compare, medic.watch, medic.clean, medic.analysis;"
+    code = ("import sys, medic.commands.analyze, medic.store.catalog, medic.analysis.compare, medic.commands.watch, medic.commands.clean, medic.analysis.stats;"
             "assert 'torch' not in sys.modules, 'torch imported';"
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported at import time'")
     proc = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True)

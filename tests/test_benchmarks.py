@@ -20,7 +20,7 @@ import bench_logger  # noqa: E402
 import bench_overhead  # noqa: E402
 import bench_readers  # noqa: E402
 
-TORCH_FREE = ("medic.analyze", "medic.watch", "medic.catalog", "medic.live")
+TORCH_FREE = ("medic.commands.analyze", "medic.commands.watch", "medic.store.catalog", "medic.live.session")
 
 
 def rows_without_timestamp(path: Path) -> list[list[str]]:
@@ -68,10 +68,10 @@ def test_reader_modules_do_not_import_torch(module):
 
 
 def test_readers_benchmark_measures_each_present_module():
-    results = bench_readers.measure(modules=("medic.catalog", "medic.not_a_module"), repeats=1)
+    results = bench_readers.measure(modules=("medic.store.catalog", "medic.not_a_module"), repeats=1)
     catalog, absent = results
     assert absent == {"module": "medic.not_a_module", "absent": True}
-    assert catalog["module"] == "medic.catalog" and not catalog["torch"]
+    assert catalog["module"] == "medic.store.catalog" and not catalog["torch"]
     assert 0 < catalog["import_s"] < catalog["wall_s"]
 
 

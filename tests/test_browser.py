@@ -15,8 +15,8 @@ import urllib.request
 import pytest
 
 from _nb_helpers import PY, REPO, child_env, wait_for
-from medic.launcher import launch
-from medic.sidecar import read_sidecar
+from medic.jobs import launch
+from medic.store.sidecar import read_sidecar
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

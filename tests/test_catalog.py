@@ -15,9 +15,9 @@ from _analysis_helpers import cli, copy_real, write_run
 from conftest import child_env
 
 import medic
-from medic.catalog import load_run, runs
+from medic.store.catalog import load_run, runs
 from medic.errors import RunNotFoundError
-from medic.sidecar import update_sidecar
+from medic.store.sidecar import update_sidecar
 
 
 def dead_pid() -> int:

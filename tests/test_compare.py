@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from _analysis_helpers import cli, files_under, write_run
 
-from medic.compare import compare_runs, comparison_name
+from medic.analysis.compare import compare_runs
+from medic.commands.compare import comparison_name
 
 
 @pytest.fixture

@@ -81,7 +81,7 @@ def run_ids(root: Path) -> list[str]:
 
 
 def sidecar(root: Path, run_id: str) -> dict:
-    from medic.sidecar import read_sidecar
+    from medic.store.sidecar import read_sidecar
     return read_sidecar(root / "metrics" / f"run_{run_id}.json") or {}
 
 
@@ -96,7 +96,7 @@ def batch_rows(root: Path, run_id: str) -> list[dict]:
 def checkpoint_epoch(root: Path, run_id: str) -> tuple[int, int]:
     """(epochs done, batches into the next epoch) of the checkpoint a resume would use; (0, 0)
     when there is none."""
-    from medic import checkpoint as ckpt
+    from medic.train import checkpoint as ckpt
     from medic.errors import MedicError
     try:
         _, state = ckpt.newest_intact(root / "checkpoints" / run_id, warn=lambda m: None)
@@ -110,10 +110,10 @@ def check_files(root: Path, run_id: str, damaged: Collection[Path] = (), nonfini
     """What must hold at any moment, even right after a SIGKILL: both CSVs parse (a partial last
     line aside) with one row per epoch / per (epoch, batch) in order; medic's readers agree;
     every checkpoint on disk loads; the checkpoint is at most one epoch behind the epoch CSV."""
-    from medic import checkpoint as ckpt
+    from medic.train import checkpoint as ckpt
     from medic.errors import MedicError
-    from medic.logger import BATCH_COLUMNS, EPOCH_COLUMNS
-    from medic.readers import read_batch_csv, read_epoch_csv
+    from medic.store.logger import BATCH_COLUMNS, EPOCH_COLUMNS
+    from medic.store.readers import read_batch_csv, read_epoch_csv
     metrics = root / "metrics"
     header, rows, tail = complete_rows(metrics / f"epoch_metrics_{run_id}.csv")
     check(header[:9] == list(EPOCH_COLUMNS), f"epoch CSV header {header}")
@@ -204,7 +204,7 @@ def kill_plan(rng: random.Random, n: int) -> list[str]:
 
 
 def loads(path: Path) -> bool:
-    from medic import checkpoint as ckpt
+    from medic.train import checkpoint as ckpt
     from medic.errors import MedicError
     try:
         ckpt.load(path)
@@ -263,7 +263,7 @@ def aim(kind: str, job: Job, root: Path, run_id: str, rng: random.Random, first:
 
 
 def test_hard_kills_at_random_points_then_resume_matches_an_uninterrupted_run(reference, tmp_path):
-    from medic.status import effective_status
+    from medic.store.status import effective_status
     seed = int(os.environ.get("MEDIC_FAULT_SEED", "1106"))
     rng = random.Random(seed)
     plan = kill_plan(rng, int(os.environ.get("MEDIC_FAULT_KILLS", "10")))
@@ -422,7 +422,7 @@ def test_sigint_and_sigterm_stop_gracefully_and_resume_continues_exactly(referen
             check("Traceback" not in job.stderr(), job.stderr()[-3000:])
         side = sidecar(root, run_id)
         check(side["status"] == "stopped", side)
-        from medic import checkpoint as ckpt
+        from medic.train import checkpoint as ckpt
         state = ckpt.load(root / "checkpoints" / run_id / "last.pth")
         partial = state.get("partial")
         check(partial is not None and partial["epoch"] == at_epoch and state["epoch"] == at_epoch - 1, state.keys())
@@ -549,7 +549,7 @@ class Evil:
 def bad_inputs(reference, tmp_path_factory):
     """A project holding a finished run, and every kind of bad input next to it."""
     import torch
-    from medic import checkpoint as ckpt
+    from medic.train import checkpoint as ckpt
     base = tmp_path_factory.mktemp("bad")
     root = base / "project"
     shutil.copytree(reference.root, root, copy_function=os.link)  # hard links: cheap and exact
@@ -640,7 +640,7 @@ def test_bad_input_gets_one_clear_line_and_changes_nothing(bad_inputs, mode):
 def test_checkpoint_safety_in_process(bad_inputs, tmp_path):
     """weights_only refuses code; truncated and foreign files are named as such; a run whose
     newest checkpoint is damaged resumes from the newest intact one."""
-    from medic import checkpoint as ckpt
+    from medic.train import checkpoint as ckpt
     from medic.errors import MedicError
     root = bad_inputs.root
     marker = tmp_path / "evil ran"
@@ -682,7 +682,7 @@ def test_checkpoint_safety_in_process(bad_inputs, tmp_path):
 
 RESERVE = """
 import os, sys, time
-from medic.paths import Project, reserve_run_id
+from medic.store.paths import Project, reserve_run_id
 go = sys.argv[2]
 while not os.path.exists(go):
     time.sleep(0.001)
@@ -731,8 +731,8 @@ def test_runs_started_in_the_same_second_get_distinct_ids_and_files(tmp_path):
 def test_readers_skip_a_partial_last_row(reference, tmp_path):
     """A run killed mid-write leaves a row without its newline: every reader leaves it out."""
     from medic.live import LiveMonitor
-    from medic.readers import read_batch_csv, read_epoch_csv
-    from medic.tail import CsvTail
+    from medic.store.readers import read_batch_csv, read_epoch_csv
+    from medic.store.tail import CsvTail
     root = new_project(tmp_path)
     (root / "metrics").mkdir()
     rid = reference.run_id

@@ -13,9 +13,9 @@ import pytest
 
 from _nb_helpers import PY, child_env, wait_for
 from medic.errors import MedicError, RunNotFoundError
-from medic.launcher import Job, attach, descendants, launch, pid_alive, pidfile_path, process_start_ticks
-from medic.logger import BATCH_COLUMNS, EPOCH_COLUMNS
-from medic.paths import Project
+from medic.jobs import Job, attach, descendants, launch, pid_alive, pidfile_path, process_start_ticks
+from medic.store.logger import BATCH_COLUMNS, EPOCH_COLUMNS
+from medic.store.paths import Project
 
 TINY = dict(num_samples=16, image_size=32, batch_size=4, nproc_per_node=2, log_batch_metrics=True,
             log_interval=2)
@@ -173,6 +173,6 @@ def test_attach_without_pidfile_uses_the_sidecar_and_ignores_reused_pids(tmp_pat
 
 
 def test_launcher_imports_no_torch():
-    code = "import sys, medic.launcher, medic.live, medic.notebooks; print('torch' in sys.modules)"
+    code = "import sys, medic.jobs, medic.live.session, medic.notebooks; print('torch' in sys.modules)"
     out = subprocess.run([PY, "-c", code], env=child_env(), capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr

@@ -10,11 +10,11 @@ import pytest
 
 from _nb_helpers import BATCHES, make_run, start_writer, wait_for
 from medic.live import LiveMonitor, monitor
-from medic.livefeed import RunFeed, format_seconds
-from medic.liveplot import MAX_POINTS, downsample, render_png
-from medic.logger import MetricsLogger
-from medic.paths import Project, reserve_run_id
-from medic.sidecar import read_sidecar, write_json_atomic
+from medic.live.feed import RunFeed, format_seconds
+from medic.live.plot import MAX_POINTS, downsample, render_png
+from medic.store.logger import MetricsLogger
+from medic.store.paths import Project, reserve_run_id
+from medic.store.sidecar import read_sidecar, write_json_atomic
 
 PNG = b"\x89PNG\r\n\x1a\n"
 HEADER = "Epoch,Avg_Loss,Min_Batch_Loss,Max_Batch_Loss,Learning_Rate,Epoch_Time_Seconds,Best_Loss_So_Far,Is_Best_Model,Timestamp\n"

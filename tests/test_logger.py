@@ -6,8 +6,8 @@ import time
 import pytest
 
 from medic.errors import MedicError
-from medic.logger import BATCH_COLUMNS, EPOCH_COLUMNS, MetricsLogger, truncate_csv_after
-from medic.paths import Project, reserve_run_id
+from medic.store.logger import BATCH_COLUMNS, EPOCH_COLUMNS, MetricsLogger, truncate_csv_after
+from medic.store.paths import Project, reserve_run_id
 
 
 def rows(path):
@@ -80,7 +80,7 @@ def test_same_second_runs_get_distinct_ids_and_nothing_is_overwritten(tmp_path):
 
 
 def test_two_processes_in_the_same_second(tmp_path):
-    code = ("import sys,time; from medic.paths import Project, reserve_run_id;"
+    code = ("import sys,time; from medic.store.paths import Project, reserve_run_id;"
             "t=float(sys.argv[1]); time.sleep(max(0, t-time.time()));"
             "print(reserve_run_id(Project.at(sys.argv[2]), t))")
     start = time.time() + 1.0

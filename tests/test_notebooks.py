@@ -12,10 +12,10 @@ import papermill as pm
 import pytest
 
 from _nb_helpers import PY, REPO, child_env, make_run, start_writer
-from medic.launcher import pid_alive
+from medic.jobs import pid_alive
 from medic.notebooks import KERNEL_NAME, NOTEBOOKS, ensure_kernel, project_root, run_all
-from medic.paths import Project, reserve_run_id
-from medic.sidecar import read_sidecar
+from medic.store.paths import Project, reserve_run_id
+from medic.store.sidecar import read_sidecar
 
 pytestmark = pytest.mark.notebooks
 NB_DIR = REPO / "notebooks"

@@ -1,6 +1,6 @@
 import os
 
-from medic.tail import CsvTail
+from medic.store.tail import CsvTail
 
 
 def test_reads_only_whole_new_lines(tmp_path):

@@ -14,7 +14,7 @@ import torch
 
 from _train_helpers import TINY, only_run_id, read_csv, train
 from conftest import PY, child_env
-from medic.logger import BATCH_COLUMNS, EPOCH_COLUMNS
+from medic.store.logger import BATCH_COLUMNS, EPOCH_COLUMNS
 
 pytestmark = pytest.mark.slow
 
@@ -261,7 +261,7 @@ def test_the_optimizer_is_adam_with_the_fused_kernel_and_the_same_update():
     """build_optimizer: Adam at the configured lr, fused where torch has the kernel (CPU here);
     its steps match the per-parameter loop's."""
     from medic.config import TrainConfig
-    from medic.models import build_optimizer
+    from medic.train.models import build_optimizer
     cfg = TrainConfig(lr=0.01)
     torch.manual_seed(0)
     a = torch.nn.Linear(8, 3)

@@ -14,8 +14,8 @@ import pytest
 from _analysis_helpers import cli, write_run
 from conftest import PY, child_env
 
-from medic.logger import MetricsLogger
-from medic.sidecar import update_sidecar
+from medic.store.logger import MetricsLogger
+from medic.store.sidecar import update_sidecar
 from test_catalog import dead_pid
 
 
@@ -25,7 +25,7 @@ class Watch:
     def __init__(self, cwd, *args: str, sigint=signal.SIG_DFL):
         # SIGINT as the child starts: default, as from a terminal; or ignored, as a background job
         # of a shell script starts (whatever pytest itself inherited does not matter)
-        self.proc = subprocess.Popen([PY, "-m", "medic.watch", "--interval", "0.1", *args], cwd=cwd,
+        self.proc = subprocess.Popen([PY, "-m", "medic.cli", "watch", "--interval", "0.1", *args], cwd=cwd,
                                      env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
         self.lines: list[str] = []

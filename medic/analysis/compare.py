@@ -1,0 +1,104 @@
+"""Comparing runs: the overlaid curves and the summary table (``medic compare`` writes them).
+
+Legends name each run by the options that differ between the runs. In a notebook:
+
+    fig, table = medic.compare_runs(["20251106_103015", "20251107_091200"])
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Sequence
+
+from medic.errors import MedicError
+from medic.store.catalog import Run, differing_options, load_run, no_runs_error
+from medic.store.paths import Project
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+MAX_METRIC_ROWS = 4  # Avg_Loss plus up to three shared extra metrics
+
+
+def _value(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def run_labels(runs: Sequence[Run]) -> list[str]:
+    """``<run id> (lr=0.001, batch_size=4)``: each run named by the options that differ."""
+    keys = differing_options([r.config for r in runs]) if len(runs) > 1 else []
+    labels = []
+    for r in runs:
+        opts = ", ".join(f"{k}={_value(r.config[k])}" for k in keys[:4] if k in r.config)
+        labels.append(f"{r.run_id} ({opts})" if opts else r.run_id)
+    return labels
+
+
+def shared_metrics(runs: Sequence[Run]) -> list[str]:
+    """Avg_Loss and the extra numeric metrics every run has, in the first run's order."""
+    from medic.analysis.stats import extra_metrics
+    shared = [c for c in extra_metrics(runs[0].epochs) if all(c in extra_metrics(r.epochs) for r in runs[1:])]
+    return (["Avg_Loss"] + shared)[:MAX_METRIC_ROWS]
+
+
+def summary_table(runs: Sequence[Run], metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per run: epochs, best of each metric and its epoch, final loss, total time and
+    time per epoch, then the options that differ between the runs."""
+    import pandas as pd
+
+    from medic.analysis.stats import best_of, metric_mode
+
+    metrics = list(metrics or shared_metrics(runs))
+    keys = differing_options([r.config for r in runs]) if len(runs) > 1 else []
+    rows = []
+    for r in runs:
+        e = r.epochs
+        times = e["Epoch_Time_Seconds"]
+        row = {"run_id": r.run_id, "status": r.status, "epochs_done": int(e["Epoch"].iloc[-1])}
+        for m in metrics:
+            value, at = best_of(e[m], e["Epoch"], metric_mode(m))
+            row[f"best_{m}"], row[f"best_{m}_epoch"] = value, at
+        row.update(final_Avg_Loss=float(e["Avg_Loss"].iloc[-1]), total_time_s=round(float(times.sum()), 2),
+                   time_per_epoch_s=round(float(times.mean()), 3))
+        row.update({k: r.config.get(k) for k in keys if k not in row})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    for m in metrics:
+        table[f"best_{m}_epoch"] = table[f"best_{m}_epoch"].astype("Int64")
+    return table
+
+
+def load_comparable(spec: str | os.PathLike | Run, root) -> Run:
+    run = spec if isinstance(spec, Run) else load_run(spec, root)
+    if run.epochs.empty:
+        raise MedicError(f"run {run.run_id} has no complete epoch yet: nothing to compare")
+    return run
+
+
+def compare_runs(specs: Sequence[str | os.PathLike | Run] | None = None,
+                 root: str | os.PathLike | None = None) -> tuple[Figure, pd.DataFrame]:
+    """The comparison figure and summary table of runs given by id, epoch CSV path or ``Run``
+    (default: the two newest runs of the project at ``root``)."""
+    from medic.analysis.figures import comparison_figure
+
+    runs = [load_comparable(s, root) for s in (specs or default_runs(Project.at(root)))]
+    if len(runs) < 2:
+        raise MedicError("compare needs at least two runs")
+    ids = [r.run_id for r in runs]
+    if len(set(ids)) < len(ids):
+        raise MedicError(f"the same run is given twice: {', '.join(ids)}")
+    metrics = shared_metrics(runs)
+    fig = comparison_figure(list(zip(run_labels(runs), [r.epochs for r in runs])), metrics)
+    return fig, summary_table(runs, metrics)
+
+
+def default_runs(project: Project) -> list[str]:
+    ids = [i for i in project.run_ids() if project.epoch_csv(i).exists()]
+    if len(ids) < 2:
+        if not ids:
+            raise no_runs_error(project)
+        raise MedicError(f"only one run in {project.metrics} ({ids[0]}): give two runs to compare")
+    return ids[-2:]

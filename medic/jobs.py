@@ -1,0 +1,269 @@
+"""Start, re-attach to and stop a training job from a notebook or a shell.
+
+    job = medic.launch({"epochs": 20, "nproc_per_node": 2}, root=".")
+    job.run_id            # known at once: the launcher reserves it and hands it to the trainer
+    job.wait(); job.returncode; job.log_tail(20)
+    medic.attach(job.run_id).stop()        # from another kernel, after a restart
+    medic stop 20251106_103015             # from a shell
+
+The job is ``python -m medic.train ...`` (which starts torchrun itself for several processes) in
+its own session, so it outlives the kernel that started it and a kernel interrupt or restart never
+reaches it. Its output goes to ``log/launcher_<id>.log`` (a pipe nobody drains would stall
+training), and ``log/launcher_<id>.pid`` records the agent's pid so another process can find it.
+Stopping sends SIGINT (the trainer saves a checkpoint and marks the run stopped), then escalates to
+SIGTERM and SIGKILL on the agent *and* its workers: torchrun starts each worker in a session of
+its own, so killing the agent alone would leave them training.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import site
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from medic.errors import MedicError, RunNotFoundError
+from medic.procs import descendants, pid_alive, process_start_ticks, send_signal
+from medic.store.paths import RUN_ID_RE, Project, reserve_run_id
+from medic.store.files import write_json_atomic
+from medic.store.sidecar import now_str, read_sidecar, written_at
+
+# what an attached job reports as its exit code when only the sidecar's status is known
+STATUS_RETURNCODES = {"completed": 0, "stopped": 130, "failed": 1}
+
+
+def pidfile_path(project: Project, run_id: str) -> Path:
+    return project.log / f"launcher_{run_id}.pid"
+
+
+def launcher_log_path(project: Project, run_id: str) -> Path:
+    return project.log / f"launcher_{run_id}.log"
+
+
+# -- the job handle ---------------------------------------------------------------------------------
+
+class Job:
+    """A training job: its run id, its agent process and the run's files.
+
+    Made by ``launch`` (it holds the ``Popen``) or ``attach`` (it polls the pid and reads the
+    outcome from the sidecar); ``wait``, ``stop``, ``returncode`` and ``log_tail`` work for both.
+    """
+
+    def __init__(self, run_id: str, project: Project, pid: int | None, start_ticks: int | None = None,
+                 popen: subprocess.Popen | None = None, returncode: int | None = None):
+        self.run_id = run_id
+        self.project = project
+        self.pid = pid
+        self.start_ticks = start_ticks
+        self._popen = popen
+        self._returncode = returncode
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else f"ended, returncode {self.returncode}"
+        return f"<Job run {self.run_id} pid {self.pid} ({state}) in {self.project.root}>"
+
+    @property
+    def sidecar(self) -> dict[str, Any] | None:
+        return read_sidecar(self.project.sidecar(self.run_id))
+
+    @property
+    def status(self) -> str | None:
+        """The run's status from its sidecar: running, completed, failed or stopped."""
+        return (self.sidecar or {}).get("status")
+
+    @property
+    def log_path(self) -> Path:
+        return launcher_log_path(self.project, self.run_id)
+
+    def poll(self) -> int | None:
+        """None while the job runs, else its exit code."""
+        if self._returncode is not None:
+            return self._returncode
+        if self._popen is not None:
+            rc = self._popen.poll()
+            if rc is not None:
+                self._record_returncode(rc)
+            return rc
+        if pid_alive(self.pid, start_ticks=self.start_ticks):
+            return None
+        saved = (read_sidecar(pidfile_path(self.project, self.run_id)) or {}).get("returncode")
+        if isinstance(saved, int):
+            self._returncode = saved
+        else:  # the launching process is gone: the trainer's own verdict is all there is
+            self._returncode = STATUS_RETURNCODES.get(self.status or "", 1)
+        return self._returncode
+
+    @property
+    def returncode(self) -> int | None:
+        return self.poll()
+
+    @property
+    def running(self) -> bool:
+        return self.poll() is None
+
+    def _record_returncode(self, rc: int) -> None:
+        self._returncode = rc
+        path = pidfile_path(self.project, self.run_id)
+        info = read_sidecar(path)
+        if info is not None and info.get("pid") == self.pid:
+            info.update(returncode=rc, end_time=now_str())
+            try:
+                write_json_atomic(path, info)
+            except OSError:
+                pass
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Block until the job ends and return its exit code; ``TimeoutError`` after ``timeout`` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._popen is not None:
+                try:
+                    rc = self._popen.wait(timeout=0.2)
+                    self._record_returncode(rc)
+                    return rc
+                except subprocess.TimeoutExpired:
+                    pass
+            else:
+                rc = self.poll()
+                if rc is not None:
+                    return rc
+                time.sleep(0.2)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"run {self.run_id} is still running after {timeout:g} s")
+
+    def stop(self, timeout: float = 60.0, kill_after: float = 10.0) -> int | None:
+        """Stop the job: SIGINT to the agent (workers save a checkpoint, the run is marked stopped);
+        after ``timeout`` s SIGTERM to the agent and every worker, after ``kill_after`` s more
+        SIGKILL. Returns the exit code."""
+        if not self.running:
+            return self.returncode
+        known: dict[int, int | None] = {}
+
+        def gather() -> list[int]:
+            if pid_alive(self.pid, start_ticks=self.start_ticks):
+                for p in descendants(self.pid):
+                    known.setdefault(p, process_start_ticks(p))
+            alive = [p for p, t in known.items() if pid_alive(p, start_ticks=t)]
+            if self.poll() is None:
+                alive.insert(0, self.pid)
+            return alive
+
+        gather()
+        send_signal(self.pid, signal.SIGINT)
+        for sig, wait_s in ((None, timeout), (signal.SIGTERM, kill_after), (signal.SIGKILL, 10.0)):
+            if sig is not None:
+                for p in gather():
+                    send_signal(p, sig, group=p != self.pid or sig == signal.SIGKILL)
+            deadline = time.monotonic() + wait_s
+            while gather() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if not gather():
+                break
+        return self.poll()
+
+    def log_tail(self, n: int = 20) -> str:
+        """The last ``n`` lines the job printed (its launcher log)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 256 * max(n, 1)))
+                lines = f.read().decode(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+    def raise_for_status(self) -> None:
+        """Raise ``MedicError`` (with the end of the log) unless the job ended and completed."""
+        rc = self.poll()
+        if rc is None:
+            raise MedicError(f"run {self.run_id} is still running")
+        status = self.status
+        if rc != 0 or status != "completed":
+            message = (self.sidecar or {}).get("message") or ""
+            raise MedicError(f"run {self.run_id} ended with exit code {rc}, status {status or 'unknown'}"
+                             + (f": {message}" if message else "")
+                             + f"\n--- last lines of {self.log_path} ---\n{self.log_tail(15)}")
+
+
+# -- launch / attach -------------------------------------------------------------------------------
+
+def _child_env(run_id: str) -> dict[str, str]:
+    env = dict(os.environ, MEDIC_RUN_ID=run_id, PYTHONUNBUFFERED="1")
+    # the job runs the same medic as this process, even when it is imported from a source tree
+    src = str(Path(__file__).resolve().parent.parent)
+    if src not in site.getsitepackages():
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _resumed_run_id(project: Project, resume: str) -> str:
+    if resume == "latest":  # the trainer's choice (the same function decides)
+        run_id = project.newest_resumable()
+        if run_id is None:
+            raise RunNotFoundError(f"resume=latest but no run in {project.root} has a checkpoint to resume from")
+        return run_id
+    found = RUN_ID_RE.search(str(resume))
+    if not found:
+        raise RunNotFoundError(f"cannot tell which run {resume!r} continues; give a run id")
+    return found.group(0)
+
+
+def launch(config, root: str | os.PathLike | None = None) -> Job:
+    """Start training for ``config`` (a ``TrainConfig`` or a dict of its options) in the background
+    and return its ``Job`` at once. ``root`` is the project root (default: the working directory)."""
+    from medic.config import TrainConfig
+    config = TrainConfig.from_dict(config) if isinstance(config, dict) else config.validate()
+    cwd = Path(root if root is not None else os.getcwd()).resolve()
+    if not cwd.is_dir():
+        raise MedicError(f"project root {cwd} is not a folder")
+    project = Project.at(cwd / config.output_dir if config.output_dir else cwd)
+    project.make_dirs()
+    reserved = not config.resume
+    run_id = reserve_run_id(project) if reserved else _resumed_run_id(project, config.resume)
+    argv = [sys.executable, "-m", "medic.train", *config.to_args(include_launcher=True)]
+    log_path = launcher_log_path(project, run_id)
+    try:
+        with open(log_path, "ab") as log:
+            popen = subprocess.Popen(argv, cwd=cwd, env=_child_env(run_id), stdin=subprocess.DEVNULL,
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    except OSError as err:
+        csv = project.epoch_csv(run_id)
+        if reserved and csv.exists() and csv.stat().st_size == 0:
+            csv.unlink()
+        raise MedicError(f"could not start training: {err}") from err
+    ticks = process_start_ticks(popen.pid)
+    write_json_atomic(pidfile_path(project, run_id), {
+        "run_id": run_id, "pid": popen.pid, "start_ticks": ticks, "start_time": now_str(),
+        "argv": argv, "cwd": str(cwd), "log": str(log_path)})
+    return Job(run_id, project, popen.pid, ticks, popen=popen)
+
+
+def attach(run_id: str | None = None, root: str | os.PathLike | None = None) -> Job:
+    """A ``Job`` for a run started earlier (by ``launch``, or ``medic train`` in a shell), found by
+    its id (default: the newest run) in the project at ``root``."""
+    project = Project.at(root)
+    if not run_id:
+        ids = project.run_ids()
+        if not ids:
+            raise RunNotFoundError(f"no runs in {project.metrics}")
+        run_id = ids[-1]
+    run_id = str(run_id)
+    info = read_sidecar(pidfile_path(project, run_id))
+    if info and isinstance(info.get("pid"), int):
+        rc = info.get("returncode")
+        return Job(run_id, project, info["pid"], info.get("start_ticks"),
+                   returncode=rc if isinstance(rc, int) else None)
+    sidecar = read_sidecar(project.sidecar(run_id))
+    if sidecar is None and not project.epoch_csv(run_id).exists():
+        raise RunNotFoundError(f"no run {run_id} in {project.metrics}")
+    # without a pid file: the torchrun agent (or the single process) named in the sidecar, unless
+    # that pid now belongs to a process started after the sidecar was last written
+    written = written_at(project.sidecar(run_id))
+    for key in ("agent_pid", "pid"):
+        pid = (sidecar or {}).get(key)
+        if isinstance(pid, int) and pid_alive(pid, written_at=written):
+            return Job(run_id, project, pid, process_start_ticks(pid))
+    return Job(run_id, project, None)

@@ -1,0 +1,63 @@
+"""Writing a file so that a reader sees the old or the new version, never half of one, and
+showing a path the way the user typed it.
+
+The one atomic write of medic: a temporary file in the same folder (``os.replace`` is atomic only
+within one file system), flushed and fsynced, then renamed over the target; with ``durable`` the
+folder is fsynced too, so the rename itself survives a power cut (checkpoints)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+
+def temp_path(path: Path) -> Path:
+    """The temporary name beside ``path`` (hidden, and named by the writing process)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str | Callable[[Any], None],
+                 durable: bool = False) -> Path:
+    """Write ``data`` (bytes, text, or a function that writes to a binary file object) to
+    ``path`` atomically. Returns ``path``; on failure the target is untouched and the temporary
+    file removed."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    return write_atomic(path, text)
+
+
+def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> Path:
+    return write_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def shown_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the working directory when it lies below it, else as it is."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,251 @@
+"""``MetricsLogger``: the epoch and batch CSV files of a run, usable from any training loop.
+
+    logger = MetricsLogger(output_dir=".", log_batch_metrics=True, extra_columns=["Val_Dice"])
+    for epoch in range(1, epochs + 1):
+        ...
+        logger.log_batch(epoch, batch_idx, loss, lr)
+        logger.log_epoch(epoch, avg_loss=..., min_batch_loss=..., max_batch_loss=...,
+                         learning_rate=lr, epoch_time=secs, Val_Dice=0.81)
+    logger.close()
+
+Files (SPEC §4): ``metrics/epoch_metrics_<id>.csv`` with exactly the nine columns below, plus
+the declared extra columns after them; ``metrics/batch_metrics_<id>.csv`` with exactly five.
+The header is written once; every row is one complete line written and flushed on its own, so a
+reader never needs more than the newline to know a row is whole. Only rank 0 writes: on other
+ranks every method is a no-op. Resuming truncates rows written after the resumed epoch (and a
+partial last line) and appends from there; a file is never rewritten in place.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from medic.errors import MedicError
+from medic.store.paths import Project, reserve_run_id
+
+EPOCH_COLUMNS = ("Epoch", "Avg_Loss", "Min_Batch_Loss", "Max_Batch_Loss", "Learning_Rate",
+                 "Epoch_Time_Seconds", "Best_Loss_So_Far", "Is_Best_Model", "Timestamp")
+BATCH_COLUMNS = ("Epoch", "Batch", "Loss", "Learning_Rate", "Timestamp")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def fmt_loss(v: float) -> str:
+    v = float(v)
+    return f"{v:.6f}" if math.isfinite(v) and (v == 0 or abs(v) >= 1e-4) else f"{v:.6e}" if math.isfinite(v) else str(v)
+
+
+def fmt_lr(v: float) -> str:
+    v = float(v)
+    return f"{v:.8f}" if v == 0 or abs(v) >= 1e-6 else f"{v:.6e}"
+
+
+def fmt_value(v) -> str:
+    """An extra column's cell: numbers as numbers, text defused for spreadsheets."""
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, (int,)):
+        return str(v)
+    if isinstance(v, float):
+        return fmt_loss(v)
+    s = str(v).replace("\n", " ").replace(",", ";").replace('"', "'")
+    try:
+        float(s)
+        return s
+    except ValueError:
+        return "'" + s if s.startswith(_FORMULA_START) else s
+
+
+def _rank_from_env() -> int:
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+_STAMP: tuple[int, str] = (-1, "")
+
+
+def timestamp() -> str:
+    """``time.strftime("%Y-%m-%d %H:%M:%S")`` of now, formatted once per second: batch rows can
+    come thousands a second, and the same text for the same second is byte-identical."""
+    global _STAMP
+    now = int(time.time())
+    if now != _STAMP[0]:
+        _STAMP = (now, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)))
+    return _STAMP[1]
+
+
+def truncate_csv_after(path: Path, keep_epoch: int, partial: tuple[int, int] | None = None) -> int:
+    """Cut ``path`` so it ends after the last complete row to keep: rows with
+    ``Epoch <= keep_epoch`` and, with ``partial=(epoch, n)``, that epoch's rows with ``Batch < n``.
+
+    Rows written after the checkpoint being resumed, and a partial last line, go. The header and
+    every byte before the cut stay untouched. Returns the number of rows kept.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data:
+        return 0
+    cut = data.find(b"\n") + 1
+    if cut == 0:  # a header cut short: start the file again
+        os.truncate(path, 0)
+        return 0
+    kept = 0
+    pos = cut
+    while pos < len(data):
+        end = data.find(b"\n", pos)
+        if end < 0:
+            break
+        cells = data[pos:end].split(b",", 2)
+        try:
+            epoch = int(cells[0])
+            keep = epoch <= keep_epoch or (partial is not None and epoch == partial[0]
+                                           and int(cells[1]) < partial[1])
+        except (ValueError, IndexError):
+            break
+        if not keep:
+            break
+        kept += 1
+        pos = end + 1
+        cut = pos
+    if cut < len(data):
+        os.truncate(path, cut)
+    return kept
+
+
+class _CsvFile:
+    """One append-only CSV: header once, then one write + flush per row (or per row group)."""
+
+    def __init__(self, path: Path, columns: Sequence[str], keep_epoch: int | None,
+                 partial: tuple[int, int] | None = None):
+        self.path = path
+        header = ",".join(columns) + "\n"
+        if path.exists() and path.stat().st_size > 0:
+            with open(path, "rb") as f:
+                first = f.readline().decode("utf-8-sig", errors="replace")
+            if first.endswith("\n") and first != header:
+                raise MedicError(f"{path} has columns {first.strip()!r}, expected {header.strip()!r}; "
+                                 "refusing to append to a file of another layout")
+            if keep_epoch is not None:
+                truncate_csv_after(path, keep_epoch, partial)
+            elif not first.endswith("\n"):
+                os.truncate(path, 0)
+        # unbuffered binary append: each row is exactly one write() syscall, nothing held back
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if os.fstat(self._fd).st_size == 0:
+            os.write(self._fd, header.encode())
+
+    def write(self, text: str) -> None:
+        os.write(self._fd, text.encode())
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class MetricsLogger:
+    """Writes a run's epoch CSV (and optionally batch CSV); rank 0 only.
+
+    ``run_id``: an existing id to continue (resume) or None for a new one, reserved so that two
+    runs in the same second get distinct ids. ``extra_columns``: names of metrics added after the
+    nine epoch columns (e.g. ``["Val_Loss", "Val_Dice"]``). ``monitor_mode``: ``"min"`` or
+    ``"max"``, used when ``log_epoch`` is not told the best value itself. ``resume_epoch``: when
+    continuing a run, the last epoch whose rows are kept; ``resume_partial=(epoch, n)`` also keeps
+    the first ``n`` batch rows of an epoch that was stopped part-way.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike | None = None, run_id: str | None = None, *,
+                 log_batch_metrics: bool = False, extra_columns: Iterable[str] = (),
+                 monitor_mode: str = "min", resume_epoch: int | None = None,
+                 resume_partial: tuple[int, int] | None = None, best_so_far: float | None = None, rank: int | None = None):
+        self.project = Project.at(output_dir)
+        self.enabled = (rank if rank is not None else _rank_from_env()) == 0
+        self.extra_columns = tuple(extra_columns)
+        clash = set(self.extra_columns) & set(EPOCH_COLUMNS)
+        if clash or len(set(self.extra_columns)) != len(self.extra_columns):
+            raise MedicError(f"extra columns must be new and distinct names, got {list(self.extra_columns)}")
+        if monitor_mode not in ("min", "max"):
+            raise MedicError(f"monitor_mode must be 'min' or 'max', got {monitor_mode!r}")
+        self.monitor_mode = monitor_mode
+        self.best = best_so_far
+        self.run_id = run_id
+        self.epoch_path: Path | None = None
+        self.batch_path: Path | None = None
+        self._epoch = self._batch = None
+        if not self.enabled:
+            return
+        self.project.metrics.mkdir(parents=True, exist_ok=True)
+        if self.run_id is None:
+            self.run_id = reserve_run_id(self.project)
+        self.epoch_path = self.project.epoch_csv(self.run_id)
+        self._epoch = _CsvFile(self.epoch_path, EPOCH_COLUMNS + self.extra_columns, resume_epoch)
+        if log_batch_metrics:
+            self.batch_path = self.project.batch_csv(self.run_id)
+            self._batch = _CsvFile(self.batch_path, BATCH_COLUMNS, resume_epoch, resume_partial)
+
+    def is_better(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.best is None or not math.isfinite(self.best):
+            return True
+        return value < self.best if self.monitor_mode == "min" else value > self.best
+
+    def log_epoch(self, epoch: int, *, avg_loss: float, min_batch_loss: float, max_batch_loss: float,
+                  learning_rate: float, epoch_time: float, best_so_far: float | None = None,
+                  is_best: bool | None = None, **extra) -> None:
+        """Append one epoch row. Without ``best_so_far``/``is_best`` the logger tracks the best
+        ``avg_loss`` itself (``monitor_mode``)."""
+        unknown = set(extra) - set(self.extra_columns)
+        if unknown:
+            raise MedicError(f"unknown metric column(s) {sorted(unknown)}; declare them in extra_columns")
+        if is_best is None:
+            is_best = self.is_better(avg_loss)
+            if is_best:
+                self.best = float(avg_loss)
+            best_so_far = self.best if self.best is not None else float("nan")
+        elif best_so_far is None:
+            raise MedicError("log_epoch: give best_so_far together with is_best")
+        else:
+            self.best = best_so_far
+        if not self.enabled:
+            return
+        cells = [str(int(epoch)), fmt_loss(avg_loss), fmt_loss(min_batch_loss), fmt_loss(max_batch_loss),
+                 fmt_lr(learning_rate), f"{float(epoch_time):.2f}", fmt_loss(best_so_far),
+                 "True" if is_best else "False", time.strftime("%Y-%m-%d %H:%M:%S")]
+        cells += [fmt_value(extra.get(name)) for name in self.extra_columns]
+        self._epoch.write(",".join(cells) + "\n")
+
+    def log_batch(self, epoch: int, batch: int, loss: float, learning_rate: float) -> None:
+        if self._batch is not None:
+            self._batch.write(f"{int(epoch)},{int(batch)},{fmt_loss(loss)},{fmt_lr(learning_rate)},"
+                              f"{timestamp()}\n")
+
+    def log_batches(self, epoch: int, first_batch: int, losses: Sequence[float],
+                    learning_rates: Sequence[float]) -> None:
+        """Append consecutive batch rows (complete lines) in one write."""
+        if self._batch is None or not len(losses):
+            return
+        stamp = timestamp()
+        e = int(epoch)
+        self._batch.write("".join(
+            f"{e},{first_batch + i},{fmt_loss(loss)},{fmt_lr(lr)},{stamp}\n"
+            for i, (loss, lr) in enumerate(zip(losses, learning_rates))))
+
+    @property
+    def logs_batches(self) -> bool:
+        return self._batch is not None
+
+    def close(self) -> None:
+        for f in (self._epoch, self._batch):
+            if f is not None:
+                f.close()
+
+    def __enter__(self) -> "MetricsLogger":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,51 @@
+"""What state a run is really in: its sidecar's word, checked against the process it names.
+
+A trainer that is SIGKILLed (or whose machine dies) cannot mark its sidecar, which then says
+``running`` forever. So a ``running`` sidecar is believed only while its ``pid`` is alive and is
+the process that wrote it (a pid reused by a later process does not count):
+
+    running      the sidecar says running and its process is alive (or cannot be checked here)
+    interrupted  the sidecar says running but its process is gone: killed or crashed unrecorded
+    stale        the sidecar says running, names no checkable process, and no file of the run
+                 has changed for a long time (an hour, or 3x its longest epoch)
+    completed / failed / stopped   as the trainer recorded it
+    unknown      no readable sidecar (deleted, or the CSV was written by another program)
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+from medic.procs import pid_alive
+
+FINISHED = ("completed", "failed", "stopped", "interrupted")
+STALE_AFTER_S = 3600.0
+
+
+def same_host(sidecar: dict[str, Any]) -> bool:
+    host = sidecar.get("host") or sidecar.get("hostname")
+    return not host or host == socket.gethostname()
+
+
+def effective_status(sidecar: dict[str, Any] | None, *, sidecar_mtime: float | None = None,
+                     last_update: float | None = None, longest_epoch_s: float = 0.0,
+                     now: float | None = None) -> str:
+    """The status to show for a run (see the module docstring).
+
+    ``sidecar_mtime``: when the sidecar was last written (to spot a reused pid);
+    ``last_update``: the newest modification time of any of the run's files.
+    """
+    if sidecar is None:
+        return "unknown"
+    status = str(sidecar.get("status") or "unknown")
+    if status != "running":
+        return status
+    pid = sidecar.get("pid")
+    if pid not in (None, "") and same_host(sidecar):
+        return "running" if pid_alive(pid, written_at=sidecar_mtime) else "interrupted"
+    now = time.time() if now is None else now
+    if last_update is not None and now - last_update > max(STALE_AFTER_S, 3 * longest_epoch_s):
+        return "stale"
+    return "running"

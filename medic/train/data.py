@@ -1,0 +1,147 @@
+"""Data: the built-in synthetic segmentation set, a folder of image/mask files, or a plug-in;
+split into training and validation, and sharded over the ranks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from medic.config import TrainConfig
+from medic.errors import MedicError
+from medic.train import dist
+
+
+class SyntheticSegmentation(Dataset):
+    """Deterministic 2D images of bright discs on noise, with their masks (MONAI's
+    ``create_test_image_2d``). Sample ``i`` depends only on (seed, i), so every rank builds the
+    same set without talking to the others."""
+
+    def __init__(self, num_samples: int, image_size: int, num_classes: int = 2, seed: int = 0):
+        from monai.data.synthetic import create_test_image_2d
+        images, masks = [], []
+        for i in range(num_samples):
+            rs = np.random.RandomState((seed * 1_000_003 + i) % 2**32)
+            im, seg = create_test_image_2d(
+                image_size, image_size, num_objs=max(2, image_size // 16), rad_max=max(5, image_size // 6),
+                rad_min=max(2, image_size // 24), noise_max=0.5, num_seg_classes=num_classes - 1,
+                random_state=rs)
+            images.append(im)
+            masks.append(seg)
+        self.images = torch.from_numpy(np.stack(images)[:, None].astype(np.float32))
+        self.masks = torch.from_numpy(np.stack(masks)[:, None].astype(np.int64))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], self.masks[i]
+
+
+class FolderSegmentation(Dataset):
+    """``images/`` and ``masks/`` of matching names, read once with MONAI's loaders, scaled to
+    [0, 1], resized to ``image_size`` (masks with nearest neighbour)."""
+
+    def __init__(self, root: str, image_size: int, num_classes: int):
+        from monai.transforms import Resize, ScaleIntensity
+        from medic.train.imagefolder import pairs, read_array
+        resize_img = Resize((image_size, image_size), mode="bilinear")
+        resize_mask = Resize((image_size, image_size), mode="nearest")
+        scale = ScaleIntensity()
+        images, masks = [], []
+        for image_path, mask_path in pairs(root):
+            img = torch.as_tensor(read_array(image_path).astype(np.float32))[None]
+            mask = read_array(mask_path)
+            values = np.unique(mask)
+            if num_classes == 2 and len(values) <= 2:
+                mask = (mask > 0).astype(np.int64)  # 0/1, 0/255, False/True all mean background/object
+            elif values.min() < 0 or values.max() >= num_classes or not np.allclose(values, values.round()):
+                raise MedicError(f"{mask_path.name}: mask values {values[:8].tolist()} are not class "
+                                 f"indices 0..{num_classes - 1} (set --num_classes)")
+            images.append(_plain(scale(resize_img(img))).float())
+            masks.append(_plain(resize_mask(torch.as_tensor(mask.astype(np.float32))[None])).round().long())
+        self.images = torch.stack(images)
+        self.masks = torch.stack(masks)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], self.masks[i]
+
+
+def _plain(t) -> torch.Tensor:
+    """MONAI transforms return MetaTensors; training wants plain tensors."""
+    return t.as_tensor() if hasattr(t, "as_tensor") else torch.as_tensor(t)
+
+
+def build_dataset(cfg: TrainConfig) -> Dataset:
+    if cfg.dataset:
+        from medic.train.plugins import load_plugin
+        ds = load_plugin(cfg.dataset, "dataset")(cfg)
+        if not hasattr(ds, "__getitem__") or not hasattr(ds, "__len__"):
+            raise MedicError(f"--dataset {cfg.dataset!r} returned {type(ds).__name__}, not a Dataset")
+        if len(ds) == 0:
+            raise MedicError(f"--dataset {cfg.dataset!r} returned an empty dataset")
+        return ds
+    if cfg.data:
+        return FolderSegmentation(cfg.data, cfg.image_size, cfg.num_classes)
+    return SyntheticSegmentation(cfg.num_samples, cfg.image_size, cfg.num_classes, cfg.seed)
+
+
+def split(ds: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset | None]:
+    """A seeded train/validation split (the same on every rank)."""
+    if val_fraction <= 0:
+        return ds, None
+    n = len(ds)
+    n_val = max(1, int(round(n * val_fraction)))
+    if n_val >= n:
+        raise MedicError(f"val_fraction {val_fraction} leaves no training samples out of {n}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return Subset(ds, sorted(order[n_val:])), Subset(ds, sorted(order[:n_val]))
+
+
+class ResumableSampler(DistributedSampler):
+    """A DistributedSampler that can start an epoch part-way (after a graceful mid-epoch stop)."""
+
+    skip = 0
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.skip:])
+
+    def __len__(self):
+        return super().__len__() - self.skip
+
+
+@dataclass
+class Data:
+    """The loaders of one rank: its shard of the training set, and of the validation set."""
+
+    train_ds: Dataset
+    val_ds: Dataset | None
+    sampler: ResumableSampler
+    loader: DataLoader
+    val_loader: DataLoader | None
+    in_channels: int
+
+    @property
+    def steps(self) -> int:
+        return len(self.loader)
+
+
+def build_data(cfg: TrainConfig, r: dist.Ranks, device: torch.device) -> Data:
+    torch.manual_seed(cfg.seed)
+    dataset = build_dataset(cfg)
+    train_ds, val_ds = split(dataset, cfg.val_fraction, cfg.seed)
+    sampler = ResumableSampler(train_ds, num_replicas=r.world_size, rank=r.rank, shuffle=True,
+                               seed=cfg.seed, drop_last=False)
+    loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler,
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                        persistent_workers=cfg.num_workers > 0)
+    val_loader = None
+    if val_ds is not None:  # unpadded shards: each validation sample counted exactly once
+        shard = Subset(val_ds, list(range(r.rank, len(val_ds), r.world_size)))
+        val_loader = DataLoader(shard, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    return Data(train_ds, val_ds, sampler, loader, val_loader, in_channels=train_ds[0][0].shape[0])

@@ -1,0 +1,111 @@
+"""``medic train`` = ``python -m medic.train``; also ``torchrun --nproc_per_node N -m medic.train``.
+
+Two roles:
+- **launcher** (``--nproc_per_node N`` > 1, or torchrun rendezvous flags, outside torchrun):
+  ``medic.train.torchrun.launch`` checks the input, reserves the run id and starts torchrun.
+- **worker** (a plain single process, or a rank under torchrun): rank 0 settles the run id and
+  the resume point and shares them; every rank then runs ``medic.train.loop.run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from medic.config import TrainConfig, build_parser, parse_args
+from medic.errors import MedicError
+from medic.store.paths import Project, reserve_run_id
+from medic.train.start import check_before_start, plan_resume
+from medic.train.torchrun import EXIT_FILE_ENV, launch
+
+HANDLED_CODES = (2, 3, 130)  # a user error, a non-finite loss, a graceful stop
+
+
+def explicit_options(argv: list[str]) -> set[str]:
+    """Names of the options the user actually typed (so a resume keeps the others)."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    ns, _ = parser.parse_known_args(argv)
+    return set(vars(ns))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cfg, torchrun_flags = parse_args(argv)
+    if under_torchrun():
+        if torchrun_flags:
+            raise MedicError(f"{torchrun_flags[0]} is a torchrun flag: put it before -m medic.train")
+        # `medic train` has checked everything before starting torchrun; a user's own torchrun has not
+        return worker_main(cfg, explicit_options(argv), checked=EXIT_FILE_ENV in os.environ)
+    if cfg.nproc_per_node > 1 or torchrun_flags:
+        return launch(cfg, explicit_options(argv), torchrun_flags)
+    # one plain process: the launcher's checks, done before torch is imported (seconds sooner)
+    check_before_start(cfg, Project.at(cfg.output_dir or None))
+    return worker_main(cfg, explicit_options(argv))
+
+
+def under_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
+
+
+def end_process(main) -> NoReturn:
+    """Run a command's ``main`` as the whole process and exit with its code.
+
+    A rank under torchrun skips the interpreter's finalization: everything the run writes is
+    written and closed when ``main`` returns, and what finalization would still do is destroy
+    objects that hold the process group's C++ state (DDP's reducer, a collective's work
+    handle); gloo's threads then meet a half torn-down interpreter and the process can die of
+    SIGABRT ("terminate called without an active exception") after a run that succeeded,
+    failing the whole job."""
+    from medic.cli import run_main
+    if not under_torchrun():
+        sys.exit(run_main(main))
+    import traceback
+    try:
+        code = run_main(main)
+    except SystemExit as err:
+        code = err.code if isinstance(err.code, int) else 1
+    except BaseException:  # torchrun's error handler has recorded it; shown here as well
+        traceback.print_exc()
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def worker_main(cfg: TrainConfig, explicit: set[str], checked: bool = True) -> int:
+    # torch and MONAI load here, after the checks (a mistake is reported seconds sooner)
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    from medic.train.loop import run
+
+    def decide():  # runs on rank 0 only
+        project = Project.at(cfg.output_dir or None)
+        if not checked:
+            check_before_start(cfg, project)
+        if cfg.resume:
+            new, run_id, path = plan_resume(cfg, explicit, project)
+            return new.to_dict(), run_id, str(path)
+        return cfg.to_dict(), os.environ.get("MEDIC_RUN_ID") or reserve_run_id(project), None
+
+    code = record(run)(cfg, decide)
+    # everything is written and closed: spare the exit the interpreter's final garbage collection
+    # over torch's and MONAI's objects, which takes seconds (and delays a stop that much)
+    gc.freeze()
+    exit_file = os.environ.get(EXIT_FILE_ENV)
+    if exit_file and code in HANDLED_CODES:
+        # launched by `medic train`: the reason is already printed and the launcher returns the
+        # code, so torchrun's agent need not report an ordinary outcome as a crash
+        if os.environ.get("RANK", "0") == "0":
+            Path(exit_file).write_text(str(code))
+        return 0
+    return code
+

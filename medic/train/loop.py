@@ -1,0 +1,366 @@
+"""The training of one process (one rank). ``run`` reads top to bottom:
+
+    setup      process group, device; run id and resume point decided on rank 0, shared
+    data       dataset → train/val split → DistributedSampler → DataLoader
+    model      UNet (or plug-in), Dice+CE loss, Adam (fused kernel), optional LR schedule, DDP
+    resume     model/optimizer/scheduler/best/RNG from the checkpoint; CSV rows after it cut
+    files      (rank 0) the CSVs, the log, the sidecar, the startup block
+    epochs     for each epoch: train steps → (val) → epoch row → checkpoints → sidecar
+               each step: forward, backward, step; its loss stays on the device
+               each log interval: its per-step losses reduced without waiting, with the
+               stop vote (``sync.StepSync``, about every 0.25 s) → batch rows, a progress line
+    finish     sidecar status completed / stopped / failed
+
+Metrics are global (DESIGN.md): a batch's loss is the sample-weighted mean over ranks of that
+step, Avg_Loss is the per-sample mean over all ranks, Min/Max are over the global batch losses.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from medic.config import TrainConfig
+from medic.errors import MedicError
+from medic.store.logger import MetricsLogger
+from medic.store.paths import Project
+from medic.store.sidecar import now_str, update_sidecar
+from medic.train import checkpoint as ckpt
+from medic.train import dist
+from medic.train.console import Console, settings_lines
+from medic.train.data import Data, build_data
+from medic.train.models import build_loss, build_model, build_optimizer, dice_per_sample
+from medic.train.save import Saver, TrainState
+from medic.train.sync import EpochState, NonFiniteLoss, StepSync, StopFlag, agree, record_windows
+from medic.train.torchrun import report_failure
+
+
+def run(cfg: TrainConfig, decide) -> int:
+    """Train on this rank. ``decide()`` runs on rank 0 once the process group exists and returns
+    ``(config dict, run id, checkpoint path or None)`` or raises ``MedicError``; every rank gets
+    its answer. Returns the exit code."""
+    r = dist.ranks()
+    stop = StopFlag()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = dist.pick_device(cfg.device, r.local_rank)
+    control = dist.init(r, device, cfg.dist_timeout)
+    plan = agree_on_plan(decide, r)
+    if plan is None:
+        dist.shutdown()
+        return 2
+    cfg, run_id, resume_path = plan
+    code = RankRun(cfg, run_id, resume_path, r, device, control, stop).train()
+    dist.shutdown()
+    return code
+
+
+def agree_on_plan(decide, r: dist.Ranks) -> tuple[TrainConfig, str, str | None] | None:
+    """Rank 0 decides the config, run id and resume point; every rank gets the answer. None
+    (the error printed once) when the input is refused."""
+    plan = None
+    if r.is_main:
+        try:
+            plan = decide()
+        except MedicError as err:
+            plan = ("error", str(err), None)
+    plan = dist.broadcast_object(plan)
+    if plan[0] == "error":
+        if r.is_main:
+            print(f"medic: error: {plan[1]}", file=sys.stderr, flush=True)
+        return None
+    return TrainConfig.from_dict(plan[0], strict=False), plan[1], plan[2]
+
+
+@dataclass
+class Step:
+    """What each training step needs, fixed for the run."""
+
+    cfg: TrainConfig
+    model: torch.nn.Module            # the DDP wrapper when distributed
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    control: object                   # the gloo group of the stop vote on CUDA, else None
+    stop: StopFlag
+    logger: MetricsLogger | None      # rank 0 only
+    con: Console
+
+
+class RankRun:
+    """One rank's run: ``train`` is the whole of it, in named steps; the failure paths record
+    the outcome in the sidecar (rank 0) and leave no half-reserved run behind."""
+
+    def __init__(self, cfg: TrainConfig, run_id: str, resume_path: str | None, r: dist.Ranks,
+                 device: torch.device, control, stop: StopFlag):
+        self.cfg, self.run_id, self.resume_path, self.r = cfg, run_id, resume_path, r
+        self.device, self.control, self.stop = device, control, stop
+        self.project = Project.at(cfg.output_dir or None)
+        self.con = Console(cfg.lang, enabled=r.is_main)
+        self.saver = Saver(self.project, run_id, cfg, self.con)
+        self.sidecar = self.project.sidecar(run_id)
+        self.logger: MetricsLogger | None = None
+        # only a process that (re)wrote the sidecar reports in it: a resume refused before it
+        # started (a checkpoint that does not fit) leaves the run's record as it was
+        self.owns_sidecar = False
+        self.start_wall = time.time()
+
+    def train(self) -> int:
+        status, message, code = "failed", "", 1
+        try:
+            resumed = ckpt.load(self.resume_path) if self.resume_path else None
+            data = build_data(self.cfg, self.r, self.device)
+            ts = build_state(self.cfg, data, self.device, resumed, self.resume_path)
+            model = DDP(ts.model, device_ids=[self.device.index] if self.device.type == "cuda" else None) \
+                if self.r.distributed else ts.model
+            if self.r.is_main:
+                self.open_files(data, resumed)
+            step = Step(self.cfg, model, build_loss(), ts.optimizer, self.device, self.control, self.stop,
+                        self.logger, self.con)
+            stopped = self.epochs(step, ts, data, resumed)
+            status, code = ("stopped", 130) if stopped else ("completed", 0)
+        except NonFiniteLoss as err:
+            message = f"non-finite loss ({err.value}) at epoch {err.epoch}, batch {err.batch}"
+            key = "nan_stop" if err.epoch > 1 else "nan_stop_none"  # nothing is saved before epoch 1 ends
+            self.con.error(self.con.t[key].format(v=err.value, e=err.epoch, b=err.batch, k=err.epoch - 1))
+            code = 3
+        except MedicError as err:
+            message = str(err)
+            self.con.error(f"medic: error: {err}")
+            code = 2
+        except KeyboardInterrupt:
+            status, message, code = "stopped", "interrupted", 130
+        except BaseException as err:
+            self.failed(err)
+            raise
+        finally:
+            if self.logger is not None:
+                self.logger.close()
+            elif self.r.is_main and not self.resume_path:
+                release_run_id(self.project, self.run_id)
+            self.con.close()
+        if self.owns_sidecar:
+            update_sidecar(self.sidecar, status=status, end_time=now_str(), message=message,
+                           total_time=round(time.time() - self.start_wall, 3))
+        return code
+
+    def open_files(self, data: Data, resumed: dict | None) -> None:
+        """Rank 0: the CSVs (cut after the resume point), the log, the sidecar, the startup block."""
+        cfg, project, run_id, con = self.cfg, self.project, self.run_id, self.con
+        project.make_dirs()
+        if resumed:  # a killed run may have left half-written checkpoint files behind
+            ckpt.remove_stale_temporaries(project.checkpoint_dir(run_id))
+        partial = resumed.get("partial") if resumed else None
+        extra = extra_columns(cfg, data)
+        self.logger = MetricsLogger(project.root, run_id, log_batch_metrics=cfg.log_batch_metrics,
+                                    extra_columns=extra, monitor_mode=cfg.monitor_mode,
+                                    resume_epoch=resumed["epoch"] if resumed else None,
+                                    resume_partial=(partial["epoch"], partial["batch"]) if partial else None,
+                                    best_so_far=resumed.get("best") if resumed else None, rank=0)
+        con.open_log(project.log_file(run_id))
+        self.saver.sidecar_start(self.r, data.steps, extra, resumed, self.resume_path)
+        self.owns_sidecar = True
+        con.startup(root=project.root, dirs={"ckpt_dir": project.checkpoint_dir(run_id),
+                    "results_dir": project.results_dir(run_id), "log_dir": project.log,
+                    "metrics_dir": project.metrics},
+                    settings=settings_lines(cfg, self.r, self.device, data, run_id),
+                    log_interval=cfg.log_interval, log_batch=cfg.log_batch_metrics,
+                    epoch_file=self.logger.epoch_path, batch_file=self.logger.batch_path)
+        if resumed:
+            con.say("resumed", id=run_id, path=self.resume_path, e=resumed["epoch"])
+
+    def epochs(self, step: Step, ts: TrainState, data: Data, resumed: dict | None) -> bool:
+        """Train the remaining epochs; True when a stop was agreed on."""
+        cfg, r, con = self.cfg, self.r, self.con
+        start_epoch = resumed["epoch"] + 1 if resumed else 1
+        partial = resumed.get("partial") if resumed else None
+        done_epoch = start_epoch - 1
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            es = EpochState(**partial["state"]) if partial and partial["epoch"] == epoch else EpochState()
+            first = len(es.losses)
+            data.sampler.set_epoch(epoch)
+            data.sampler.skip = first * cfg.batch_size
+            t0 = time.perf_counter() - es.elapsed
+            step.model.train()
+            if train_epoch(step, data.loader, es, epoch, first, data.steps):
+                es.elapsed = time.perf_counter() - t0
+                if r.is_main:
+                    self.saver.partial(ts, done_epoch, epoch, es)
+                    con.say("stopped_mid", e=epoch, k=done_epoch, id=self.run_id)
+                return True
+            metrics = validate(ts.model, data.val_loader, step.loss_fn, self.device, cfg) \
+                if data.val_loader is not None else {}
+            self.end_epoch(step, ts, data, es, epoch, time.perf_counter() - t0, metrics)
+            done_epoch = epoch
+            if agree(self.stop.local(), self.control):
+                if r.is_main:
+                    con.say("stopped", e=epoch, id=self.run_id)
+                return True
+        if r.is_main:
+            con.say("finished", n=done_epoch, h=(time.time() - self.start_wall) / 3600, metric=cfg.monitor,
+                    v=f"{ts.best:.6f}" if ts.best is not None else "-", be=ts.best_epoch)
+        return False
+
+    def end_epoch(self, step: Step, ts: TrainState, data: Data, es: EpochState, epoch: int, seconds: float,
+                  metrics: dict[str, float]) -> None:
+        """The epoch's row, summary, LR step, checkpoints and sidecar progress."""
+        cfg = self.cfg
+        ts.epoch_times.append(seconds)
+        avg = es.loss_sum / es.count if es.count else float("nan")
+        finite = [v for v in es.losses if math.isfinite(v)]
+        lo, hi = (min(finite), max(finite)) if finite else (float("nan"), float("nan"))
+        lr = es.lrs[0] if es.lrs else ts.optimizer.param_groups[0]["lr"]
+        if cfg.nonfinite == "skip":
+            metrics["Nonfinite_Batches"] = es.skipped
+        value = avg if cfg.monitor == "Avg_Loss" else metrics[cfg.monitor]
+        previous = ts.best
+        is_best = is_improvement(value, ts.best, cfg.monitor_mode)
+        if is_best:
+            ts.best, ts.best_epoch = value, epoch
+        if self.r.is_main:
+            self.logger.log_epoch(epoch, avg_loss=avg, min_batch_loss=lo, max_batch_loss=hi, learning_rate=lr,
+                                  epoch_time=seconds, best_so_far=ts.best if ts.best is not None else float("nan"),
+                                  is_best=is_best, **metrics)
+            self.con.epoch_summary(epoch, cfg.epochs, avg, lo, hi, lr, seconds,
+                                   eta_hours(ts.epoch_times, cfg.epochs - epoch), metrics)
+        if ts.scheduler is not None:
+            ts.scheduler.step(value) if cfg.lr_scheduler == "plateau" else ts.scheduler.step()
+        if self.r.is_main:
+            self.saver.epoch(ts, epoch, is_best, previous, value)
+            if is_best and data.val_loader is not None:
+                self.saver.snapshot(ts.model, data.val_loader, self.device, epoch)
+            update_sidecar(self.sidecar, epochs_done=epoch, best=ts.best, best_epoch=ts.best_epoch,
+                           updated=now_str())
+
+    def failed(self, err: BaseException) -> None:
+        """A bug or a lost peer: record it (the launcher names the rank that started it), mark
+        the run failed; the caller re-raises."""
+        message = f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
+        if self.r.distributed:
+            lost_peer = "peer" in message.lower()  # a consequence of another rank's failure
+            report_failure(self.r.rank, message, lost_peer)
+            if not lost_peer:
+                message += " (this or another process failed; see the log of each rank)"
+        if self.owns_sidecar:
+            update_sidecar(self.sidecar, status="failed", end_time=now_str(), message=message)
+
+
+def build_state(cfg: TrainConfig, data: Data, device: torch.device, resumed: dict | None,
+                resume_path) -> TrainState:
+    """The model (seeded alike on every rank), optimizer and schedule; restored when resuming."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, in_channels=data.in_channels).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, cfg)
+    ts = TrainState(model, optimizer, make_scheduler(cfg, optimizer))
+    if resumed:
+        ts.restore(resumed, resume_path)
+    return ts
+
+
+def extra_columns(cfg: TrainConfig, data: Data) -> list[str]:
+    return (["Val_Loss", "Val_Dice"] if data.val_loader is not None else []) + \
+           (["Nonfinite_Batches"] if cfg.nonfinite == "skip" else [])
+
+
+def train_epoch(step: Step, loader, es: EpochState, epoch: int, first: int, steps: int) -> bool:
+    """Train one epoch (from batch ``first``). Returns True when a stop was agreed on."""
+    cfg, model, optimizer, device, con = step.cfg, step.model, step.optimizer, step.device, step.con
+    is_main = dist.ranks().is_main
+    sums = torch.zeros(steps, device=device)    # per step: sum of this rank's sample losses
+    counts = torch.zeros(steps, device=device)  # per step: this rank's samples
+    pending = first
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
+    sync = StepSync(sums, counts, step.control, device,
+                    lambda packed, windows: record_windows(packed, windows, es, epoch, steps, cfg, step.logger, con))
+    for b, (images, masks) in enumerate(loader, start=first):
+        if sync.poll(step.stop.local()):
+            sync.close(pending, b, progress=False)
+            sync.drain()
+            return True
+        images = images.to(device, non_blocking=True)
+        masks = masks.to(device, non_blocking=True)
+        if cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        es.lrs.append(optimizer.param_groups[0]["lr"])
+        with amp:
+            loss = step.loss_fn(model(images), masks)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        sync.after_backward()
+        if cfg.nonfinite == "skip" and agree(not torch.isfinite(loss).item(), step.control):
+            # a non-finite loss on any rank poisons the averaged gradients on all: all skip
+            # (this check is one host sync per step, paid only with --nonfinite skip)
+            es.skipped += 1
+            if is_main:
+                con.error(con.t["nan_skip"].format(e=epoch, b=b))
+        else:
+            optimizer.step()
+        n = images.shape[0]
+        sums[b] = loss.detach().float() * n  # stays on the device: no sync here
+        counts[b] = n
+        if b % cfg.log_interval == 0 or b == steps - 1:
+            sync.close(pending, b + 1, progress=b % cfg.log_interval == 0)
+            pending = b + 1
+    sync.drain()  # the epoch's last steps are recorded before its epoch row
+    return False
+
+
+@torch.no_grad()
+def validate(model, loader, loss_fn, device, cfg) -> dict[str, float]:
+    """Val_Loss (per-sample mean) and Val_Dice (mean foreground Dice) over all ranks' shards."""
+    model.eval()
+    acc = torch.zeros(3, device=device)  # loss sum, dice sum, samples
+    for images, masks in loader:  # the bare module: shards differ in length, so no collectives here
+        images, masks = images.to(device), masks.to(device)
+        logits = model(images)
+        n = images.shape[0]
+        acc[0] += loss_fn(logits, masks).float() * n
+        acc[1] += dice_per_sample(logits, masks, cfg.num_classes).sum()
+        acc[2] += n
+    loss_sum, dice_sum, n = dist.all_reduce_sum(acc).tolist()
+    model.train()
+    return {"Val_Loss": loss_sum / n, "Val_Dice": dice_sum / n}
+
+
+def is_improvement(value: float, best: float | None, mode: str) -> bool:
+    if not math.isfinite(value):
+        return False
+    if best is None or not math.isfinite(best):
+        return True
+    return value < best if mode == "min" else value > best
+
+
+def eta_hours(epoch_times: list[float], remaining: int) -> float:
+    """Remaining epochs × the mean of the recent epochs (the first, warm-up epoch left out once
+    there are others)."""
+    recent = epoch_times[1:] if len(epoch_times) > 1 else epoch_times
+    return remaining * (sum(recent[-5:]) / len(recent[-5:])) / 3600 if recent else 0.0
+
+
+def make_scheduler(cfg: TrainConfig, optimizer):
+    if cfg.lr_scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if cfg.lr_scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_size, gamma=cfg.lr_gamma)
+    if cfg.lr_scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=cfg.monitor_mode, factor=cfg.lr_gamma)
+    return None
+
+
+def release_run_id(project: Project, run_id: str) -> None:
+    """A new run that failed before writing anything (a plug-in that does not import, a model
+    that cannot be built) gives back the empty epoch CSV that reserved its id: bad input leaves
+    no trace."""
+    path = project.epoch_csv(run_id)
+    try:
+        if path.stat().st_size == 0 and not project.sidecar(run_id).exists():
+            path.unlink()
+    except OSError:
+        pass

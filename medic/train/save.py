@@ -1,0 +1,167 @@
+"""What a run saves as it trains (rank 0): checkpoints, the sidecar's start record, and the best
+epoch's prediction picture.
+
+    checkpoints/<id>/model_epoch_N.pth   every --save_interval epochs
+    checkpoints/<id>/best_model.pth      when the monitored value improves
+    checkpoints/<id>/last.pth            every epoch, written last (the resume point)
+    results/<id>/best_epoch_N.png        image, ground truth and prediction of a few samples
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from medic.config import TrainConfig
+from medic.errors import MedicError
+from medic.store.files import write_atomic, write_json_atomic
+from medic.store.paths import Project
+from medic.store.sidecar import now_str, read_sidecar, update_sidecar
+from medic.train import checkpoint as ckpt
+from medic.train import dist
+from medic.train.console import Console
+from medic.train.sync import EpochState
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint restores besides the config: the model (the bare module, never its DDP
+    wrapper), its optimizer and LR schedule, the best monitored value and the epoch times."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object | None
+    best: float | None = None
+    best_epoch: int = 0
+    epoch_times: list[float] = field(default_factory=list)
+
+    def restore(self, state: dict, path) -> None:
+        """Load a checkpoint's state (model, optimizer, scheduler, best, epoch times, RNG)."""
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise MedicError(f"checkpoint {path} does not fit this model "
+                             f"({str(err).splitlines()[0][:160]})") from err
+        if self.scheduler is not None and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.best, self.best_epoch = state.get("best"), state.get("best_epoch", 0)
+        self.epoch_times = list(state.get("epoch_times", []))
+        ckpt.set_rng_state(state.get("rng", {}))
+
+    def checkpoint(self, run_id: str, cfg: TrainConfig, epoch: int, partial: dict | None = None) -> dict:
+        """One dict of plain data: everything a resume needs (DESIGN: checkpoints)."""
+        state = {"format": ckpt.FORMAT, "run_id": run_id, "epoch": epoch, "model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                 "best": self.best, "best_epoch": self.best_epoch, "config": cfg.to_dict(),
+                 "rng": ckpt.rng_state(), "epoch_times": list(self.epoch_times),
+                 "world_size": dist.ranks().world_size}
+        if partial is not None:
+            state["partial"] = partial
+        return state
+
+
+@dataclass
+class Saver:
+    """Where and how one run saves (rank 0 only)."""
+
+    project: Project
+    run_id: str
+    cfg: TrainConfig
+    con: Console
+
+    @property
+    def folder(self) -> Path:
+        return self.project.checkpoint_dir(self.run_id)
+
+    def epoch(self, ts: TrainState, epoch: int, is_best: bool, previous: float | None, value: float) -> None:
+        """model_epoch_N (every save_interval), best_model (on improvement), then last.pth — last,
+        so that when last.pth is intact nothing newer exists. The state is serialised once and
+        the same bytes go to each file."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        data = ckpt.serialize(ts.checkpoint(self.run_id, self.cfg, epoch))
+        if epoch % self.cfg.save_interval == 0:
+            ckpt.write_checkpoint(self.folder / f"model_epoch_{epoch}.pth", data)
+            self.con.say("saved", name=f"model_epoch_{epoch}.pth")
+        if is_best:
+            self.con.new_best(self.cfg.monitor, value, previous)
+            ckpt.write_checkpoint(self.folder / "best_model.pth", data)
+            self.con.say("saved_best", name="best_model.pth")
+        ckpt.write_checkpoint(self.folder / "last.pth", data)
+
+    def partial(self, ts: TrainState, done_epoch: int, epoch: int, es: EpochState) -> None:
+        """After a graceful stop mid-epoch: last.pth holds the exact position, so --resume
+        continues with the next batch of the same epoch."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        partial = {"epoch": epoch, "batch": len(es.losses), "state": es.to_dict()}
+        ckpt.write_checkpoint(self.folder / "last.pth",
+                          ckpt.serialize(ts.checkpoint(self.run_id, self.cfg, done_epoch, partial)))
+
+    @torch.no_grad()
+    def snapshot(self, model: torch.nn.Module, val_loader, device: torch.device, epoch: int) -> None:
+        """The new best epoch's predictions on the first validation samples, as a picture."""
+        images, masks = next(iter(val_loader))
+        images, masks = images[:4], masks[:4]
+        was_training = model.training
+        model.eval()
+        preds = model(images.to(device)).argmax(dim=1).cpu()
+        model.train(was_training)
+        save_predictions(self.project.results_dir(self.run_id) / f"best_epoch_{epoch}.png",
+                         images[:, 0].float().numpy(), masks[:, 0].numpy(), preds.numpy(),
+                         f"Run {self.run_id}, epoch {epoch} (new best)")
+
+    def sidecar_start(self, r: dist.Ranks, steps: int, extra: list[str], state: dict | None,
+                      resume_path) -> None:
+        """The sidecar as the run starts: a new record, or the resumed run's record updated."""
+        path = self.project.sidecar(self.run_id)
+        cfg = self.cfg
+        if state:
+            resumed = (read_sidecar(path) or {}).get("resumed")
+            resumed = (resumed if isinstance(resumed, list) else []) + \
+                [{"time": now_str(), "from_epoch": state["epoch"], "checkpoint": str(resume_path)}]
+            update_sidecar(path, status="running", end_time=None, message="", config=cfg.to_dict(),
+                           epochs=cfg.epochs, world_size=r.world_size, pid=os.getpid(), resumed=resumed)
+            return
+        import monai
+        from medic import __version__
+        write_json_atomic(path, {
+            "run_id": self.run_id, "status": "running", "start_time": now_str(), "end_time": None,
+            "epochs": cfg.epochs, "epochs_done": 0, "batches_per_epoch": steps, "world_size": r.world_size,
+            "monitor": cfg.monitor, "monitor_mode": cfg.monitor_mode, "extra_columns": extra,
+            "log_batch_metrics": cfg.log_batch_metrics, "best": None, "best_epoch": None,
+            "pid": os.getpid(), "agent_pid": os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None,
+            "host": socket.gethostname(), "message": "", "config": cfg.to_dict(),
+            "versions": {"medic": __version__, "torch": torch.__version__, "monai": monai.__version__,
+                         "python": sys.version.split()[0]},
+        })
+
+
+def save_predictions(path: Path, images, masks, preds, title: str) -> None:
+    """``images``: N×H×W floats; ``masks``/``preds``: N×H×W class indices (numpy arrays); one row
+    per sample: image, ground truth, prediction."""
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    n = len(images)
+    fig = Figure(figsize=(7.5, 2.5 * n), constrained_layout=True)
+    axes = fig.subplots(n, 3, squeeze=False)
+    for i in range(n):
+        for j, (data, name, cmap) in enumerate(((images[i], "Image", "gray"),
+                                                (masks[i], "Ground truth", "viridis"),
+                                                (preds[i], "Prediction", "viridis"))):
+            ax = axes[i][j]
+            ax.imshow(data, cmap=cmap, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name)
+    fig.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda f: fig.savefig(f, dpi=80, format="png"))

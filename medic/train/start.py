@@ -1,0 +1,100 @@
+"""Before any worker starts: check the input, and settle what a resumed run continues.
+
+Everything here runs without torch (the checkpoint module is imported only when resuming), in
+the process that the user started: a mistake is one line, seconds sooner, and leaves nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from medic.config import TrainConfig
+from medic.errors import MedicError, RunNotFoundError
+from medic.procs import pid_alive
+from medic.store.paths import RUN_ID_RE, Project, resume_points
+from medic.store.sidecar import read_sidecar, written_at
+from medic.train.imagefolder import check_folder
+from medic.train.plugins import check_plugin
+
+# options that describe the model and so must match the checkpoint being resumed
+MODEL_OPTIONS = ("model", "num_classes")
+# options a resumed run takes from the command line, never from the checkpoint
+RUNTIME_OPTIONS = ("resume", "output_dir", "nproc_per_node", "threads", "device", "num_workers", "lang")
+
+
+def check_before_start(cfg: TrainConfig, project: Project) -> None:
+    """What can be known before any worker starts: the data, the plug-ins and whether the output
+    folder can be written. Creates nothing: bad input leaves no trace, not even an empty folder."""
+    if cfg.data:
+        check_folder(cfg.data)
+    for name in ("model", "dataset"):
+        if getattr(cfg, name):
+            check_plugin(getattr(cfg, name), name)
+    check_writable(project.root)
+
+
+def check_writable(root: Path) -> None:
+    """Whether ``root`` can be made and written, tried on its nearest existing folder with a
+    probe file (as root, permission bits say nothing: only a real write tells)."""
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise MedicError(f"output folder {root} cannot be created: {existing} is not a folder")
+    probe = existing / f".medic-write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise MedicError(f"output folder {root} is not writable ({err.strerror})") from err
+
+
+def resolve_resume(project: Project, spec: str) -> Path:
+    """``latest`` | a run id | a checkpoint path → the checkpoint file to resume from."""
+    from medic.train import checkpoint as ckpt  # torch: only when resuming
+    path = Path(spec)
+    if spec.endswith(".pth") or path.is_file():
+        if not path.is_file():
+            raise RunNotFoundError(f"--resume: checkpoint {spec} does not exist")
+        return path.resolve()
+    if spec == "latest":
+        spec = project.newest_resumable()
+        if spec is None:
+            raise RunNotFoundError(f"--resume latest: no run with checkpoints in {project.checkpoints}")
+    if not RUN_ID_RE.fullmatch(spec):
+        raise MedicError(f"--resume {spec!r} is neither 'latest', a run id (YYYYmmdd_HHMMSS) nor a .pth file")
+    folder = project.checkpoint_dir(spec)
+    if not resume_points(folder):
+        known = spec in project.run_ids()
+        raise RunNotFoundError(f"--resume: run {spec} " + ("has no checkpoints yet" if known else "does not exist")
+                               + f" (looked in {folder})")
+    path, _ = ckpt.newest_intact(folder, warn=lambda m: print(m, file=sys.stderr))
+    return path
+
+
+def plan_resume(cfg: TrainConfig, explicit: set[str], project: Project) -> tuple[TrainConfig, str, Path]:
+    """The config, run id and checkpoint of a resumed run: the checkpoint's options, overridden by
+    what the user typed now."""
+    from medic.train import checkpoint as ckpt  # torch: only when resuming
+    path = resolve_resume(project, cfg.resume)
+    state = ckpt.load(path)
+    stored = dict(state.get("config", {}))
+    for name in MODEL_OPTIONS:
+        if name in explicit and name in stored and stored[name] != getattr(cfg, name):
+            raise MedicError(f"checkpoint {path} was trained with {name}={stored[name]!r}; "
+                             f"cannot resume it with {name}={getattr(cfg, name)!r}")
+    merged = {**stored, **{k: getattr(cfg, k) for k in explicit | set(RUNTIME_OPTIONS)}}
+    new = TrainConfig.from_dict(merged, strict=False)
+    new.resume = str(path)
+    run_id = state["run_id"]
+    side = read_sidecar(project.sidecar(run_id)) or {}
+    if side.get("status") == "running" and pid_alive(side.get("pid"), written_at=written_at(project.sidecar(run_id))) \
+            and side.get("host") in (None, os.uname().nodename):
+        raise MedicError(f"run {run_id} is still running (pid {side.get('pid')}); stop it first: medic stop {run_id}")
+    done = state["epoch"]
+    if done >= new.epochs and not state.get("partial"):
+        raise MedicError(f"run {run_id} already finished all {new.epochs} epochs; "
+                         f"pass --epochs N (N > {done}) to train it further")
+    return new, run_id, path
