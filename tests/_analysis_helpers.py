@@ -74,8 +74,10 @@ def write_run(root: Path, run_id: str, epochs: int = 5, *, extra: dict | None = 
 
 
 def cli(module: str, *args: str, cwd: Path, timeout: float = 120, env: dict | None = None):
-    """``python -m medic.<module> args`` in ``cwd``."""
-    return subprocess.run([PY, "-m", f"medic.{module}", *args], cwd=cwd, env=env or child_env(),
+    """``medic <command> args`` (``python -m medic.cli``) in ``cwd``; ``analyze`` runs as
+    ``python -m medic.analyze``, the guide's form."""
+    argv = ["-m", "medic.analyze"] if module == "analyze" else ["-m", "medic.cli", module]
+    return subprocess.run([PY, *argv, *args], cwd=cwd, env=env or child_env(),
                           capture_output=True, text=True, timeout=timeout)
 
 

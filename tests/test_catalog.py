@@ -71,7 +71,7 @@ def test_runs_after_the_guides_cleanup_commands(project):
     assert frame.loc["20250104_000000", "files"] == "epoch,batch,json"
     assert frame.loc["20250105_000000", "status"] == "unknown"  # no sidecar
     assert frame.loc["20250105_000000", "epochs_done"] == 2
-    out = cli("catalog", cwd=project)
+    out = cli("runs", cwd=project)
     assert out.returncode == 0 and "20250105_000000" in out.stdout and "epoch CSV missing" in out.stdout
 
 
@@ -133,7 +133,7 @@ def test_header_only_run_loads_empty(project):
 def test_runs_cli_table_and_csv(project):
     write_run(project, "20250101_000001", epochs=3, config={"lr": 0.01})
     write_run(project, "20250101_000002", epochs=2, status="running", pid=dead_pid())
-    out = cli("catalog", cwd=project)
+    out = cli("runs", cwd=project)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].split()[:5] == ["run", "status", "start", "epochs", "best"] and "lr" in lines[0]
@@ -142,13 +142,13 @@ def test_runs_cli_table_and_csv(project):
     via_medic = subprocess.run([sys.executable, "-m", "medic.cli", "runs"], cwd=project, capture_output=True,
                                text=True, env=child_env())
     assert via_medic.stdout == out.stdout
-    out = cli("catalog", "--csv", cwd=project)
+    out = cli("runs", "--csv", cwd=project)
     table = pd.read_csv(io.StringIO(out.stdout))
     assert table["run_id"].astype(str).tolist() == ["20250101_000001", "20250101_000002"]
     assert table["lr"].tolist() == [0.01, 0.001]
     empty = project / "empty"
     (empty / "metrics").mkdir(parents=True)
-    out = cli("catalog", cwd=empty)
+    out = cli("runs", cwd=empty)
     assert out.returncode == 0 and "no runs in" in out.stdout
-    out = cli("catalog", cwd=project / "metrics")
+    out = cli("runs", cwd=project / "metrics")
     assert out.returncode == 2 and "not a medic project" in out.stderr and "Traceback" not in out.stderr

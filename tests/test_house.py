@@ -67,7 +67,7 @@ def test_an_output_folder_under_a_file_is_refused_before_anything(tmp_path):
     (tmp_path / "a_file").write_text("x")
     proc = subprocess.run([PY, "-m", "medic.cli", "train", "--output_dir", "a_file/out"], cwd=tmp_path,
                           env=child_env(), capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "cannot be created" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "is not writable" in proc.stderr, proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 

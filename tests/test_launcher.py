@@ -89,7 +89,7 @@ def test_job_outlives_its_kernel_and_medic_stop_stops_it_with_its_workers(tmp_pa
     assert f"stopping run {run_id}" in out.stdout and "status: stopped" in out.stdout
     assert job.wait(timeout=10) == 130  # from the sidecar: the launching process is gone
     assert job.status == "stopped"
-    assert not [p for p, t in ticks.items() if pid_alive(p, t)], "a worker outlived the stop"
+    assert not [p for p, t in ticks.items() if pid_alive(p, start_ticks=t)], "a worker outlived the stop"
     assert list(project.checkpoint_dir(run_id).glob("*.pth")), "no checkpoint saved on stop"
     assert took < 60
     # stopping again is harmless
@@ -124,7 +124,7 @@ def test_stop_escalates_to_sigkill_and_reaches_workers_in_their_own_session(tmp_
     t0 = time.monotonic()
     rc = job.stop(timeout=0.5, kill_after=0.5)
     assert rc is not None and rc != 0  # the agent died of SIGTERM (its SIGINT was ignored)
-    assert not pid_alive(worker, worker_ticks), "the worker (ignoring SIGINT and SIGTERM) survived"
+    assert not pid_alive(worker, start_ticks=worker_ticks), "the worker (ignoring SIGINT and SIGTERM) survived"
     assert time.monotonic() - t0 < 10
 
 

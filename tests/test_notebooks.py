@@ -108,7 +108,7 @@ def test_make_notebooks_trains_then_monitors_analyses_and_compares(tmp_path):
     assert rows[0].endswith("Val_Loss,Val_Dice") and [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
     assert read_sidecar(project.sidecar(run_id))["status"] == "completed"
     info = json.loads((project.log / f"launcher_{run_id}.pid").read_text())
-    assert info["returncode"] == 0 and not pid_alive(info["pid"], info["start_ticks"])
+    assert info["returncode"] == 0 and not pid_alive(info["pid"], start_ticks=info["start_ticks"])
 
     train, monitor, analyze, compare = (nbformat.read(p, as_version=4) for p in written)
     # 01: the live figure, the three analysis figures, the summary table, the outcome

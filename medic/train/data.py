@@ -125,10 +125,10 @@ class Data:
     loader: DataLoader
     val_loader: DataLoader | None
     in_channels: int
+    steps: int = 0  # batches in a whole epoch (fixed: the sampler skips batches when resuming mid-epoch)
 
-    @property
-    def steps(self) -> int:
-        return len(self.loader)
+    def __post_init__(self):
+        self.steps = self.steps or len(self.loader)
 
 
 def build_data(cfg: TrainConfig, r: dist.Ranks, device: torch.device) -> Data:

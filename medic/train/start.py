@@ -42,7 +42,7 @@ def check_writable(root: Path) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise MedicError(f"output folder {root} cannot be created: {existing} is not a folder")
+        raise MedicError(f"output folder {root} is not writable: {existing} is not a folder")
     probe = existing / f".medic-write-test-{os.getpid()}"
     try:
         probe.write_bytes(b"")
