@@ -11,7 +11,7 @@ adds only what is new. Needs the ``export`` extra: ``pip install 'medic[export]'
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import time
 
 from medic.cli import ArgParser, add_root_option
@@ -45,9 +45,12 @@ def build_parser() -> ArgParser:
 def check_installed(args) -> None:
     """One line naming what to install when a target's package is missing."""
     for module, flag in NEEDS.values():
-        if getattr(args, flag[2:]) and importlib.util.find_spec(module) is None:
-            raise MedicError(f"medic export {flag} needs the {module} package: "
-                             "pip install 'medic[export]'")
+        if getattr(args, flag[2:]):
+            try:
+                importlib.import_module(module)
+            except ImportError as err:
+                raise MedicError(f"medic export {flag} needs the {module} package ({err}): "
+                                 "pip install 'medic[export]'") from err
 
 
 def run_ids(args, project: Project) -> list[str]:
@@ -87,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         raise MedicError("--follow exports one run: give --run ID (or leave it out for the newest)")
     if not args.interval > 0:
         raise MedicError(f"--interval must be > 0 seconds, got {args.interval}")
-    check_installed(args)
     project = Project.at(args.root)
     ids = run_ids(args, project)
+    check_installed(args)
     from medic.export.source import RunSource  # after the checks: a bad run id answers at once
     sources = [RunSource(project, i) for i in ids]
     for source in sources:
