@@ -99,10 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         source.poll()
         if not source.epochs.header:
             raise MedicError(f"{source.epochs.path} has no header line: not a medic epoch CSV")
+        if args.checkpoint:
+            from medic.export.mlflow import CHECKPOINTS
+            path = project.checkpoint_dir(source.run_id) / CHECKPOINTS[args.checkpoint]
+            if not path.is_file():
+                raise MedicError(f"run {source.run_id} has no {args.checkpoint} checkpoint ({path} not found)")
     chosen = targets(args)
-    for source in sources:
-        for target in chosen:
-            getattr(target, "check", lambda s: None)(source)
     for source in sources:
         if args.follow:
             follow(source, chosen, args.interval)

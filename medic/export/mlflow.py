@@ -90,13 +90,6 @@ class MlflowTarget:
             message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise MedicError(f"cannot use the MLflow tracking store {uri}: {message[:300]}") from err
 
-    def check(self, source: RunSource) -> None:
-        """What can be known before writing: the checkpoint asked for exists."""
-        if self.checkpoint:
-            path = source.project.checkpoint_dir(source.run_id) / CHECKPOINTS[self.checkpoint]
-            if not path.is_file():
-                raise MedicError(f"run {source.run_id} has no {self.checkpoint} checkpoint ({path} not found)")
-
     def find(self, run_id: str):
         from mlflow.entities import ViewType
         runs = self.client.search_runs([self.experiment_id], f"tags.`medic.run_id` = '{run_id}'",
