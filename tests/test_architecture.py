@@ -173,10 +173,11 @@ ALLOWED = {
     "analysis": {"base", "store", "analysis"},
     "jobs": {"base", "store"},
     "integrations": {"base", "store", "integrations"},
+    "export": {"base", "store", "analysis", "export"},
     "live": {"base", "store", "analysis", "jobs", "live"},
     "sweeps": {"base", "store", "analysis", "jobs", "live", "sweeps"},
     "notebooks": {"base", "store", "analysis", "jobs", "live", "sweeps", "notebooks"},
-    "commands": {"base", "store", "train", "analysis", "jobs", "live", "sweeps", "integrations", "commands"},
+    "commands": {"base", "store", "train", "analysis", "jobs", "live", "sweeps", "integrations", "export", "commands"},
 }
 
 

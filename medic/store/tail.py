@@ -66,6 +66,11 @@ class CsvTail:
             self.header = rows.pop(0)
         return rows
 
+    @property
+    def consumed(self) -> int:
+        """Bytes of the file read as complete lines (the offset of the first unread row)."""
+        return self.offset - len(self._pending)
+
     def poll_dicts(self) -> list[dict[str, str]]:
         rows = self.poll()
         header = self.header or []
