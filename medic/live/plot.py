@@ -12,6 +12,8 @@ import io
 import math
 from typing import TYPE_CHECKING
 
+from medic.store.columns import PER_CLASS, split_per_class
+
 if TYPE_CHECKING:  # pragma: no cover
     from medic.live.feed import RunFeed
 
@@ -133,6 +135,19 @@ def _extras_panel(ax, feed: "RunFeed", names: list[str]) -> None:
     ax.legend(fontsize=8)
 
 
+def _per_class_panel(ax, feed: "RunFeed", prefix: str, names: list[str]) -> None:
+    ep = feed.epoch_values("Epoch")
+    if not ep:
+        return _empty(ax)
+    if prefix == "Val_Dice_" and "Val_Dice" in feed.columns:
+        ax.plot(ep, feed.epoch_values("Val_Dice"), "-", color="0.2", linewidth=2, label="Val_Dice (mean)")
+    for name in names:
+        ax.plot(ep, feed.epoch_values(name), "-", marker=_marker(ep), markersize=3, label=name[len(prefix):])
+    ax.set_title(PER_CLASS[prefix])
+    ax.set_xlabel("epoch")
+    ax.legend(fontsize=7, ncol=2 if len(names) > 5 else 1)
+
+
 def render_png(feed: "RunFeed", dpi: int = 72) -> bytes:
     """The monitor's figure for the data in ``feed`` as PNG bytes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -142,9 +157,11 @@ def render_png(feed: "RunFeed", dpi: int = 72) -> bytes:
     panels = [_loss_panel, _lr_panel, _time_panel]
     if feed.logs_batches:
         panels.append(_batch_panel)
-    extras = [c for c in feed.extra_columns if c not in LOSS_LIKE]
+    extras, per_class = split_per_class([c for c in feed.extra_columns if c not in LOSS_LIKE])
     if extras:
         panels.append(lambda ax, f: _extras_panel(ax, f, extras))
+    for prefix, names in per_class.items():
+        panels.append(lambda ax, f, p=prefix, n=names: _per_class_panel(ax, f, p, n))
     cols = 2 if len(panels) <= 4 else 3
     rows = math.ceil(len(panels) / cols)
     height = 3.1 * rows
