@@ -10,6 +10,7 @@ import pytest
 
 from _train_helpers import TINY, only_run_id, read_csv, train
 from conftest import PY, child_env
+from medic.analysis.outputs import analyze_epochs
 from medic.config import TrainConfig
 from medic.errors import MedicError
 from medic.store.paths import resume_points
@@ -96,11 +97,10 @@ def test_an_early_stopped_run_and_its_resume(project):
     assert sorted(p.name for p in results.glob("validation_epoch_*.csv")) == \
         sorted({f"validation_epoch_{side['best_epoch']}.csv", "validation_epoch_2.csv"})
     assert sorted(p.name for p in (results / "strip").iterdir()) == ["epoch_1.png", "epoch_2.png"]
-    report = subprocess.run([PY, "-m", "medic.analyze", "--lang", "en"], cwd=project, env=child_env(),
-                            capture_output=True, text=True, timeout=60)
-    assert report.returncode == 0, report.stderr
-    assert f"Status: completed ({message})" in report.stdout
-    assert "Worst validation cases" in report.stdout
+    _, report = analyze_epochs(project / "metrics" / f"epoch_metrics_{run_id}.csv", root=project, lang="en")
+    assert f"Status: completed ({message})" in report
+    assert f"Best model:\n  Val_Loss_EMA = {min(ema):.6f}" in report
+    assert f"Worst validation cases (epoch {side['best_epoch']}" in report
 
     train(project, *common, "--epochs", "6", "--resume", "latest")
     _, rows = read_csv(project / "metrics" / f"epoch_metrics_{run_id}.csv")
