@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from _train_helpers import read_csv
-from conftest import PY, ROOT, child_env
+from conftest import PY, child_env
 from medic.train.metrics import CaseRows, Distances, case_dice, class_names, confusion_counts
 from medic.train.selection import column_safe, validation_columns
 
@@ -94,38 +94,49 @@ def test_label_names_become_column_names():
                                                         "Val_NSD_a", "Val_NSD_b"]
 
 
+def evaluate(checkpoint) -> tuple[dict, list[str], dict]:
+    """One process, here: the validation of a checkpoint's model on its run's validation set."""
+    from medic.config import TrainConfig
+    from medic.train import checkpoint as ckpt
+    from medic.train.data import build_data
+    from medic.train.dist import Ranks
+    from medic.train.models import build_loss, build_model
+    from medic.train.validation import validate
+    state = ckpt.load(checkpoint)
+    cfg = TrainConfig.from_dict(state["config"], strict=False)
+    data = build_data(cfg, Ranks(0, 0, 1), torch.device("cpu"))
+    model = build_model(cfg, in_channels=data.in_channels)
+    model.load_state_dict(state["model"])
+    val = validate(model, data.val_loader, build_loss(), torch.device("cpu"), cfg.num_classes,
+                   class_names(data.train_ds, cfg.num_classes), tuple(cfg.val_metrics.split(",")), cfg.nsd_tolerance)
+    return val.metrics, val.cases.ids, val.cases.per_case()
+
+
 @pytest.mark.slow
 def test_one_process_and_two_agree_on_one_checkpoint(tmp_path):
-    """Per-class Dice, HD95 and NSD of one fixed checkpoint (epoch 1's), from the 1-process run's
-    own validation and from 2 processes under torchrun (each rank sees part of the 7 cases: the
-    shards differ in length)."""
-    run = subprocess.run([PY, "-m", "medic.train", "--num_samples", "28", "--image_size", "32", "--num_classes", "3",
-                          "--epochs", "1", "--val_fraction", "0.25", "--val_metrics", "dice,hd95,nsd",
-                          "--seed", "2"], cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr[-2000:]
-    ckpt = next((tmp_path / "checkpoints").glob("*/best_model.pth"))
-    two = subprocess.run([PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-                          str(ROOT / "tests" / "_eval_checkpoint.py"), str(ckpt), str(tmp_path / "two.json")],
-                         cwd=tmp_path, env=child_env(GLOO_SOCKET_IFNAME="lo"), capture_output=True, text=True,
-                         timeout=120)
-    assert two.returncode == 0, two.stderr[-2000:]
-    b = json.loads((tmp_path / "two.json").read_text())
-    assert b["world_size"] == 2 and len(b["ids"]) == 7
+    """Per-class Dice, HD95 and NSD of one fixed checkpoint (epoch 1's): the 2-process run's own
+    validation (each rank sees part of the 7 cases: the shards differ in length), and the same
+    checkpoint evaluated here in 1 process."""
+    run = subprocess.run([PY, "-m", "medic.train", "--nproc_per_node", "2", "--num_samples", "28", "--image_size", "32",
+                          "--num_classes", "3", "--epochs", "1", "--val_fraction", "0.25",
+                          "--val_metrics", "dice,hd95,nsd", "--seed", "2", "--threads", "1"], cwd=tmp_path,
+                         env=child_env(GLOO_SOCKET_IFNAME="lo"), capture_output=True, text=True, timeout=150)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert json.loads(next((tmp_path / "metrics").glob("run_*.json")).read_text())["world_size"] == 2
+    metrics, ids, cases = evaluate(next((tmp_path / "checkpoints").glob("*/best_model.pth")))
     names = ["class_1", "class_2"]
-    assert list(b["metrics"]) == validation_columns(names, "dice,hd95,nsd")
-    # the epoch row of the 1-process run (6 decimals)
+    assert list(metrics) == validation_columns(names, "dice,hd95,nsd") and len(ids) == 7
     header, row = read_csv(next((tmp_path / "metrics").glob("epoch_metrics_*.csv")))
-    assert header[9:] == list(b["metrics"])
-    for name, value in b["metrics"].items():
-        expected = float("nan") if value is None else value
-        assert float(row[0][name]) == pytest.approx(expected, abs=1e-6 if name != "Val_Loss" else 1e-5,
+    assert header[9:] == list(metrics)
+    for name, value in metrics.items():  # the CSV holds 6 decimals
+        assert float(row[0][name]) == pytest.approx(value, abs=1e-6 if name != "Val_Loss" else 1e-5,
                                                     nan_ok=True), name
-    # and its per-case table, case by case
-    header, cases = read_csv(next((tmp_path / "results").glob("*/validation_epoch_1.csv")))
-    assert [c["Case"] for c in cases] == b["ids"]
+    header, table = read_csv(next((tmp_path / "results").glob("*/validation_epoch_1.csv")))
+    assert [c["Case"] for c in table] == ids
     for metric, prefix in (("dice", "Dice_"), ("hd95", "HD95_"), ("nsd", "NSD_"), ("gt", "gt_voxels_"),
                            ("pred", "pred_voxels_")):
-        for i, case in enumerate(cases):
+        for i, case in enumerate(table):
             for c, name in enumerate(names):
-                got, cell = b["cases"][metric][i][c], case[prefix + name]
-                assert (cell == "") if got is None else float(cell) == pytest.approx(got, abs=1e-6), (metric, i, c)
+                want, cell = cases[metric][i, c], case[prefix + name]
+                assert (cell == "") if math.isnan(want) else float(cell) == pytest.approx(want, abs=1e-6), \
+                    (metric, i, c)
