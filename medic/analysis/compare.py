@@ -92,10 +92,16 @@ def compare_runs(specs: Sequence[str | os.PathLike | Run] | None = None,
     ids = [r.run_id for r in runs]
     if len(set(ids)) < len(ids):
         raise MedicError(f"the same run is given twice: {', '.join(ids)}")
-    from medic.analysis.perclass import shared_per_class_dice
     metrics = shared_metrics(runs)
     fig = comparison_figure(list(zip(run_labels(runs), [r.epochs for r in runs])), metrics)
-    return fig, summary_table(runs, metrics + shared_per_class_dice([r.epochs for r in runs]))
+    return fig, summary_table(runs, with_per_class(runs, metrics))
+
+
+def with_per_class(runs: Sequence[Run], metrics: list[str]) -> list[str]:
+    """The table's metrics: the overlaid ones, then the per-class Dice columns all runs share
+    (the figure draws those in a panel of their own)."""
+    from medic.analysis.perclass import shared_per_class_dice
+    return metrics + [c for c in shared_per_class_dice([r.epochs for r in runs]) if c not in metrics]
 
 
 def default_runs(project: Project) -> list[str]:
