@@ -64,13 +64,13 @@ def confusion_counts(pred: torch.Tensor, truth: torch.Tensor, num_classes: int) 
     of each foreground class in each case."""
     n = pred.shape[0]
     p, t = pred.reshape(n, -1), truth.reshape(n, -1)
-    out = torch.empty(n, num_classes - 1, 3, dtype=torch.int64)
+    out = torch.empty(n, num_classes - 1, 3, dtype=torch.int64, device=pred.device)
     for c in range(1, num_classes):
         pc, tc = p == c, t == c
-        out[:, c - 1, 0] = (pc & tc).sum(1).cpu()
-        out[:, c - 1, 1] = (pc & ~tc).sum(1).cpu()
-        out[:, c - 1, 2] = (~pc & tc).sum(1).cpu()
-    return out
+        out[:, c - 1, 0] = (pc & tc).sum(1)
+        out[:, c - 1, 1] = (pc & ~tc).sum(1)
+        out[:, c - 1, 2] = (~pc & tc).sum(1)
+    return out.cpu()  # one copy to the host per batch
 
 
 def case_dice(counts: np.ndarray) -> np.ndarray:

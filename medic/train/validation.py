@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from medic.train import dist
-from medic.train.metrics import CaseRows, Distances, case_ids, confusion_counts
+from medic.train.metrics import CaseRows, Distances, base_dataset, case_ids, confusion_counts
 
 STRIP_CASES = 3  # validation cases shown in the prediction strip
 
@@ -30,7 +30,6 @@ class Validation:
 
 def spacing_of(loader) -> tuple[float, ...] | None:
     """The voxel spacing in mm when the dataset states one (``dataset.spacing``), else None (pixels)."""
-    from medic.train.metrics import base_dataset
     spacing = getattr(base_dataset(loader.dataset)[0], "spacing", None)
     return tuple(float(s) for s in spacing) if spacing is not None else None
 
