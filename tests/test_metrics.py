@@ -80,6 +80,13 @@ def test_hd95_is_capped_at_the_diagonal_and_nsd_is_zero_when_a_class_is_on_one_s
     assert cases["nsd"][1, 0] == 0.0 and 0 < cases["nsd"][0, 0] < 1
     spaced = Distances(2, ("hd95",), spacing=(2.0, 0.5))(pred, truth, confusion_counts(pred, truth, 2))
     assert spaced["hd95"][1, 0] == pytest.approx(math.hypot(40, 15))
+    volume = torch.zeros(1, 1, 6, 8, 10, dtype=torch.int64)
+    volume[0, 0, 2:4, 2:4, 2:4] = 1
+    empty = torch.zeros_like(volume)
+    capped = Distances(2, ("hd95", "nsd"), spacing=(3.0, 1.0, 1.0))(empty, volume, confusion_counts(empty, volume, 2))
+    assert capped["hd95"][0, 0] == pytest.approx(math.sqrt(18 ** 2 + 8 ** 2 + 10 ** 2)) and capped["nsd"][0, 0] == 0
+    same = Distances(2, ("hd95", "nsd"))(volume, volume, confusion_counts(volume, volume, 2))
+    assert same["hd95"][0, 0] == 0 and same["nsd"][0, 0] == 1
 
 
 def test_label_names_become_column_names():
