@@ -53,6 +53,18 @@ def _empty(ax, text: str = "no data yet") -> None:
     ax.set_yticks([])
 
 
+def _monitor(feed: "RunFeed") -> str:
+    """The column that Best_Loss_So_Far tracks."""
+    return str((feed.sidecar or {}).get("monitor") or "Avg_Loss")
+
+
+def _best_line(ax, feed: "RunFeed", ep: list) -> None:
+    best = feed.epoch_values("Best_Loss_So_Far")
+    if best:
+        ax.step(ep, best, where="post", color=COLORS["best"], linestyle="--", linewidth=1.2,
+                label="best so far")
+
+
 def _loss_panel(ax, feed: "RunFeed") -> None:
     ep = feed.epoch_values("Epoch")
     if not ep:
@@ -62,9 +74,8 @@ def _loss_panel(ax, feed: "RunFeed") -> None:
     ax.fill_between(ep, lo, hi, color=COLORS["loss"], alpha=0.18, linewidth=0, label="batch min–max")
     ax.plot(ep, avg, "-", marker=_marker(ep), color=COLORS["loss"], markersize=3, label="Avg_Loss")
     best = feed.epoch_values("Best_Loss_So_Far")
-    if best:
-        ax.step(ep, best, where="post", color=COLORS["best"], linestyle="--", linewidth=1.2,
-                label="best so far")
+    if "loss" in _monitor(feed).lower():  # else the line is drawn with its metric
+        _best_line(ax, feed, ep)
     for name in LOSS_LIKE:
         if name in feed.columns:
             ax.plot(ep, feed.epoch_values(name), "-", marker=_marker(ep, "s"), color=COLORS["val"],
@@ -74,7 +85,8 @@ def _loss_panel(ax, feed: "RunFeed") -> None:
     title = "Loss"
     if best_eps and best:
         i = ep.index(best_eps[-1])
-        title += f"  (best {best[i]:.4g} at epoch {best_eps[-1]:g})"
+        name = "" if _monitor(feed) == "Avg_Loss" else f"{_monitor(feed)} "
+        title += f"  (best {name}{best[i]:.4g} at epoch {best_eps[-1]:g})"
     ax.set_title(title)
     ax.set_xlabel("epoch")
     ax.legend(fontsize=8, loc="upper right")
@@ -130,6 +142,8 @@ def _extras_panel(ax, feed: "RunFeed", names: list[str]) -> None:
         return _empty(ax)
     for name in names:
         ax.plot(ep, feed.epoch_values(name), "-", marker=_marker(ep), markersize=3, label=name)
+    if _monitor(feed) in names:
+        _best_line(ax, feed, ep)
     ax.set_title("Other metrics")
     ax.set_xlabel("epoch")
     ax.legend(fontsize=8)
@@ -143,6 +157,8 @@ def _per_class_panel(ax, feed: "RunFeed", prefix: str, names: list[str]) -> None
         ax.plot(ep, feed.epoch_values("Val_Dice"), "-", color="0.2", linewidth=2, label="Val_Dice (mean)")
     for name in names:
         ax.plot(ep, feed.epoch_values(name), "-", marker=_marker(ep), markersize=3, label=name[len(prefix):])
+    if _monitor(feed) in names:
+        _best_line(ax, feed, ep)
     ax.set_title(PER_CLASS[prefix])
     ax.set_xlabel("epoch")
     ax.legend(fontsize=7, ncol=2 if len(names) > 5 else 1)
