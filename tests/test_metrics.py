@@ -67,6 +67,7 @@ def test_counts_work_on_volumes_and_dice_is_from_tp_fp_fn():
 
 
 def test_hd95_is_capped_at_the_diagonal_and_nsd_is_zero_when_a_class_is_on_one_side_only():
+    pytest.importorskip("scipy", reason="MONAI's HD95 and NSD need scipy (a dependency of medic: pip install -e .)")
     truth = torch.zeros(3, 1, 20, 30, dtype=torch.int64)
     pred = torch.zeros_like(truth)
     truth[0, 0, 5:10, 5:10] = 1
@@ -124,6 +125,7 @@ def test_one_process_and_two_agree_on_one_checkpoint(tmp_path):
     """Per-class Dice, HD95 and NSD of one fixed checkpoint (epoch 1's): the 2-process run's own
     validation (each rank sees part of the 7 cases: the shards differ in length), and the same
     checkpoint evaluated here in 1 process."""
+    pytest.importorskip("scipy", reason="MONAI's HD95 and NSD need scipy (a dependency of medic: pip install -e .)")
     run = subprocess.run([PY, "-m", "medic.train", "--nproc_per_node", "2", "--num_samples", "28", "--image_size", "32",
                           "--num_classes", "3", "--epochs", "1", "--val_fraction", "0.25",
                           "--val_metrics", "dice,hd95,nsd", "--seed", "2", "--threads", "1"], cwd=tmp_path,
