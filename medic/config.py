@@ -39,8 +39,8 @@ class TrainConfig:
                            "of (image, mask) tensors")
     model: str = opt("", "plug-in 'pkg.module:function' taking the config, returning an nn.Module")
     val_fraction: float = opt(0.0, "fraction of the data held out for validation (0 = none)")
-    monitor: str = opt("Avg_Loss", "metric that decides the best model (Val_Dice is maximised)",
-                       ("Avg_Loss", "Val_Loss", "Val_Dice"),
+    monitor: str = opt("Avg_Loss", "metric that decides the best model: Avg_Loss, Val_Loss, Val_Dice or any "
+                                   "recorded column such as Val_Dice_<class> (Dice and NSD are maximised)",
                        # torchrun's own parser reads --monitor as an abbreviation of its
                        # --monitor-interval, so under torchrun spell it --monitor_metric
                        alias="monitor_metric")
@@ -63,6 +63,15 @@ class TrainConfig:
     # launcher only (medic train starts torchrun itself when nproc_per_node > 1 or nnodes > 1)
     nproc_per_node: int = opt(1, "processes to start on this machine (torchrun)", launcher=True)
     threads: int = opt(0, "OMP/torch threads per process (0 = cores / processes)", launcher=True)
+    # segmentation metrics, model selection and early stopping
+    val_metrics: str = opt("dice", "per-class validation metrics, comma-separated: dice, hd95, nsd")
+    nsd_tolerance: float = opt(1.0, "NSD tolerance, in mm (pixels when the data has no spacing)")
+    monitor_mode: str = opt("auto", "'min' or 'max' the monitor; 'auto': Dice and NSD max, losses and HD95 min",
+                            ("auto", "min", "max"))
+    monitor_ema: float = opt(0.0, "select on an EMA of the monitor, A*previous + (1-A)*new (0 = off; nnU-Net: 0.9)")
+    save_top_k: int = opt(0, "keep the K best checkpoints in checkpoints/<id>/top_k/ (0 = none)")
+    patience: int = opt(0, "stop after N validations without improvement of the monitor (0 = never)")
+    min_delta: float = opt(0.0, "smallest change of the monitor that counts as an improvement (--patience)")
 
     def validate(self) -> "TrainConfig":
         """Check every value; raise ``MedicError`` naming the first bad one."""
@@ -87,6 +96,7 @@ class TrainConfig:
             raise MedicError(f"option lr must be > 0, got {self.lr}")
         if not 0 <= self.val_fraction < 1:
             raise MedicError(f"option val_fraction must be in [0, 1), got {self.val_fraction}")
+        self.validate_selection()
         if self.monitor != "Avg_Loss" and self.val_fraction == 0:
             raise MedicError(f"monitor {self.monitor} needs validation: set val_fraction > 0")
         if self.image_size < 16 or self.image_size % 16:
@@ -106,9 +116,29 @@ class TrainConfig:
             raise MedicError("give either data (a folder) or dataset (a plug-in), not both")
         return self
 
+    def validate_selection(self) -> None:
+        """The per-class metrics, monitor, EMA, top-k and patience options."""
+        asked = [m.strip() for m in self.val_metrics.split(",") if m.strip()]
+        bad = [m for m in asked if m not in ("dice", "hd95", "nsd")]
+        if bad or not asked:
+            raise MedicError(f"option val_metrics must list dice, hd95 or nsd (comma-separated), got {self.val_metrics!r}")
+        self.val_metrics = ",".join(m for m in ("dice", "hd95", "nsd") if m in asked or m == "dice")
+        for name in ("save_top_k", "patience"):
+            if getattr(self, name) < 0:
+                raise MedicError(f"option {name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.monitor_ema < 1:
+            raise MedicError(f"option monitor_ema must be in [0, 1), got {self.monitor_ema}")
+        if not self.min_delta >= 0 or not self.nsd_tolerance > 0:
+            raise MedicError("option min_delta must be >= 0 and nsd_tolerance > 0")
+        if self.patience and self.val_fraction == 0 and self.monitor != "Avg_Loss":
+            raise MedicError("--patience needs validation data (set val_fraction > 0), or --monitor Avg_Loss")
+
     @property
-    def monitor_mode(self) -> str:
-        return "max" if self.monitor == "Val_Dice" else "min"
+    def monitor_direction(self) -> str:
+        """``min`` or ``max``: ``monitor_mode``, or from the monitor's name when it is 'auto'."""
+        if self.monitor_mode != "auto":
+            return self.monitor_mode
+        return "max" if self.monitor.startswith(("Val_Dice", "Val_NSD")) else "min"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -182,7 +182,7 @@ def comparison(runs: list, metrics: list[str] | None = None):
     metrics = list(metrics or compare.shared_metrics(runs))
     labels = compare.run_labels(runs)
     fig = figures.comparison_figure(list(zip(labels, [r.epochs for r in runs])), metrics)
-    return fig, compare.summary_table(runs, metrics)
+    return fig, compare.summary_table(runs, compare.with_per_class(runs, metrics))
 
 
 def _matches(config: dict[str, Any] | None, where: dict[str, Any]) -> bool:

@@ -69,7 +69,10 @@ def test_real_run_figures_plot_the_csv_columns(real):
     e = run.epochs
     fig = figures.training_figure(e)
     axes = fig.get_axes()
-    assert [ax.get_title() for ax in axes] == EPOCH_PANELS + ["Validation Metrics"]
+    assert [ax.get_title() for ax in axes] == EPOCH_PANELS + ["Validation Metrics", "Per-class Dice"]
+    per_class = lines_by_label(axes[-1])
+    np.testing.assert_allclose(per_class["class_1"].get_ydata(), e["Val_Dice_class_1"])
+    np.testing.assert_allclose(per_class["Val_Dice (mean)"].get_ydata(), e["Val_Dice"])
     loss_lines = lines_by_label(axes[0])
     np.testing.assert_allclose(loss_lines["Avg_Loss"].get_ydata(), e["Avg_Loss"])
     np.testing.assert_allclose(loss_lines["Avg_Loss"].get_xdata(), e["Epoch"])

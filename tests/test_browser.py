@@ -147,3 +147,44 @@ def run_monitor_page(page, expect, url, job) -> None:
     assert job.wait(timeout=60) is not None
     expect(page.locator("button.medic-stop", has_text="Stopped")).to_be_visible(timeout=30_000)
     expect(label).to_contain_text("stopped", timeout=30_000)
+
+
+@pytest.mark.slow
+def test_monitor_shows_per_class_curves_and_the_prediction_strip(lab, tmp_path):
+    """A run with 2 foreground classes and validation: the monitor shows the per-class values,
+    the figure (with its per-class panel) and the newest prediction strip; a screenshot is kept
+    as test-artifacts/monitor_per_class.png."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    url, root = lab
+    job = launch(dict(epochs=600, num_samples=24, image_size=32, batch_size=4, nproc_per_node=1, num_classes=3,
+                      val_fraction=0.25, monitor="Val_Dice", log_interval=1, save_interval=1000), root=root)
+    try:
+        wait_for(lambda: read_sidecar(job.project.sidecar(job.run_id)) or not job.running, 90,
+                 "the trainer to start")
+        assert job.running, job.log_tail(30)
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            try:
+                page.goto(f"{url}/lab/tree/notebooks/02_monitor.ipynb?reset")
+                sync_api.expect(page.locator("#jp-main-statusbar").get_by_text("Idle")).to_be_visible(timeout=90_000)
+                page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+                sync_api.expect(page.locator("img.medic-figure")).to_be_visible(timeout=90_000)
+                sync_api.expect(page.locator("img.medic-strip")).to_be_visible(timeout=60_000)
+                per_class = page.locator(".medic-per-class")
+                sync_api.expect(per_class).to_contain_text("Per-class Dice: class_1", timeout=30_000)
+                assert "class_2" in per_class.inner_text()
+                # a few validations later the strip is a newer epoch's
+                first = page.locator(".jupyter-widgets").get_by_text("Validation predictions, epoch").inner_text()
+                wait_for(lambda: page.locator(".jupyter-widgets").get_by_text("Validation predictions, epoch")
+                         .inner_text() != first, 90, "a newer strip", step=0.5)
+                page.locator("img.medic-strip").scroll_into_view_if_needed()
+                assert page.get_by_text("Error displaying widget").count() == 0
+            finally:
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "monitor_per_class.png"), full_page=True)
+                browser.close()
+    finally:
+        if job.running:
+            job.stop(timeout=10)
+    assert (job.project.results_dir(job.run_id) / "strip").is_dir()

@@ -24,8 +24,10 @@ def test_every_option_is_a_flag_in_both_spellings():
                 extra = ["--val_fraction", "0.2"] if f.name == "monitor" else []
                 assert getattr(parse_args([flag, value, *extra])[0], f.name) == value
             elif f.type == "str":
-                assert getattr(parse_args([flag, "x.y:z" if f.name in ("model", "dataset") else "abc"])[0],
-                               f.name) in ("x.y:z", "abc")
+                value = {"model": "x.y:z", "dataset": "x.y:z", "monitor": "Val_Dice_class_1",
+                         "val_metrics": "dice,nsd"}.get(f.name, "abc")
+                extra = ["--val_fraction", "0.2"] if f.name == "monitor" else []
+                assert getattr(parse_args([flag, value, *extra])[0], f.name) == value
     cfg, _ = parse_args(["--log-batch-metrics", "--log_interval", "5", "--batch-size", "8"])
     assert cfg.log_batch_metrics and cfg.log_interval == 5 and cfg.batch_size == 8
 

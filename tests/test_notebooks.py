@@ -105,21 +105,22 @@ def test_make_notebooks_trains_then_monitors_analyses_and_compares(tmp_path):
     project = Project.at(root)
     (run_id,) = project.run_ids()
     rows = project.epoch_csv(run_id).read_text().splitlines()
-    assert rows[0].endswith("Val_Loss,Val_Dice") and [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
+    assert rows[0].endswith("Val_Loss,Val_Dice,Val_Dice_class_1") and [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
     assert read_sidecar(project.sidecar(run_id))["status"] == "completed"
     info = json.loads((project.log / f"launcher_{run_id}.pid").read_text())
     assert info["returncode"] == 0 and not pid_alive(info["pid"], start_ticks=info["start_ticks"])
 
     train, monitor, analyze, compare = (nbformat.read(p, as_version=4) for p in written)
-    # 01: the live figure, the three analysis figures, the summary table, the outcome
-    assert len(outputs(train, "image/png")) == 4
+    # 01: the live figure, the last prediction strip, the three analysis figures, the summary
+    # table, the outcome
+    assert len(outputs(train, "image/png")) == 5
     assert "completed" in text_of(train) and f"run {run_id} completed" in text_of(train)
     assert "Training Analysis Report" in text_of(train) and "Batch Analysis Report" in text_of(train)
     for name in (f"training_analysis_epoch_metrics_{run_id}.png", f"training_report_epoch_metrics_{run_id}.txt",
                  f"batch_analysis_batch_metrics_{run_id}.png"):
         assert (project.analysis / name).exists(), name
-    # 02 on the finished run: its final figure and summary
-    assert len(outputs(monitor, "image/png")) == 1 and "2/2" in text_of(monitor)
+    # 02 on the finished run: its final figure, the last prediction strip and the summary
+    assert len(outputs(monitor, "image/png")) == 2 and "2/2" in text_of(monitor)
     # 03: figures, the describe() table and the best epochs
     assert len(outputs(analyze, "image/png")) == 3
     html = "".join(o.data["text/html"] for o in outputs(analyze, "text/html"))

@@ -39,7 +39,7 @@ def test_ddp_run_writes_every_file_with_the_guides_schema(ddp_run):
     root, run_id, _ = ddp_run
     assert re.fullmatch(r"\d{8}_\d{6}", run_id)
     header, epochs = read_csv(root / "metrics" / f"epoch_metrics_{run_id}.csv")
-    assert header == list(EPOCH_COLUMNS) + ["Val_Loss", "Val_Dice"]
+    assert header == list(EPOCH_COLUMNS) + ["Val_Loss", "Val_Dice", "Val_Dice_class_1"]
     assert [int(r["Epoch"]) for r in epochs] == [1, 2, 3]
     bheader, batches = read_csv(root / "metrics" / f"batch_metrics_{run_id}.csv")
     assert bheader == list(BATCH_COLUMNS)

@@ -39,8 +39,10 @@ def run_labels(runs: Sequence[Run]) -> list[str]:
 
 def shared_metrics(runs: Sequence[Run]) -> list[str]:
     """Avg_Loss and the extra numeric metrics every run has, in the first run's order."""
+    from medic.store.columns import per_class_prefix
     from medic.analysis.stats import extra_metrics
-    shared = [c for c in extra_metrics(runs[0].epochs) if all(c in extra_metrics(r.epochs) for r in runs[1:])]
+    shared = [c for c in extra_metrics(runs[0].epochs) if all(c in extra_metrics(r.epochs) for r in runs[1:])
+              and per_class_prefix(c) is None]  # per-class Dice: one panel of its own
     return (["Avg_Loss"] + shared)[:MAX_METRIC_ROWS]
 
 
@@ -92,7 +94,14 @@ def compare_runs(specs: Sequence[str | os.PathLike | Run] | None = None,
         raise MedicError(f"the same run is given twice: {', '.join(ids)}")
     metrics = shared_metrics(runs)
     fig = comparison_figure(list(zip(run_labels(runs), [r.epochs for r in runs])), metrics)
-    return fig, summary_table(runs, metrics)
+    return fig, summary_table(runs, with_per_class(runs, metrics))
+
+
+def with_per_class(runs: Sequence[Run], metrics: list[str]) -> list[str]:
+    """The table's metrics: the overlaid ones, then the per-class Dice columns all runs share
+    (the figure draws those in a panel of their own)."""
+    from medic.analysis.perclass import shared_per_class_dice
+    return metrics + [c for c in shared_per_class_dice([r.epochs for r in runs]) if c not in metrics]
 
 
 def default_runs(project: Project) -> list[str]:

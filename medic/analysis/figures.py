@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from medic.store.files import write_atomic
+from medic.analysis.perclass import per_class_compare, per_class_panel, shared_per_class_dice
+from medic.store.columns import split_per_class
 from medic.analysis.stats import MAX_POINTS, downsample, extra_metrics, metric_mode, monitor_of
 
 if TYPE_CHECKING:
@@ -104,12 +106,13 @@ def training_figure(epochs: pd.DataFrame, monitor: str | tuple[str, str] | None 
         monitor = (monitor, metric_mode(monitor))
     extras = extra_metrics(epochs)
     loss_extras = [c for c in extras if "loss" in c.lower()]
-    other = [c for c in extras if c not in loss_extras]
+    other, per_class = split_per_class([c for c in extras if c not in loss_extras])
+    rows = 2 + (1 if other else 0) + (len(per_class) + 1) // 2
     e = epochs["Epoch"].to_numpy()
     dots = {"marker": "o", "ms": 4} if len(e) <= 50 else {}  # a few epochs: show where the data is
     with themed() as colors:
-        fig = _figure(14, 13 if other else 9)
-        grid = fig.add_gridspec(3 if other else 2, 2)
+        fig = _figure(14, 9 + 4 * (rows - 2))
+        grid = fig.add_gridspec(rows, 2)
         ax_loss, ax_range = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
         ax_lr, ax_time = fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])
 
@@ -162,6 +165,11 @@ def training_figure(epochs: pd.DataFrame, monitor: str | tuple[str, str] | None 
             ax_val.set_title("Validation Metrics")
             _epoch_axis(ax_val, "Value")
             ax_val.legend(loc="best")
+        first = 3 if other else 2
+        for i, (prefix, columns) in enumerate(per_class.items()):
+            row, col = first + i // 2, i % 2
+            span = slice(0, 2) if col == 0 and i == len(per_class) - 1 else slice(col, col + 1)
+            per_class_panel(fig.add_subplot(grid[row, span]), epochs, prefix, columns, colors, **dots)
         if title:
             fig.suptitle(title, fontsize=14)
     return fig
@@ -256,9 +264,13 @@ def comparison_figure(runs: list[tuple[str, pd.DataFrame]], metrics: list[str]) 
     (right). ``runs`` pairs each run's legend label with its epoch frame."""
     total_s = max(float(f["Epoch_Time_Seconds"].sum()) for _, f in runs)
     unit, scale = ("hours", 3600.0) if total_s >= 2 * 3600 else ("minutes", 60.0) if total_s >= 120 else ("seconds", 1.0)
+    classes = shared_per_class_dice([f for _, f in runs])
     with themed() as colors:
-        fig = _figure(14, 1.0 + 0.3 * len(runs) + 4.2 * len(metrics))
-        axes = np.atleast_2d(fig.subplots(len(metrics), 2, squeeze=False))
+        fig = _figure(14, 1.0 + 0.3 * len(runs) + 4.2 * (len(metrics) + bool(classes)))
+        grid = fig.add_gridspec(len(metrics) + bool(classes), 2)
+        axes = np.array([[fig.add_subplot(grid[r, c]) for c in range(2)] for r in range(len(metrics))])
+        if classes:
+            per_class_compare(fig.add_subplot(grid[len(metrics), :]), runs, classes, colors)
         few = max(len(f) for _, f in runs) <= 30
         for row, metric in enumerate(metrics):
             for i, (label, frame) in enumerate(runs):

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from medic.analysis.cases import worst_of_epoch
 from medic.analysis.figures import batch_figure, save_figure, stats_figure, training_figure
 from medic.analysis.report import batch_report, training_report
 from medic.analysis.stats import analyze_batch_file, summarize_epochs
@@ -61,6 +62,8 @@ def analyze_epochs(csv_path: str | os.PathLike, root: str | os.PathLike | None =
     sidecar = sidecar_for(csv_path)
     status = effective_status(sidecar) if sidecar else None
     summary = summarize_epochs(epochs, sidecar, status)
+    summary.message = str((sidecar or {}).get("message") or "")
+    summary.worst_epoch, summary.worst_cases = worst_of_epoch(csv_path, summary.best_monitored_epoch)
     text = training_report(summary, csv_path, lang)
     main_fig = training_figure(epochs, monitor=(summary.monitor, summary.monitor_mode))
     stats_fig = stats_figure(epochs)

@@ -42,6 +42,8 @@ TEXT = {
         "more": "... and {n} more", "bad": "Non-finite losses (NaN/Inf)",
         "bad_line": "Epoch {e}, batch {b}: {loss}", "spread": "Noisiest epochs (largest std of batch loss)",
         "spread_line": "Epoch {e}: mean {m}, std {s}, min {lo}, max {hi}",
+        "worst": "Worst validation cases (epoch {e}, lowest mean Dice; validation_epoch_{e}.csv)",
+        "worst_line": "{case}: mean Dice {d}",
     },
     "zh": {
         "title": "训练分析报告", "file": "数据文件", "made": "生成时间",
@@ -63,6 +65,8 @@ TEXT = {
         "more": "... 另有 {n} 个", "bad": "非有限损失 (NaN/Inf)",
         "bad_line": "Epoch {e}, batch {b}: {loss}", "spread": "波动最大的Epochs (batch损失标准差最大)",
         "spread_line": "Epoch {e}: 平均 {m}, 标准差 {s}, 最小 {lo}, 最大 {hi}",
+        "worst": "最差的验证病例 (Epoch {e}, 平均Dice最低; validation_epoch_{e}.csv)",
+        "worst_line": "{case}: 平均Dice {d}",
     },
 }
 
@@ -87,7 +91,7 @@ def training_report(s: "EpochSummary", source: str | os.PathLike, lang: str | No
              f"{t['file']}: {shown_path(source)}",
              f"{t['made']}: {time.strftime('%Y-%m-%d %H:%M:%S')}"]
     if s.status:
-        lines.append(f"{t['status']}: {s.status}")
+        lines.append(f"{t['status']}: {s.status}" + (f" ({s.message})" if s.message else ""))
     lines += ["", f"{t['overview']}:",
               f"  {t['epochs']}: {s.epochs}{planned}",
               f"  {t['hours']}: {s.total_time_s / 3600:.2f} {t['hours_unit']}",
@@ -115,8 +119,21 @@ def training_report(s: "EpochSummary", source: str | os.PathLike, lang: str | No
         lines += ["  " + t["extra_line"].format(name=name, final=loss_str(x["final"]), best=loss_str(x["best"]),
                                                 n=x["best_epoch"] if x["best_epoch"] is not None else "-")
                   for name, x in s.extras.items()]
+    if s.worst_cases is not None and len(s.worst_cases):
+        lines += ["", t["worst"].format(n=len(s.worst_cases), e=s.worst_epoch) + ":"]
+        lines += worst_lines(s.worst_cases, t)
     lines.append(RULE)
     return "\n".join(lines) + "\n"
+
+
+def worst_lines(worst, t: dict) -> list[str]:
+    """``case: mean Dice 0.41 (liver 0.82, tumour 0.000000)``; a class left out shows as ``-``."""
+    lines = []
+    for row in worst.to_dict("records"):
+        classes = ", ".join(f"{c[len('Dice_'):]} {'-' if math.isnan(row[c]) else loss_str(row[c])}"
+                            for c in worst.columns[2:])
+        lines.append("  " + t["worst_line"].format(case=row["Case"], d=loss_str(row["Mean_Dice"])) + f" ({classes})")
+    return lines
 
 
 def batch_report(r: "BatchAnalysis", lang: str | None = None) -> str:

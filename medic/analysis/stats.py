@@ -32,7 +32,7 @@ from medic.store.readers import BatchArrays, read_batch_arrays
 MAX_POINTS = 4000  # per plotted line
 SPIKE_Z = 6.0  # a batch loss this many standard deviations above the rest of its epoch ...
 SPIKE_RISE = 0.5  # ... and this much above their mean (50%) is a spike
-_MAXIMISED = ("dice", "acc", "iou", "auc", "f1", "precision", "recall", "score", "jaccard")
+_MAXIMISED = ("dice", "acc", "iou", "auc", "f1", "precision", "recall", "score", "jaccard", "nsd")
 
 
 def metric_mode(name: str) -> str:
@@ -89,6 +89,9 @@ class EpochSummary:
     nonfinite_epochs: int = 0
     planned_epochs: int | None = None
     status: str | None = None
+    message: str = ""  # the sidecar's, e.g. "early stop: Val_Dice did not improve for 20 validations"
+    worst_epoch: int | None = None  # the epoch of the worst validation cases (the best epoch)
+    worst_cases: pd.DataFrame | None = None  # Case, Mean_Dice, Dice_<class>... (medic.analysis.cases)
 
 
 def best_of(values: pd.Series, epochs: pd.Series, mode: str) -> tuple[float, int | None]:

@@ -23,6 +23,7 @@ from medic.cli import ArgParser, add_source_options, parse_source_args
 from medic.errors import MedicError, RunNotFoundError
 from medic.lang import pick_lang
 from medic.store.catalog import resolve_csv
+from medic.store.columns import compact_cells
 from medic.store.files import shown_path
 from medic.store.paths import Project, run_id_sort_key
 from medic.store.sidecar import read_sidecar
@@ -148,7 +149,7 @@ class Follower:
         if row.get("Is_Best_Model", "").strip().lower() == "true":
             best += " ✓"
         parts.append(best)
-        parts += [f"{c} {row[c]}" for c in header if c not in _SHOWN_FIELDS and row.get(c, "") != ""]
+        parts += compact_cells(header, row, _SHOWN_FIELDS)
         times = [v for v in self.times.values() if math.isfinite(v)]
         if planned and times and planned > epoch:
             parts.append(f"{t['eta']} {format_eta(sum(times) / len(times) * (planned - epoch))}")

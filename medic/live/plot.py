@@ -12,6 +12,8 @@ import io
 import math
 from typing import TYPE_CHECKING
 
+from medic.store.columns import PER_CLASS, split_per_class
+
 if TYPE_CHECKING:  # pragma: no cover
     from medic.live.feed import RunFeed
 
@@ -51,6 +53,18 @@ def _empty(ax, text: str = "no data yet") -> None:
     ax.set_yticks([])
 
 
+def _monitor(feed: "RunFeed") -> str:
+    """The column that Best_Loss_So_Far tracks."""
+    return str((feed.sidecar or {}).get("monitor") or "Avg_Loss")
+
+
+def _best_line(ax, feed: "RunFeed", ep: list) -> None:
+    best = feed.epoch_values("Best_Loss_So_Far")
+    if best:
+        ax.step(ep, best, where="post", color=COLORS["best"], linestyle="--", linewidth=1.2,
+                label="best so far")
+
+
 def _loss_panel(ax, feed: "RunFeed") -> None:
     ep = feed.epoch_values("Epoch")
     if not ep:
@@ -60,9 +74,8 @@ def _loss_panel(ax, feed: "RunFeed") -> None:
     ax.fill_between(ep, lo, hi, color=COLORS["loss"], alpha=0.18, linewidth=0, label="batch min–max")
     ax.plot(ep, avg, "-", marker=_marker(ep), color=COLORS["loss"], markersize=3, label="Avg_Loss")
     best = feed.epoch_values("Best_Loss_So_Far")
-    if best:
-        ax.step(ep, best, where="post", color=COLORS["best"], linestyle="--", linewidth=1.2,
-                label="best so far")
+    if "loss" in _monitor(feed).lower():  # else the line is drawn with its metric
+        _best_line(ax, feed, ep)
     for name in LOSS_LIKE:
         if name in feed.columns:
             ax.plot(ep, feed.epoch_values(name), "-", marker=_marker(ep, "s"), color=COLORS["val"],
@@ -72,7 +85,8 @@ def _loss_panel(ax, feed: "RunFeed") -> None:
     title = "Loss"
     if best_eps and best:
         i = ep.index(best_eps[-1])
-        title += f"  (best {best[i]:.4g} at epoch {best_eps[-1]:g})"
+        name = "" if _monitor(feed) == "Avg_Loss" else f"{_monitor(feed)} "
+        title += f"  (best {name}{best[i]:.4g} at epoch {best_eps[-1]:g})"
     ax.set_title(title)
     ax.set_xlabel("epoch")
     ax.legend(fontsize=8, loc="upper right")
@@ -128,9 +142,26 @@ def _extras_panel(ax, feed: "RunFeed", names: list[str]) -> None:
         return _empty(ax)
     for name in names:
         ax.plot(ep, feed.epoch_values(name), "-", marker=_marker(ep), markersize=3, label=name)
+    if _monitor(feed) in names:
+        _best_line(ax, feed, ep)
     ax.set_title("Other metrics")
     ax.set_xlabel("epoch")
     ax.legend(fontsize=8)
+
+
+def _per_class_panel(ax, feed: "RunFeed", prefix: str, names: list[str]) -> None:
+    ep = feed.epoch_values("Epoch")
+    if not ep:
+        return _empty(ax)
+    if prefix == "Val_Dice_" and "Val_Dice" in feed.columns:
+        ax.plot(ep, feed.epoch_values("Val_Dice"), "-", color="0.2", linewidth=2, label="Val_Dice (mean)")
+    for name in names:
+        ax.plot(ep, feed.epoch_values(name), "-", marker=_marker(ep), markersize=3, label=name[len(prefix):])
+    if _monitor(feed) in names:
+        _best_line(ax, feed, ep)
+    ax.set_title(PER_CLASS[prefix])
+    ax.set_xlabel("epoch")
+    ax.legend(fontsize=7, ncol=2 if len(names) > 5 else 1)
 
 
 def render_png(feed: "RunFeed", dpi: int = 72) -> bytes:
@@ -142,9 +173,11 @@ def render_png(feed: "RunFeed", dpi: int = 72) -> bytes:
     panels = [_loss_panel, _lr_panel, _time_panel]
     if feed.logs_batches:
         panels.append(_batch_panel)
-    extras = [c for c in feed.extra_columns if c not in LOSS_LIKE]
+    extras, per_class = split_per_class([c for c in feed.extra_columns if c not in LOSS_LIKE])
     if extras:
         panels.append(lambda ax, f: _extras_panel(ax, f, extras))
+    for prefix, names in per_class.items():
+        panels.append(lambda ax, f, p=prefix, n=names: _per_class_panel(ax, f, p, n))
     cols = 2 if len(panels) <= 4 else 3
     rows = math.ceil(len(panels) / cols)
     height = 3.1 * rows

@@ -23,6 +23,7 @@ from typing import Any
 
 from medic.jobs import Job, attach
 from medic.live.feed import Progress, RunFeed, format_seconds
+from medic.live.strip import newest_strip
 from medic.store.paths import Project
 from medic.store.status import effective_status
 
@@ -185,6 +186,9 @@ class LiveMonitor:
             display(summary)
         else:
             print(summary.to_string())
+        strip = newest_strip(self.project.results_dir(self.run_id))
+        if strip and _Handle.in_ipython():  # the last validation's predictions
+            display(Image(data=strip[1].read_bytes()))
         if self.analysis and self.feed.epochs_done:
             show_analysis(self.run_id, self.project.root)
 

@@ -11,6 +11,9 @@ import html
 import math
 import threading
 
+from medic.store.columns import per_class_prefix
+from medic.live.strip import newest_strip, per_class_text
+
 BAR_STYLES = {"completed": "success", "stopped": "warning", "failed": "danger"}
 SHOWN_VALUES = ("Epoch", "Avg_Loss", "Best_Loss_So_Far", "Learning_Rate", "Epoch_Time_Seconds")
 
@@ -33,17 +36,23 @@ class WidgetView:
         self.position = w.Label("waiting for the first rows ...")
         self.values = w.HTML()
         self.image = w.Image(format="png", layout=w.Layout(max_width="100%", display="none"))
+        # the newest prediction strip (3 fixed validation cases) and the per-class values
+        self.strip = w.Image(format="png", layout=w.Layout(max_width="100%", display="none"))
+        self.strip_label = w.Label()
+        self.per_class = w.HTML()
+        self.strip_epoch = None
         self.stop = w.Button(description="Stop training", button_style="danger", icon="stop",
                              tooltip="SIGINT to the job: it saves a checkpoint and marks the run stopped")
         self.stop.on_click(self._on_stop)
         self.stop.disabled = not self._stoppable()
         self.extra = w.VBox()
         self.box = w.VBox([w.HBox([self.title, self.stop]), w.HBox([self.bar, self.position]),
-                           self.values, self.image, self.extra])
+                           self.values, self.per_class, self.image, self.strip_label, self.strip, self.extra])
         # stable names for the page's CSS, scripts and tests
         for widget, name in ((self.box, "medic-live"), (self.bar, "medic-progress"),
                              (self.position, "medic-position"), (self.image, "medic-figure"),
-                             (self.stop, "medic-stop")):
+                             (self.stop, "medic-stop"), (self.strip, "medic-strip"),
+                             (self.per_class, "medic-per-class")):
             widget.add_class(name)
         display(self.box)
 
@@ -62,8 +71,13 @@ class WidgetView:
         self.bar.value = p.fraction or 0.0
         self.position.value = p.text()
         latest = self.monitor.feed.latest()
-        names = [n for n in SHOWN_VALUES + tuple(self.monitor.feed.extra_columns) + ("Last_Batch_Loss",)
-                 if n in latest]
+        extra = self.monitor.feed.extra_columns
+        per_class = per_class_text(latest, extra)
+        names = [n for n in SHOWN_VALUES + tuple(extra) + ("Last_Batch_Loss",)
+                 if n in latest and not (per_class and per_class_prefix(n))]
+        if per_class:
+            self.per_class.value = "<br>".join(html.escape(line) for line in per_class.splitlines())
+        self._update_strip()
         if names:
             head = "".join(f"<th style='padding:0 8px'>{html.escape(n)}</th>" for n in names)
             row = "".join(f"<td style='padding:0 8px'>{_cell(latest[n])}</td>" for n in names)
@@ -71,6 +85,18 @@ class WidgetView:
         if png:
             self.image.value = png
             self.image.layout.display = ""
+
+    def _update_strip(self) -> None:
+        newest = newest_strip(self.monitor.project.results_dir(self.monitor.run_id))
+        if newest is None or newest[0] == self.strip_epoch:
+            return
+        try:
+            self.strip.value = newest[1].read_bytes()
+        except OSError:
+            return
+        self.strip_epoch = newest[0]
+        self.strip_label.value = f"Validation predictions, epoch {newest[0]} (truth | prediction, 3 fixed cases)"
+        self.strip.layout.display = ""
 
     def finish(self) -> None:
         m = self.monitor

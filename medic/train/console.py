@@ -30,6 +30,7 @@ TEXT = {
         "saved_best": "✓ Saved best model: {name}",
         "resumed": "Resuming run {id} from {path} (epoch {e} done)",
         "finished": "Training finished: {n} epochs in {h:.2f} h. Best {metric}: {v} (epoch {be})",
+        "early_stop": "{msg} (epoch {e}); resume with a larger --epochs to train further",
         "stopped": "Stop requested: checkpoint saved after epoch {e}; resume with: medic train --resume {id}",
         "stopped_mid": "Stop requested during epoch {e}: the last checkpoint (epoch {k}) is kept; resume with: medic train --resume {id}",
         "nan_stop": "Non-finite loss ({v}) at epoch {e}, batch {b}: training stopped. The last good checkpoint "
@@ -55,6 +56,7 @@ TEXT = {
         "saved_best": "✓ 已保存最佳模型: {name}",
         "resumed": "从 {path} 继续训练 {id} (已完成 {e} 个epoch)",
         "finished": "训练完成: {n} 个epoch, 用时 {h:.2f}小时. 最佳 {metric}: {v} (Epoch {be})",
+        "early_stop": "{msg} (第 {e} 个epoch); 用更大的 --epochs 继续训练",
         "stopped": "收到停止信号: 已保存第 {e} 个epoch后的检查点; 继续训练: medic train --resume {id}",
         "stopped_mid": "第 {e} 个epoch中收到停止信号: 保留最近的检查点 (epoch {k}); 继续训练: medic train --resume {id}",
         "nan_stop": "第 {e} 个epoch第 {b} 个batch的损失为非有限值 ({v}): 训练已停止. 保留最近的正常检查点 "

@@ -51,7 +51,9 @@ class FolderSegmentation(Dataset):
         resize_mask = Resize((image_size, image_size), mode="nearest")
         scale = ScaleIntensity()
         images, masks = [], []
+        self.case_ids = []  # the file names: the per-case validation table names each case by it
         for image_path, mask_path in pairs(root):
+            self.case_ids.append(image_path.name)
             img = torch.as_tensor(read_array(image_path).astype(np.float32))[None]
             mask = read_array(mask_path)
             values = np.unique(mask)

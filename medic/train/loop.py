@@ -34,10 +34,14 @@ from medic.train import checkpoint as ckpt
 from medic.train import dist
 from medic.train.console import Console, settings_lines
 from medic.train.data import Data, build_data
-from medic.train.models import build_loss, build_model, build_optimizer, dice_per_sample
+from medic.train.casefiles import prune_case_tables, save_strip, write_case_table
+from medic.train.metrics import class_names
+from medic.train.models import build_loss, build_model, build_optimizer
 from medic.train.save import Saver, TrainState
+from medic.train.selection import Selector, check_monitor, improves, validation_columns
 from medic.train.sync import EpochState, NonFiniteLoss, StepSync, StopFlag, agree, record_windows
 from medic.train.torchrun import report_failure
+from medic.train.validation import Validation, validate
 
 
 def run(cfg: TrainConfig, decide) -> int:
@@ -109,13 +113,18 @@ class RankRun:
         # started (a checkpoint that does not fit) leaves the run's record as it was
         self.owns_sidecar = False
         self.start_wall = time.time()
+        self.selector: Selector | None = None
+        self.early_stop = ""  # the message, once patience has run out
 
     def train(self) -> int:
         status, message, code = "failed", "", 1
         try:
             resumed = ckpt.load(self.resume_path) if self.resume_path else None
             data = build_data(self.cfg, self.r, self.device)
+            check_monitor(self.cfg.monitor, extra_columns(self.cfg, data))  # before any file is written
             ts = build_state(self.cfg, data, self.device, resumed, self.resume_path)
+            self.selector = Selector(self.cfg.monitor, self.cfg.monitor_direction, self.cfg.monitor_ema,
+                                     self.cfg.patience, self.cfg.min_delta, ts.selection)
             model = DDP(ts.model, device_ids=[self.device.index] if self.device.type == "cuda" else None) \
                 if self.r.distributed else ts.model
             if self.r.is_main:
@@ -124,6 +133,7 @@ class RankRun:
                         self.logger, self.con)
             stopped = self.epochs(step, ts, data, resumed)
             status, code = ("stopped", 130) if stopped else ("completed", 0)
+            message = self.early_stop
         except NonFiniteLoss as err:
             message = f"non-finite loss ({err.value}) at epoch {err.epoch}, batch {err.batch}"
             key = "nan_stop" if err.epoch > 1 else "nan_stop_none"  # nothing is saved before epoch 1 ends
@@ -158,7 +168,7 @@ class RankRun:
         partial = resumed.get("partial") if resumed else None
         extra = extra_columns(cfg, data)
         self.logger = MetricsLogger(project.root, run_id, log_batch_metrics=cfg.log_batch_metrics,
-                                    extra_columns=extra, monitor_mode=cfg.monitor_mode,
+                                    extra_columns=extra, monitor_mode=cfg.monitor_direction,
                                     resume_epoch=resumed["epoch"] if resumed else None,
                                     resume_partial=(partial["epoch"], partial["batch"]) if partial else None,
                                     best_so_far=resumed.get("best") if resumed else None, rank=0)
@@ -193,11 +203,17 @@ class RankRun:
                     self.saver.partial(ts, done_epoch, epoch, es)
                     con.say("stopped_mid", e=epoch, k=done_epoch, id=self.run_id)
                 return True
-            metrics = validate(ts.model, data.val_loader, step.loss_fn, self.device, cfg) \
-                if data.val_loader is not None else {}
-            self.end_epoch(step, ts, data, es, epoch, time.perf_counter() - t0, metrics)
+            val = validate(ts.model, data.val_loader, step.loss_fn, self.device, cfg.num_classes,
+                           class_names(data.train_ds, cfg.num_classes), tuple(cfg.val_metrics.split(",")),
+                           cfg.nsd_tolerance) if data.val_loader is not None else None
+            self.end_epoch(step, ts, data, es, epoch, time.perf_counter() - t0, val)
             done_epoch = epoch
-            if agree(self.stop.local(), self.control):
+            # every rank reaches the same early-stop decision from the same gathered values;
+            # it still goes through the stop agreement, so that no rank can be left waiting
+            if agree(self.stop.local() or bool(self.early_stop), self.control):
+                if self.early_stop:
+                    con.say("early_stop", msg=self.early_stop, e=epoch)
+                    break
                 if r.is_main:
                     con.say("stopped", e=epoch, id=self.run_id)
                 return True
@@ -207,9 +223,10 @@ class RankRun:
         return False
 
     def end_epoch(self, step: Step, ts: TrainState, data: Data, es: EpochState, epoch: int, seconds: float,
-                  metrics: dict[str, float]) -> None:
-        """The epoch's row, summary, LR step, checkpoints and sidecar progress."""
+                  val: Validation | None) -> None:
+        """The epoch's row, summary, LR step, checkpoints, case table and sidecar progress."""
         cfg = self.cfg
+        metrics = dict(val.metrics) if val is not None else {}
         ts.epoch_times.append(seconds)
         avg = es.loss_sum / es.count if es.count else float("nan")
         finite = [v for v in es.losses if math.isfinite(v)]
@@ -217,9 +234,13 @@ class RankRun:
         lr = es.lrs[0] if es.lrs else ts.optimizer.param_groups[0]["lr"]
         if cfg.nonfinite == "skip":
             metrics["Nonfinite_Batches"] = es.skipped
-        value = avg if cfg.monitor == "Avg_Loss" else metrics[cfg.monitor]
+        raw = avg if cfg.monitor == "Avg_Loss" else metrics[cfg.monitor]
+        decision = self.selector.update(raw)  # on the selected value: smoothed when the EMA is on
+        value, ts.selection, self.early_stop = decision.selected, self.selector.state(), decision.stop
+        if decision.smoothed is not None:
+            metrics[f"{cfg.monitor}_EMA"] = decision.smoothed
         previous = ts.best
-        is_best = is_improvement(value, ts.best, cfg.monitor_mode)
+        is_best = improves(value, ts.best, cfg.monitor_direction)
         if is_best:
             ts.best, ts.best_epoch = value, epoch
         if self.r.is_main:
@@ -234,6 +255,11 @@ class RankRun:
             self.saver.epoch(ts, epoch, is_best, previous, value)
             if is_best and data.val_loader is not None:
                 self.saver.snapshot(ts.model, data.val_loader, self.device, epoch)
+            if val is not None:
+                results = self.project.results_dir(self.run_id)
+                write_case_table(results, epoch, val.cases, class_names(data.train_ds, cfg.num_classes))
+                prune_case_tables(results, {epoch, ts.best_epoch})
+                save_strip(results / "strip" / f"epoch_{epoch}.png", val.strip, f"Run {self.run_id}, epoch {epoch}")
             update_sidecar(self.sidecar, epochs_done=epoch, best=ts.best, best_epoch=ts.best_epoch,
                            updated=now_str())
 
@@ -265,7 +291,11 @@ def build_state(cfg: TrainConfig, data: Data, device: torch.device, resumed: dic
 
 
 def extra_columns(cfg: TrainConfig, data: Data) -> list[str]:
-    return (["Val_Loss", "Val_Dice"] if data.val_loader is not None else []) + \
+    """The epoch CSV's columns after the nine, in their one order: validation (Val_Loss, Val_Dice,
+    per-class Dice, HD95, NSD), the monitor's EMA, Nonfinite_Batches."""
+    val = validation_columns(class_names(data.train_ds, cfg.num_classes), cfg.val_metrics) \
+        if data.val_loader is not None else []
+    return val + ([f"{cfg.monitor}_EMA"] if cfg.monitor_ema else []) + \
            (["Nonfinite_Batches"] if cfg.nonfinite == "skip" else [])
 
 
@@ -312,31 +342,6 @@ def train_epoch(step: Step, loader, es: EpochState, epoch: int, first: int, step
     return False
 
 
-@torch.no_grad()
-def validate(model, loader, loss_fn, device, cfg) -> dict[str, float]:
-    """Val_Loss (per-sample mean) and Val_Dice (mean foreground Dice) over all ranks' shards."""
-    model.eval()
-    acc = torch.zeros(3, device=device)  # loss sum, dice sum, samples
-    for images, masks in loader:  # the bare module: shards differ in length, so no collectives here
-        images, masks = images.to(device), masks.to(device)
-        logits = model(images)
-        n = images.shape[0]
-        acc[0] += loss_fn(logits, masks).float() * n
-        acc[1] += dice_per_sample(logits, masks, cfg.num_classes).sum()
-        acc[2] += n
-    loss_sum, dice_sum, n = dist.all_reduce_sum(acc).tolist()
-    model.train()
-    return {"Val_Loss": loss_sum / n, "Val_Dice": dice_sum / n}
-
-
-def is_improvement(value: float, best: float | None, mode: str) -> bool:
-    if not math.isfinite(value):
-        return False
-    if best is None or not math.isfinite(best):
-        return True
-    return value < best if mode == "min" else value > best
-
-
 def eta_hours(epoch_times: list[float], remaining: int) -> float:
     """Remaining epochs × the mean of the recent epochs (the first, warm-up epoch left out once
     there are others)."""
@@ -350,7 +355,7 @@ def make_scheduler(cfg: TrainConfig, optimizer):
     if cfg.lr_scheduler == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_size, gamma=cfg.lr_gamma)
     if cfg.lr_scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=cfg.monitor_mode, factor=cfg.lr_gamma)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=cfg.monitor_direction, factor=cfg.lr_gamma)
     return None
 
 

@@ -36,13 +36,3 @@ def build_loss() -> nn.Module:
     samples' losses, so a global batch split over ranks has the same loss as in one process."""
     from monai.losses import DiceCELoss
     return DiceCELoss(to_onehot_y=True, softmax=True)
-
-
-@torch.no_grad()
-def dice_per_sample(logits: torch.Tensor, masks: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Mean foreground Dice of each sample (an empty class predicted empty counts as 1)."""
-    from monai.metrics import compute_dice
-    from monai.networks.utils import one_hot
-    pred = one_hot(logits.argmax(dim=1, keepdim=True), num_classes)
-    truth = one_hot(masks, num_classes)
-    return compute_dice(pred, truth, include_background=False, ignore_empty=False).mean(dim=1)

@@ -3,6 +3,7 @@ epoch's prediction picture.
 
     checkpoints/<id>/model_epoch_N.pth   every --save_interval epochs
     checkpoints/<id>/best_model.pth      when the monitored value improves
+    checkpoints/<id>/top_k/epoch_N_<metric>_<value>.pth   with --save_top_k K: the K best
     checkpoints/<id>/last.pth            every epoch, written last (the resume point)
     results/<id>/best_epoch_N.png        image, ground truth and prediction of a few samples
 """
@@ -24,7 +25,9 @@ from medic.store.paths import Project
 from medic.store.sidecar import now_str, read_sidecar, update_sidecar
 from medic.train import checkpoint as ckpt
 from medic.train import dist
+from medic.train.casefiles import save_top_k
 from medic.train.console import Console
+from medic.train.selection import selected_name
 from medic.train.sync import EpochState
 
 
@@ -39,6 +42,7 @@ class TrainState:
     best: float | None = None
     best_epoch: int = 0
     epoch_times: list[float] = field(default_factory=list)
+    selection: dict = field(default_factory=dict)  # the monitor's EMA (medic.train.selection)
 
     def restore(self, state: dict, path) -> None:
         """Load a checkpoint's state (model, optimizer, scheduler, best, epoch times, RNG)."""
@@ -52,6 +56,7 @@ class TrainState:
             self.scheduler.load_state_dict(state["scheduler"])
         self.best, self.best_epoch = state.get("best"), state.get("best_epoch", 0)
         self.epoch_times = list(state.get("epoch_times", []))
+        self.selection = dict(state.get("selection") or {})
         ckpt.set_rng_state(state.get("rng", {}))
 
     def checkpoint(self, run_id: str, cfg: TrainConfig, epoch: int, partial: dict | None = None) -> dict:
@@ -61,7 +66,8 @@ class TrainState:
                  "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                  "best": self.best, "best_epoch": self.best_epoch, "config": cfg.to_dict(),
                  "rng": ckpt.rng_state(), "epoch_times": list(self.epoch_times),
-                 "world_size": dist.ranks().world_size}
+                 "world_size": dist.ranks().world_size,
+                 "selection": dict(self.selection)}
         if partial is not None:
             state["partial"] = partial
         return state
@@ -90,9 +96,13 @@ class Saver:
             ckpt.write_checkpoint(self.folder / f"model_epoch_{epoch}.pth", data)
             self.con.say("saved", name=f"model_epoch_{epoch}.pth")
         if is_best:
-            self.con.new_best(self.cfg.monitor, value, previous)
+            self.con.new_best(selected_name(self.cfg.monitor, self.cfg.monitor_ema), value, previous)
             ckpt.write_checkpoint(self.folder / "best_model.pth", data)
             self.con.say("saved_best", name="best_model.pth")
+        if self.cfg.save_top_k:
+            save_top_k(self.folder / "top_k", self.cfg.save_top_k, epoch,
+                       selected_name(self.cfg.monitor, self.cfg.monitor_ema), value,
+                       self.cfg.monitor_direction, data, ckpt.write_checkpoint)
         ckpt.write_checkpoint(self.folder / "last.pth", data)
 
     def partial(self, ts: TrainState, done_epoch: int, epoch: int, es: EpochState) -> None:
@@ -133,7 +143,8 @@ class Saver:
         write_json_atomic(path, {
             "run_id": self.run_id, "status": "running", "start_time": now_str(), "end_time": None,
             "epochs": cfg.epochs, "epochs_done": 0, "batches_per_epoch": steps, "world_size": r.world_size,
-            "monitor": cfg.monitor, "monitor_mode": cfg.monitor_mode, "extra_columns": extra,
+            "monitor": selected_name(cfg.monitor, cfg.monitor_ema),  # the column Best_Loss_So_Far tracks
+            "monitor_mode": cfg.monitor_direction, "extra_columns": extra,
             "log_batch_metrics": cfg.log_batch_metrics, "best": None, "best_epoch": None,
             "pid": os.getpid(), "agent_pid": os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None,
             "host": socket.gethostname(), "message": "", "config": cfg.to_dict(),

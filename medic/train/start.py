@@ -6,6 +6,7 @@ the process that the user started: a mistake is one line, seconds sooner, and le
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from medic.store.paths import RUN_ID_RE, Project, resume_points
 from medic.store.sidecar import read_sidecar, written_at
 from medic.train.imagefolder import check_folder
 from medic.train.plugins import check_plugin
+from medic.train.selection import check_monitor, validation_columns
 
 # options that describe the model and so must match the checkpoint being resumed
 MODEL_OPTIONS = ("model", "num_classes")
@@ -32,6 +34,11 @@ def check_before_start(cfg: TrainConfig, project: Project) -> None:
     for name in ("model", "dataset"):
         if getattr(cfg, name):
             check_plugin(getattr(cfg, name), name)
+    if cfg.val_metrics != "dice" and importlib.util.find_spec("scipy") is None:
+        raise MedicError(f"--val_metrics {cfg.val_metrics} needs scipy (MONAI's distance transforms): pip install scipy")
+    if not cfg.dataset:  # the class names are known now (a plug-in's, once it has loaded)
+        check_monitor(cfg.monitor, validation_columns([f"class_{i}" for i in range(1, cfg.num_classes)],
+                                                      cfg.val_metrics))
     check_writable(project.root)
 
 
