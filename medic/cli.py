@@ -20,6 +20,7 @@ COMMANDS = {
     "runs": ("medic.commands.runs", "list every run in the project"),
     "clean": ("medic.commands.clean", "remove whole runs (CSVs, sidecar, log, checkpoints, analysis)"),
     "stop": ("medic.commands.stop", "stop a running training job by run id"),
+    "sweep": ("medic.commands.sweep", "many trainings of the training notebook: grid or Optuna search, resumable"),
 }
 
 
