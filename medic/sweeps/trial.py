@@ -8,7 +8,6 @@ when that job left no checkpoint.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -21,13 +20,11 @@ from typing import Any
 
 from medic.jobs import Job, attach
 from medic.procs import pid_alive, process_start_ticks, send_signal
+from medic.store.files import write_json_atomic
 from medic.store.paths import Project, reserve_run_id, resume_points
 from medic.store.sidecar import read_sidecar
 from medic.store.tail import CsvTail
 from medic.sweeps.spec import SweepSpec, sweep_dir
-
-KERNEL_NAME = "medic"
-
 
 def trial_notebook(root: str | os.PathLike, sweep_id: str, k: int) -> Path:
     return sweep_dir(root, sweep_id) / f"trial_{k}.ipynb"
@@ -103,8 +100,10 @@ class TrialRun:
     def _launch(self, resume: str = "") -> None:
         out = trial_notebook(self.root, self.spec.sweep_id, self.k)
         log = out.with_suffix(".log")
-        argv = [sys.executable, "-m", "papermill", self.spec.notebook, str(out), "-k", KERNEL_NAME,
-                "-y", json.dumps(self.parameters(resume)), "--cwd", str(self.root), "--no-progress-bar"]
+        values = out.with_suffix(".json")
+        write_json_atomic(values, self.parameters(resume))
+        argv = [sys.executable, "-m", "medic.sweeps.execute", self.spec.notebook, str(out), str(values),
+                str(self.root)]
         env = _medic_src_env(dict(os.environ, **{k: v for k, v in self.slot_env.items()}))
         env.update(MEDIC_SWEEP=self.spec.sweep_id, MEDIC_SWEEP_TRIAL=str(self.k),
                    MEDIC_SWEEP_RUN_ID=self.run_id, PYTHONUNBUFFERED="1")
