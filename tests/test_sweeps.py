@@ -99,6 +99,30 @@ def test_the_python_api_checks_the_same_way(project):
     assert list(project.iterdir()) == []
 
 
+def test_slots_get_their_own_gpus_or_a_share_of_the_cores(monkeypatch):
+    from medic.errors import MedicError
+    from medic.sweeps.spec import SweepSpec, check_slots
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    spec = SweepSpec("s", grid={"lr": [0.1]}, fixed={"nproc_per_node": 2})
+    assert check_slots(spec, 2) == [{"CUDA_VISIBLE_DEVICES": "0,1"}, {"CUDA_VISIBLE_DEVICES": "2,3"}]
+    with pytest.raises(MedicError, match="needs 6 GPUs; 4 visible"):
+        check_slots(spec, 3)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setattr("medic.sweeps.spec.cpu_count", lambda: 8)
+    assert check_slots(SweepSpec("s", grid={"lr": [0.1]}), 4) == [{"OMP_NUM_THREADS": "2", "MEDIC_SWEEP_THREADS": "2"}] * 4
+
+
+def test_a_trial_is_the_defaults_then_the_fixed_options_then_its_values(project):
+    from medic.config import TrainConfig
+    from medic.sweeps.run import new_spec
+    spec = new_spec(project, grid={"lr": [0.01, 0.02]}, fixed={"epochs": 7, "lr_gamma": 0.5})
+    config = spec.trial_config({"lr": 0.02})
+    assert config == dict(TrainConfig().to_dict(), epochs=7, lr_gamma=0.5, lr=0.02)
+    assert spec.trials == 2 and spec.direction == "minimize"
+    assert new_spec(project, space={"lr": "loguniform(1e-4,1e-2)"}, trials=3,
+                    fixed={"val_fraction": 0.25, "monitor": "Val_Dice"}).direction == "maximize"
+
+
 # -- a 2x2 grid on 2 slots, from 05_sweep.ipynb headless under papermill ----------------------------
 
 @pytest.mark.slow

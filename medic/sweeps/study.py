@@ -20,7 +20,10 @@ SPEC_ATTR = "medic_sweep_spec"
 
 
 def _optuna():
-    import optuna
+    try:
+        import optuna
+    except ImportError:
+        raise MedicError("medic sweep needs Optuna: pip install 'medic[sweep]' (or pip install optuna)") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # trials here are asked and told by the driver, which heartbeats them itself
@@ -40,11 +43,14 @@ def open_storage(url: str):
         raise MedicError(f"cannot open the sweep storage {url!r}: {str(err).splitlines()[0]}") from None
 
 
-def build_sampler(spec):
+def build_sampler(spec, offset: int = 0):
+    """The seeded sampler; ``offset`` (the trials already made) keeps a driver that joins a sweep
+    from drawing the same points as the first one, which started from the seed itself."""
     optuna = _optuna()
+    seed = spec.seed + offset
     if spec.sampler == "random" or spec.grid:  # grid points are all queued: the sampler never picks
-        return optuna.samplers.RandomSampler(seed=spec.seed)
-    return optuna.samplers.TPESampler(seed=spec.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def build_pruner(spec):
@@ -74,11 +80,14 @@ def create_study(spec, url: str, points: list[dict[str, Any]]):
 
 def load_study(spec, url: str):
     optuna = _optuna()
+    storage = open_storage(url)
     try:
-        return optuna.load_study(study_name=spec.sweep_id, storage=open_storage(url),
-                                 sampler=build_sampler(spec), pruner=build_pruner(spec))
+        study = optuna.load_study(study_name=spec.sweep_id, storage=storage, pruner=build_pruner(spec))
     except KeyError:
         raise MedicError(f"no sweep {spec.sweep_id} in the storage {url}") from None
+    made = len([t for t in study.get_trials(deepcopy=False) if t.state.name != "WAITING"])
+    study.sampler = build_sampler(spec, made)
+    return study
 
 
 def stored_spec(url: str, sweep_id: str) -> dict[str, Any] | None:
