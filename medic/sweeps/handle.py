@@ -132,6 +132,7 @@ def attach_sweep(sweep_id: str, root: str | os.PathLike | None = None, storage: 
 
 def table_html(frame) -> str:
     """The live table: the shown columns and each parameter."""
+    import pandas as pd
     columns = [c for c in frame.columns if c in SHOWN or c not in ("mode", "notebook")]
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
     body = []
@@ -139,7 +140,7 @@ def table_html(frame) -> str:
         cells = []
         for c in columns:
             value = row[c]
-            text = "" if value is None or value != value else (f"{value:.6g}" if isinstance(value, float) else str(value))
+            text = "" if pd.isna(value) else (f"{value:.6g}" if isinstance(value, float) else str(value))
             cells.append(f"<td>{html.escape(text)}</td>")
         body.append(f"<tr class='medic-sweep-{html.escape(str(row['status']))}'>{''.join(cells)}</tr>")
     return f"<table class='medic-sweep-table'><tr>{head}</tr>{''.join(body)}</table>"
