@@ -164,7 +164,9 @@ def test_sweep_notebook_runs_a_2x2_grid_on_2_slots(project):
 
 @pytest.mark.slow
 def test_a_killed_driver_is_resumed_without_training_any_trial_twice(project):
-    driver = start_cli(project, "--grid", "lr=0.01,0.003", "--slots", "2", "--epochs", "20", *TINY)
+    # a TPE search of 2 trials: after the resume, the retried trials do not count as new ones
+    driver = start_cli(project, "--space", "lr=loguniform(0.001,0.01)", "--trials", "2", "--slots", "2",
+                       "--epochs", "20", *TINY)
     root = Project.at(project)
 
     def running_runs():
@@ -192,6 +194,7 @@ def test_a_killed_driver_is_resumed_without_training_any_trial_twice(project):
     summary = pd.read_csv(project / "analysis" / "sweeps" / sweep_id / "summary.csv")
     assert list(summary["status"]) == ["completed", "completed"]
     assert sorted(summary["run_id"]) == sorted([alive_run, dead_run])
+    assert summary["lr"].between(0.001, 0.01).all() and list(summary["trial"]) == [0, 1]
     assert len(root.run_ids()) == 2  # no trial started again as a new run
     for run_id in (alive_run, dead_run):
         assert epochs_of(project, run_id) == list(range(1, 21))  # every epoch once
