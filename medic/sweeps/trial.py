@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from medic.jobs import Job, attach
-from medic.procs import pid_alive, process_start_ticks, send_signal
+from medic.procs import descendants, pid_alive, process_start_ticks, send_signal
 from medic.store.files import write_json_atomic
 from medic.store.paths import Project, reserve_run_id, resume_points
 from medic.store.sidecar import read_sidecar
@@ -175,7 +175,15 @@ class TrialRun:
                 while not self.finished() and time.monotonic() < deadline:
                     time.sleep(0.2)
                 if self.popen is not None and self.popen.poll() is None:
-                    send_signal(self.popen.pid, signal.SIGTERM, group=True)
+                    # still starting (no job yet): end papermill and its kernel, then any job the
+                    # kernel managed to launch meanwhile
+                    for pid in [self.popen.pid, *descendants(self.popen.pid)]:
+                        send_signal(pid, signal.SIGTERM, group=pid == self.popen.pid)
+                    try:
+                        self.popen.wait(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        send_signal(self.popen.pid, signal.SIGKILL, group=True)
+                    self.job().stop(timeout=timeout)
 
         thread = threading.Thread(target=work, name=f"stop-trial-{self.k}", daemon=True)
         thread.start()
