@@ -15,13 +15,13 @@ $(VENV)/.ready: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH) $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,sweep]'
 	$(PY) -m ipykernel install --sys-prefix --name medic --display-name "medic (.venv)" >/dev/null
 	touch $@
 
 # Lightning, for the logger benchmark only (medic itself does not need it); the export extra for medic export
 $(VENV)/.bench-ready: $(VENV)/.ready
-	$(PY) -m pip install --quiet -e '.[test,bench,export]'
+	$(PY) -m pip install --quiet -e '.[test,bench,export,sweep]'
 	touch $@
 
 setup: $(VENV)/.ready

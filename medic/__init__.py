@@ -19,6 +19,9 @@ _LAZY = {
     "compare_runs": ("medic.analysis.compare", "compare_runs"),
     "launch": ("medic.jobs", "launch"),
     "attach": ("medic.jobs", "attach"),
+    "sweep": ("medic.sweeps.handle", "sweep"),
+    "attach_sweep": ("medic.sweeps.handle", "attach_sweep"),
+    "sweep_summary": ("medic.sweeps.results", "sweep_summary"),
     "figures": ("medic.analysis.figures", None),  # ``from medic import figures``: the module
 }
 

@@ -21,6 +21,7 @@ COMMANDS = {
     "clean": ("medic.commands.clean", "remove whole runs (CSVs, sidecar, log, checkpoints, analysis)"),
     "stop": ("medic.commands.stop", "stop a running training job by run id"),
     "export": ("medic.commands.export", "export runs to TensorBoard and MLflow (repeatable, incremental)"),
+    "sweep": ("medic.commands.sweep", "many trainings of the training notebook: grid or Optuna search, resumable"),
 }
 
 

@@ -211,6 +211,16 @@ def _resumed_run_id(project: Project, resume: str) -> str:
     return found.group(0)
 
 
+def _sweep_run_id(project: Project) -> str | None:
+    """The run id a sweep driver reserved for this trial (``MEDIC_SWEEP_RUN_ID``), while unused."""
+    run_id = os.environ.get("MEDIC_SWEEP_RUN_ID", "")
+    csv = project.epoch_csv(run_id) if RUN_ID_RE.fullmatch(run_id) else None
+    if csv is None or not csv.is_file() or csv.stat().st_size or project.sidecar(run_id).exists() \
+            or pidfile_path(project, run_id).exists():
+        return None
+    return run_id
+
+
 def launch(config, root: str | os.PathLike | None = None) -> Job:
     """Start training for ``config`` (a ``TrainConfig`` or a dict of its options) in the background
     and return its ``Job`` at once. ``root`` is the project root (default: the working directory)."""
@@ -222,7 +232,8 @@ def launch(config, root: str | os.PathLike | None = None) -> Job:
     project = Project.at(cwd / config.output_dir if config.output_dir else cwd)
     project.make_dirs()
     reserved = not config.resume
-    run_id = reserve_run_id(project) if reserved else _resumed_run_id(project, config.resume)
+    run_id = (_sweep_run_id(project) or reserve_run_id(project)) if reserved \
+        else _resumed_run_id(project, config.resume)
     argv = [sys.executable, "-m", "medic.train", *config.to_args(include_launcher=True)]
     log_path = launcher_log_path(project, run_id)
     try:

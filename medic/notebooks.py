@@ -35,7 +35,9 @@ LITERAL_TYPES = (bool, int, float, str, list, dict, type(None))
 COMMON = {"project_root": str, "interactive": bool}
 TRAIN_NOTEBOOK_PARAMETERS = {**COMMON, "refresh_seconds": float}
 MONITOR_PARAMETERS = {"run_id": str, **COMMON, "refresh_seconds": float, "timeout_seconds": float}
-COMPARE_PARAMETERS = {"run_ids": list, "where": dict, "metrics": list, **COMMON}
+COMPARE_PARAMETERS = {"run_ids": list, "where": dict, "sweep": str, "metrics": list, **COMMON}
+SWEEP_PARAMETERS = {"grid": dict, "space": dict, "trials": int, "fixed": dict, "slots": int, "prune": str,
+                    "prune_startup": int, "sweep_id": str, **COMMON, "refresh_seconds": float}
 ANALYZE_PARAMETERS = {"run_id": str, "metrics_file": str, **COMMON, "batch_metrics": bool, "top_n": int}
 
 
@@ -152,7 +154,12 @@ def compare_settings(namespace: dict[str, Any]) -> dict[str, Any]:
     root = project_root(p.get("project_root", ""))
     project = Project.at(root)
     ids, where = [str(i) for i in p.get("run_ids", [])], p.get("where", {})
-    if ids:
+    if p.get("sweep") and not ids:  # the runs of one sweep
+        ids = [i for i in project.run_ids() if (read_sidecar(project.sidecar(i)) or {}).get("sweep") == p["sweep"]
+               and project.epoch_csv(i).exists()]
+        if not ids:
+            raise RunNotFoundError(f"no run in {project.metrics} belongs to sweep {p['sweep']!r}")
+    elif ids:
         for run_id in ids:
             check_run_id(project, run_id)
     elif where:
@@ -173,6 +180,17 @@ def compare_settings(namespace: dict[str, Any]) -> dict[str, Any]:
         if missing:
             raise MedicError(f"metric {name!r} is not recorded by run(s) {', '.join(missing)}")
     return {"runs": runs, "metrics": metrics, "root": root}
+
+
+def sweep_settings(namespace: dict[str, Any]) -> dict[str, Any]:
+    """The sweep notebook's parameters, checked: ``start`` (the keyword arguments of
+    ``medic.sweep``) or ``sweep_id`` (a sweep to follow), ``root``, ``refresh``."""
+    p = parameters(namespace, SWEEP_PARAMETERS)
+    if p.get("refresh_seconds", 2.0) <= 0:
+        raise MedicError(f"refresh_seconds must be > 0, got {p['refresh_seconds']}")
+    start = {k: p[k] for k in ("grid", "space", "trials", "fixed", "slots", "prune", "prune_startup") if k in p}
+    return {"start": start, "sweep_id": p.get("sweep_id", ""), "root": project_root(p.get("project_root", "")),
+            "refresh": p.get("refresh_seconds", 2.0)}
 
 
 def comparison(runs: list, metrics: list[str] | None = None):

@@ -188,3 +188,51 @@ def test_monitor_shows_per_class_curves_and_the_prediction_strip(lab, tmp_path):
         if job.running:
             job.stop(timeout=10)
     assert (job.project.results_dir(job.run_id) / "strip").is_dir()
+
+
+def test_sweep_notebook_in_jupyterlab_shows_the_trials_and_stops_them_all(lab, tmp_path):
+    """05_sweep follows a sweep started elsewhere (``sweep_id``): the table of trials refreshes by
+    itself, and Stop all stops the driver and its trial gracefully (checkpoint, marked stopped)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("optuna")
+    import medic
+    url, root = lab
+    sweep = medic.sweep(grid={"lr": [0.001, 0.003]}, slots=1, root=root,
+                        fixed=dict(epochs=600, num_samples=16, image_size=32, save_interval=1000, threads=1))
+    try:
+        notebook = root / "notebooks" / "05_sweep.ipynb"
+        text = notebook.read_text(encoding="utf-8")
+        notebook.write_text(text.replace('sweep_id = \\"\\"', f'sweep_id = \\"{sweep.sweep_id}\\"'), encoding="utf-8")
+        assert sweep.sweep_id in notebook.read_text(encoding="utf-8")
+        wait_for(lambda: (sweep.summary()["status"] == "running").any(), 120, "the first trial to start")
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            try:
+                expect = sync_api.expect
+                page.goto(f"{url}/lab/tree/notebooks/05_sweep.ipynb?reset")
+                expect(page.locator("#jp-main-statusbar").get_by_text("Idle")).to_be_visible(timeout=90_000)
+                page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+                table = page.locator("table.medic-sweep-table")
+                expect(table).to_contain_text("running", timeout=90_000)
+                expect(table).to_contain_text("queued")
+                state = page.locator(".medic-sweep-state")
+                first = table.inner_text()  # the running trial's epochs and best advance by themselves
+                wait_for(lambda: table.inner_text() != first, 90, "the table to refresh", step=0.5)
+                expect(page.locator("#jp-main-statusbar").get_by_text("Idle")).to_be_visible()
+                page.locator("button.medic-sweep-stop", has_text="Stop all").click()
+                expect(state).to_contain_text("ended", timeout=180_000)
+                expect(table).to_contain_text("stopped")
+            finally:
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "sweep.png"), full_page=True)
+                browser.close()
+    finally:
+        if sweep.running:
+            sweep.stop(timeout=60)
+    summary = sweep.summary()
+    assert list(summary["status"]) == ["stopped", "queued"]
+    run_id = summary["run_id"].iloc[0]
+    job = medic.attach(run_id, root)
+    assert not job.running and job.status == "stopped"
+    assert list(job.project.checkpoint_dir(run_id).glob("*.pth")), "no checkpoint on stop"

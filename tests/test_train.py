@@ -279,3 +279,27 @@ def test_the_optimizer_is_adam_with_the_fused_kernel_and_the_same_update():
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.allclose(p, q, atol=1e-6), (p - q).abs().max()
     assert all((p - s).abs().min() > 0 for p, s in zip(a.parameters(), start))  # every weight moved
+
+
+def test_a_run_stopped_mid_epoch_resumes_inside_that_epoch(tmp_path):
+    """One process, Ctrl-C in the middle of an epoch: the resume starts at the next batch of that
+    epoch and finishes it (the batches keep their numbers within the whole epoch)."""
+    import signal
+    import time
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([PY, "-m", "medic.train", "--epochs", "3", "--num_samples", "96", "--image_size", "32",
+                                 "--log_interval", "1", "--save_interval", "1", "--threads", "1", "--lang", "en"],
+                                cwd=tmp_path, env=child_env(), stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 180
+        while "(2/24)" not in log.read_text().partition("Epoch [2/3]")[2] and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()[-2000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    assert "Stop requested during epoch 2" in log.read_text(), log.read_text()[-1500:]
+    run_id = only_run_id(tmp_path)
+    done = train(tmp_path, "--resume", "latest")
+    assert "Traceback" not in done.stdout + done.stderr
+    _, rows = read_csv(tmp_path / "metrics" / f"epoch_metrics_{run_id}.csv")
+    assert [int(r["Epoch"]) for r in rows] == [1, 2, 3]

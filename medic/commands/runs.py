@@ -36,6 +36,8 @@ def format_table(frame: pd.DataFrame, all_columns: bool = False) -> str:
         "time": frame["total_time_s"].map(_hms),
         "files": frame["files"],
     })
+    if "sweep" in frame and frame["sweep"].fillna("").astype(bool).any():  # runs a sweep started
+        out["sweep"] = frame["sweep"].map(lambda v: v if isinstance(v, str) and v else "-")
     for c in [c for c in shown if c not in ("epochs", "monitor")][:6]:  # both shown already
         out[c] = frame[c].map(lambda v: "-" if is_missing(v) else v)
     text = out.to_string(index=False)

@@ -1,5 +1,6 @@
 """``medic stop [RUN_ID]``: stop a running training job (default: the newest running one); it
-saves a checkpoint and its run is marked stopped (``medic.jobs.Job.stop``)."""
+saves a checkpoint and its run is marked stopped (``medic.jobs.Job.stop``). ``medic stop SWEEP_ID``
+stops a sweep's drivers, which stop their trials the same way."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds to wait for a clean stop before killing (default: 60)")
     args = parser.parse_args(argv)
     project = Project.at(args.root)
+    if args.run_id and args.run_id.startswith("sweep_"):
+        return stop_sweep(args.run_id, project.root, args.timeout)
     if args.run_id:
         job = attach(args.run_id, project.root)
     else:
@@ -37,4 +40,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"stopping run {job.run_id} (pid {job.pid}) ...", flush=True)
     rc = job.stop(timeout=args.timeout)
     print(f"run {job.run_id} ended (status: {job.status or 'unknown'}, exit code {rc})")
+    return 0
+
+
+def stop_sweep(sweep_id: str, root, timeout: float) -> int:
+    """``medic stop SWEEP_ID``: stop this machine's drivers of a sweep; each stops its trials
+    gracefully (they continue on ``medic sweep --resume``)."""
+    from medic.sweeps.handle import attach_sweep
+    handle = attach_sweep(sweep_id, root)
+    if not handle.running:
+        print(f"sweep {sweep_id} has no running driver on this machine")
+        return 0
+    print(f"stopping sweep {sweep_id} ...", flush=True)
+    handle.stop(timeout=max(timeout, 30.0) * 3)
+    print(f"sweep {sweep_id} stopped; continue it with: medic sweep --resume {sweep_id}")
     return 0

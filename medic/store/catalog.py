@@ -214,7 +214,7 @@ _FILE_TAGS = (("epoch_csv", "epoch"), ("batch_csv", "batch"), ("sidecar", "json"
               ("checkpoints", "ckpt"), ("results", "results"))
 SUMMARY_COLUMNS = ("run_id", "status", "start", "end", "epochs_done", "epochs_planned", "best",
                    "best_epoch", "monitor", "last_loss", "total_time_s", "time_per_epoch_s",
-                   "world_size", "files", "problem")
+                   "world_size", "files", "problem", "sweep")
 
 
 def _start_of(run_id: str, sidecar: dict[str, Any] | None):
@@ -258,6 +258,7 @@ def summarize(project: Project, run_id: str) -> dict[str, Any]:
         "world_size": side.get("world_size"),
         "files": ",".join(tag for key, tag in _FILE_TAGS if key in files),
         "problem": problem,
+        "sweep": side.get("sweep") or "",
     }
     if epochs is not None and len(epochs):
         best_rows = epochs[epochs["Is_Best_Model"]]

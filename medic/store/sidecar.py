@@ -44,3 +44,9 @@ def update_sidecar(path: str | os.PathLike, **changes: Any) -> dict[str, Any]:
     data.update(changes)
     write_json_atomic(path, data)
     return data
+
+
+def sweep_tags() -> dict[str, Any]:
+    """The sweep and trial a run belongs to, when a sweep driver started it (else nothing)."""
+    sweep, trial = os.environ.get("MEDIC_SWEEP", ""), os.environ.get("MEDIC_SWEEP_TRIAL", "")
+    return {"sweep": sweep, "sweep_trial": int(trial) if trial.isdigit() else None} if sweep else {}

@@ -22,7 +22,7 @@ from medic.config import TrainConfig
 from medic.errors import MedicError
 from medic.store.files import write_atomic, write_json_atomic
 from medic.store.paths import Project
-from medic.store.sidecar import now_str, read_sidecar, update_sidecar
+from medic.store.sidecar import now_str, read_sidecar, sweep_tags, update_sidecar
 from medic.train import checkpoint as ckpt
 from medic.train import dist
 from medic.train.casefiles import save_top_k
@@ -147,7 +147,7 @@ class Saver:
             "monitor_mode": cfg.monitor_direction, "extra_columns": extra,
             "log_batch_metrics": cfg.log_batch_metrics, "best": None, "best_epoch": None,
             "pid": os.getpid(), "agent_pid": os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None,
-            "host": socket.gethostname(), "message": "", "config": cfg.to_dict(),
+            "host": socket.gethostname(), "message": "", "config": cfg.to_dict(), **sweep_tags(),
             "versions": {"medic": __version__, "torch": torch.__version__, "monai": monai.__version__,
                          "python": sys.version.split()[0]},
         })
