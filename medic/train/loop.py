@@ -194,12 +194,10 @@ class RankRun:
             es = EpochState(**partial["state"]) if partial and partial["epoch"] == epoch else EpochState()
             first = len(es.losses)
             data.sampler.set_epoch(epoch)
-            data.sampler.skip = 0
-            steps = data.steps  # the whole epoch's batches: a resumed epoch numbers them from first
             data.sampler.skip = first * cfg.batch_size
             t0 = time.perf_counter() - es.elapsed
             step.model.train()
-            if train_epoch(step, data.loader, es, epoch, first, steps):
+            if train_epoch(step, data.loader, es, epoch, first, data.steps):
                 es.elapsed = time.perf_counter() - t0
                 if r.is_main:
                     self.saver.partial(ts, done_epoch, epoch, es)
