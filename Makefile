@@ -19,9 +19,9 @@ $(VENV)/.ready: pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name medic --display-name "medic (.venv)" >/dev/null
 	touch $@
 
-# Lightning, for the logger benchmark only (medic itself does not need it)
+# Lightning (the logger benchmark, medic.integrations.lightning) and Ignite (medic.integrations.monai)
 $(VENV)/.bench-ready: $(VENV)/.ready
-	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m pip install --quiet -e '.[test,bench,lightning,monai-ignite]'
 	touch $@
 
 setup: $(VENV)/.ready
