@@ -163,7 +163,9 @@ class MetricsLogger:
     ``close()`` (completed) or an exception leaves the ``with`` block (failed, with its message).
     ``resume=<run id>`` continues that run's files (with ``resume_epoch``: the rows after it go).
     ``extra_columns=None``: the extra columns are those of the first ``log_epoch`` call.
-    ``sidecar=False``: no sidecar (``medic train`` writes its own).
+    ``sidecar=False``: no sidecar (``medic train`` writes its own); by default one is written unless
+    the run already has a sidecar that another writer keeps (one without ``source``, as the
+    trainer's).
     """
 
     def __init__(self, output_dir: str | os.PathLike | None = None, run_id: str | None = None, *,
@@ -171,7 +173,7 @@ class MetricsLogger:
                  monitor_mode: str = "min", resume_epoch: int | None = None,
                  resume_partial: tuple[int, int] | None = None, best_so_far: float | None = None, rank: int | None = None,
                  hparams: dict | None = None, epochs_planned: int | None = None, resume: str | None = None,
-                 sidecar: bool = True, run_info: dict | None = None):
+                 sidecar: bool | None = None, run_info: dict | None = None):
         self.project = Project.at(output_dir)
         self.enabled = (rank if rank is not None else _rank_from_env()) == 0
         self.extra_columns = None if extra_columns is None else check_extra_columns(extra_columns)
@@ -209,7 +211,7 @@ class MetricsLogger:
         if log_batch_metrics:
             self.batch_path = self.project.batch_csv(self.run_id)
             self._batch = _CsvFile(self.batch_path, BATCH_COLUMNS, resume_epoch, resume_partial)
-        if sidecar:
+        if sidecar or sidecar is None and RunRecord.ours_to_write(self.project.sidecar(self.run_id)):
             self.record = RunRecord(self.project.sidecar(self.run_id), self.run_id)
             self.record.start(hparams=hparams, epochs_planned=epochs_planned, extra_columns=self.extra_columns,
                               log_batch_metrics=log_batch_metrics, monitor_mode=monitor_mode,

@@ -58,6 +58,13 @@ class RunRecord:
         self.run_id = run_id
         self.finished = False
 
+    @staticmethod
+    def ours_to_write(path: Path) -> bool:
+        """True unless ``path`` is a sidecar kept by another writer (``medic train``'s, or a
+        tool's: one without ``source``)."""
+        existing = read_sidecar(path)
+        return existing is None or "source" in existing
+
     def start(self, *, hparams: Mapping[str, Any] | None, epochs_planned: int | None,
               extra_columns, log_batch_metrics: bool, monitor_mode: str, resumed_from: int | None,
               info: Mapping[str, Any] | None) -> None:
