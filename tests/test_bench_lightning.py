@@ -21,6 +21,7 @@ def test_lightning_benchmark_measures_each_logger(tmp_path):
     for name in ("no logger", "Lightning CSVLogger", "medic MedicLogger"):
         assert f"| {name} |" in section.body
     assert section.summary[0][0].startswith("MedicLogger in a Lightning fit")
+    assert section.data["medic_hooks_us_per_step"] > 0 and "inside its hooks" in section.summary[0][1]
     # the medic variant wrote its files: one batch row per step
     batch_csvs = list(tmp_path.rglob("batch_metrics_*.csv"))
     assert len(batch_csvs) == 1 and len(batch_csvs[0].read_text().splitlines()) == 1 + 100

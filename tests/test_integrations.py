@@ -54,7 +54,8 @@ def fits(tmp_path_factory):
         # no entry point: the logger attaches its callback itself
         "lightning_ddp": ([py, str(SCRIPTS / "lightning_fit.py"), str(project), "--devices", "2", "--batch_size", "4"],
                           child_env()),
-        "monai": ([py, str(SCRIPTS / "monai_fit.py"), str(project), "--stages", "fit,fail"], child_env()),
+        # a fit, the same run continued for one epoch more from Ignite's saved state, a failing fit
+        "monai": ([py, str(SCRIPTS / "monai_fit.py"), str(project), "--stages", "fit,resume,fail"], child_env()),
         "ignite_ddp": ([py, str(SCRIPTS / "monai_fit.py"), str(project), "--nproc", "2", "--batch_size", "4", "--plain"],
                        child_env()),
     }
@@ -150,22 +151,25 @@ def test_lightning_ddp_rows_are_global_and_equal_one_process_with_the_whole_batc
 
 def test_monai_supervised_trainer_and_ignite_ddp(fits):
     project = fits["project"]
-    run, failed = fits["monai"]["runs"]
+    run, resumed, failed = fits["monai"]["runs"]
+    assert resumed == run
     epoch_csv, batch_csv, side = files(project, run)
     assert header(epoch_csv) == list(EPOCH_COLUMNS) + ["val_loss"]
     epochs, batches = table(epoch_csv), table(batch_csv)
-    assert [r["Epoch"] for r in epochs] == ["1", "2", "3"] and len(batches) == 24
+    assert [r["Epoch"] for r in epochs] == ["1", "2", "3", "4"]
+    assert [(b["Epoch"], b["Batch"]) for b in batches] == [(str(e), str(i)) for e in range(1, 5) for i in range(8)]
     assert_rows_from_steps(epochs, batches)
-    assert side["status"] == "completed" and side["source"] == "monai" and side["epochs"] == 3
+    assert side["status"] == "completed" and side["source"] == "monai" and side["epochs"] == 4
+    assert [r["from_epoch"] for r in side["resumed"]] == [3]
     assert side["config"] == {"lr": 0.5, "batch_size": 8} and side["batches_per_epoch"] == 8
     fail_side = files(project, failed)[2]
     assert fail_side["status"] == "failed" and "the data loader broke" in fail_side["message"]
     (ddp,) = fits["ignite_ddp"]["runs"]
     ddp_csv, _, ddp_side = files(project, ddp)
     assert ddp_side["status"] == "completed" and ddp_side["world_size"] == 2
-    assert_same_rows(table(ddp_csv), epochs)
-    # the same model, data and optimizer under Lightning: the same numbers
-    assert_same_rows(epochs, table(files(project, fits["lightning"]["runs"][0])[0])[:3])
+    assert_same_rows(table(ddp_csv), epochs[:3])
+    # the same model, data and optimizer under Lightning (resumed alike): the same numbers
+    assert_same_rows(epochs, table(files(project, fits["lightning"]["runs"][0])[0]))
 
 
 def medic_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -7,6 +7,7 @@ import argparse
 import ignite.distributed as idist
 import torch
 from ignite.engine import Events
+from ignite.handlers import Checkpoint
 from ignite.metrics import Loss
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
@@ -24,7 +25,7 @@ def loader(ds: TensorDataset, batch_size: int) -> DataLoader:
     return DataLoader(ds, batch_size=batch_size, sampler=sampler)
 
 
-def training(local_rank: int, a, fail_at: int = 0) -> None:
+def training(local_rank: int, a, fail_at: int = 0, resume: bool = False) -> None:
     torch.manual_seed(0)
     net = idist.auto_model(torch.nn.Conv2d(1, 2, 3, padding=1))
     optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
@@ -61,10 +62,17 @@ def training(local_rank: int, a, fail_at: int = 0) -> None:
         handler.attach(evaluator)
         run = trainer.run
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: epoch.update(now=e.state.epoch))
+    saved = {"trainer": trainer, "medic": handler, "net": net, "optimizer": optimizer}
+    ckpt = f"{a.output_dir}/monai_fit_{'ignite' if a.plain else 'monai'}_{a.nproc}.pt"
+    if resume:  # one epoch more, from the end of the first fit (Ignite's Checkpoint.load_objects)
+        Checkpoint.load_objects(saved, torch.load(ckpt, weights_only=False))
+        trainer.state.max_epochs = a.epochs + 1
     try:
         run()
     except RuntimeError as err:
         print("FAILED", err, flush=True)
+    if idist.get_rank() == 0 and not resume and not fail_at:
+        torch.save({k: v.state_dict() for k, v in saved.items()}, ckpt)
     if idist.get_rank() == 0:
         print("RUN", handler.state_dict()["run_id"], flush=True)
 
@@ -77,15 +85,15 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--samples", type=int, default=64)
     p.add_argument("--plain", action="store_true", help="Ignite's own engines instead of MONAI's")
-    p.add_argument("--stages", default="fit", help="fit, fail: in order")
+    p.add_argument("--stages", default="fit", help="fit, resume (one epoch more), fail: in order")
     a = p.parse_args()
     for stage in a.stages.split(","):
         fail_at = 2 if stage == "fail" else 0
         if a.nproc > 1:
             with idist.Parallel(backend="gloo", nproc_per_node=a.nproc) as parallel:
-                parallel.run(training, a, fail_at)
+                parallel.run(training, a, fail_at, stage == "resume")
         else:
-            training(0, a, fail_at)
+            training(0, a, fail_at, stage == "resume")
 
 
 if __name__ == "__main__":
