@@ -93,13 +93,19 @@ class MedicLogger(Logger):
             callback.setup(trainer, model, "fit")
 
     def finalize(self, status: str) -> None:
-        if status == "success" or status == "finished":
+        """Lightning's end of a fit: ``success`` (completed), ``finished`` (stopped by a signal,
+        e.g. SLURM's before a requeue) or ``failed`` (the exception ``on_exception`` saw)."""
+        if not self._opened:  # nothing written (a failure before training, or no fit at all)
+            if self._run_id is not None and not self._resume:
+                release_run_id(self.project, self._run_id)
+                self._run_id = None
+            return
+        if status == "success":
             self.recorder.close("completed")
-        elif self._opened:
-            kind, message = self.failure or ("failed", "")
-            self.recorder.close(kind, message)
-        elif self._run_id is not None and not self._resume:  # failed before anything was written
-            release_run_id(self.project, self._run_id)
+        elif status == "finished":
+            self.recorder.close("stopped", "stopped by a signal")
+        else:
+            self.recorder.close(*(self.failure or ("failed", "")))
 
     # --- the run -------------------------------------------------------------------------------
     def bind(self, trainer) -> None:
