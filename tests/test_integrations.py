@@ -48,8 +48,8 @@ def fits(tmp_path_factory):
     py = sys.executable
     commands = {
         # entry point installed: a fit, the same fit resumed for one epoch more, a failing fit, a
-        # metric first logged in epoch 2
-        "lightning": ([py, str(SCRIPTS / "lightning_fit.py"), str(project), "--stages", "fit,resume,fail,late"],
+        # metric first logged in epoch 2, a fit that fails before its first step
+        "lightning": ([py, str(SCRIPTS / "lightning_fit.py"), str(project), "--stages", "fit,resume,fail,late,broken"],
                       child_env(PYTHONPATH=f"{ROOT}:{ep}")),
         # no entry point: the logger attaches its callback itself
         "lightning_ddp": ([py, str(SCRIPTS / "lightning_fit.py"), str(project), "--devices", "2", "--batch_size", "4"],
@@ -103,7 +103,7 @@ def assert_same_rows(a: list[dict], b: list[dict]) -> None:
 
 
 def test_lightning_fit_writes_the_seed_schema_and_a_completed_sidecar(fits):
-    project, (run, resumed, failed, late) = fits["project"], fits["lightning"]["runs"]
+    project, (run, resumed, failed, late, broken) = fits["project"], fits["lightning"]["runs"]
     assert "CALLBACK entry point" in fits["lightning"]["stdout"]  # attached by the declared entry point
     assert resumed == run
     epoch_csv, batch_csv, side = files(project, run)
@@ -117,7 +117,7 @@ def test_lightning_fit_writes_the_seed_schema_and_a_completed_sidecar(fits):
     assert all(0 < float(r["val_dice"]) <= 1 for r in epochs)
     assert side["status"] == "completed" and side["world_size"] == 1 and side["source"] == "lightning"
     assert side["epochs"] == 4 and side["epochs_done"] == 4 and side["batches_per_epoch"] == 8
-    assert side["config"] == {"lr": 0.5, "fail_at": 0, "late_metric": False, "batch_size": 8}
+    assert side["config"] == {"lr": 0.5, "fail_at": 0, "late_metric": False, "broken": False, "batch_size": 8}
     assert [r["from_epoch"] for r in side["resumed"]] == [3]
     assert (project / "checkpoints" / run / "checkpoints").is_dir()
 
@@ -127,6 +127,15 @@ def test_a_failing_lightning_fit_is_marked_failed(fits):
     epoch_csv, _, side = files(project, failed)
     assert side["status"] == "failed" and side["message"] == "RuntimeError: the data loader broke"
     assert [r["Epoch"] for r in table(epoch_csv)] == ["1"]
+
+
+def test_a_fit_that_fails_before_training_leaves_no_run_behind(fits):
+    project = fits["project"]
+    assert fits["lightning"]["runs"][4] == "-" and "FAILED no optimizer" in fits["lightning"]["stdout"]
+    # every run id reserved by the fits (all ended now) has its files: no empty CSV left over
+    csvs = sorted((project / "metrics").glob("epoch_metrics_*.csv"))
+    assert all(p.stat().st_size > 0 for p in csvs)
+    assert len(csvs) == len(list((project / "metrics").glob("run_*.json"))) == 7
 
 
 def test_a_metric_first_logged_later_is_named_in_a_warning(fits):

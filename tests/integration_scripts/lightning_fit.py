@@ -19,7 +19,7 @@ def data(n: int, seed: int = 0) -> TensorDataset:
 
 
 class Seg(pl.LightningModule):
-    def __init__(self, lr: float = 0.5, fail_at: int = 0, late_metric: bool = False):
+    def __init__(self, lr: float = 0.5, fail_at: int = 0, late_metric: bool = False, broken: bool = False):
         super().__init__()
         self.save_hyperparameters()
         torch.manual_seed(0)
@@ -44,10 +44,12 @@ class Seg(pl.LightningModule):
         self.log("val_dice", dice, sync_dist=True)
 
     def configure_optimizers(self):
+        if self.hparams.broken:
+            raise RuntimeError("no optimizer for this model")
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 
 
-def fit(a, epochs: int, ckpt_path=None, fail_at: int = 0, late_metric: bool = False) -> str:
+def fit(a, epochs: int, ckpt_path=None, fail_at: int = 0, late_metric: bool = False, broken: bool = False) -> str:
     """One fit; returns the medic run id (rank 0)."""
     logger = MedicLogger(output_dir=a.output_dir, log_batch_metrics=True, flush_every=4,
                          hparams={"batch_size": a.batch_size})
@@ -64,12 +66,12 @@ def fit(a, epochs: int, ckpt_path=None, fail_at: int = 0, late_metric: bool = Fa
     train = DataLoader(train_set, batch_size=a.batch_size, sampler=sampler)
     val = DataLoader(data(16, seed=1), batch_size=a.batch_size, shuffle=False)
     try:
-        trainer.fit(Seg(fail_at=fail_at, late_metric=late_metric), train, val, ckpt_path=ckpt_path)
+        trainer.fit(Seg(fail_at=fail_at, late_metric=late_metric, broken=broken), train, val, ckpt_path=ckpt_path)
     except RuntimeError as err:
         print("FAILED", err, flush=True)
     if trainer.global_rank == 0:
-        print("RUN", logger.version, "CALLBACK", "entry point" if attached else "logger", flush=True)
-    return logger.version
+        print("RUN", logger.recorder.run_id or "-", "CALLBACK", "entry point" if attached else "logger", flush=True)
+    return logger.recorder.run_id
 
 
 def main() -> None:
@@ -79,7 +81,7 @@ def main() -> None:
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--samples", type=int, default=64)
-    p.add_argument("--stages", default="fit", help="fit, resume (one epoch more), fail, late: in order")
+    p.add_argument("--stages", default="fit", help="fit, resume (one epoch more), fail, late, broken: in order")
     a = p.parse_args()
     run_id = None
     for stage in a.stages.split(","):
@@ -92,6 +94,8 @@ def main() -> None:
             fit(a, a.epochs, fail_at=2)
         elif stage == "late":
             fit(a, 2, late_metric=True)
+        elif stage == "broken":  # fails before its first step
+            fit(a, 2, broken=True)
 
 
 if __name__ == "__main__":
