@@ -106,6 +106,7 @@ def test_lightning_fit_writes_the_seed_schema_and_a_completed_sidecar(fits):
     project, (run, resumed, failed, late, broken) = fits["project"], fits["lightning"]["runs"]
     assert "CALLBACK entry point" in fits["lightning"]["stdout"]  # attached by the declared entry point
     assert resumed == run
+    assert "SIDECAR running True" in fits["lightning"]["stdout"]  # while it trained
     epoch_csv, batch_csv, side = files(project, run)
     assert header(epoch_csv) == list(EPOCH_COLUMNS) + ["val_loss", "val_dice"]
     epochs, batches = table(epoch_csv), table(batch_csv)
@@ -151,6 +152,7 @@ def test_lightning_ddp_rows_are_global_and_equal_one_process_with_the_whole_batc
     (ddp,) = fits["lightning_ddp"]["runs"]
     epoch_csv, batch_csv, side = files(project, ddp)
     assert side["status"] == "completed" and side["world_size"] == 2 and side["config"]["batch_size"] == 4
+    assert "SIDECAR running True" in fits["lightning_ddp"]["stdout"]
     epochs, batches = table(epoch_csv), table(batch_csv)
     assert_rows_from_steps(epochs, batches)
     single = table(files(project, fits["lightning"]["runs"][0])[0])[:3]
@@ -161,7 +163,7 @@ def test_lightning_ddp_rows_are_global_and_equal_one_process_with_the_whole_batc
 def test_monai_supervised_trainer_and_ignite_ddp(fits):
     project = fits["project"]
     run, resumed, failed = fits["monai"]["runs"]
-    assert resumed == run
+    assert resumed == run and "SIDECAR running True" in fits["monai"]["stdout"]
     epoch_csv, batch_csv, side = files(project, run)
     assert header(epoch_csv) == list(EPOCH_COLUMNS) + ["val_loss"]
     epochs, batches = table(epoch_csv), table(batch_csv)
@@ -176,6 +178,7 @@ def test_monai_supervised_trainer_and_ignite_ddp(fits):
     (ddp,) = fits["ignite_ddp"]["runs"]
     ddp_csv, _, ddp_side = files(project, ddp)
     assert ddp_side["status"] == "completed" and ddp_side["world_size"] == 2
+    assert "SIDECAR running True" in fits["ignite_ddp"]["stdout"]
     assert_same_rows(table(ddp_csv), epochs[:3])
     # the same model, data and optimizer under Lightning (resumed alike): the same numbers
     assert_same_rows(epochs, table(files(project, fits["lightning"]["runs"][0])[0]))

@@ -3,6 +3,8 @@ re-runs sys.argv). Segmentation of 8x8 images by one convolution; seeded, unshuf
 
 import argparse
 import glob
+import json
+import os
 
 import lightning.pytorch as pl
 import torch
@@ -49,6 +51,16 @@ class Seg(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 
 
+class SidecarProbe(pl.Callback):
+    """Prints the run's sidecar status as the second epoch starts (rank 0): the run is live."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        logger = trainer.logger
+        if trainer.current_epoch == 1 and trainer.global_rank == 0:
+            side = json.loads(logger.project.sidecar(logger.recorder.run_id).read_text())
+            print("SIDECAR", side["status"], side["pid"] == os.getpid(), flush=True)
+
+
 def fit(a, epochs: int, ckpt_path=None, fail_at: int = 0, late_metric: bool = False, broken: bool = False) -> str:
     """One fit; returns the medic run id (rank 0)."""
     logger = MedicLogger(output_dir=a.output_dir, log_batch_metrics=True, flush_every=4,
@@ -56,7 +68,7 @@ def fit(a, epochs: int, ckpt_path=None, fail_at: int = 0, late_metric: bool = Fa
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=a.devices,
                          strategy="ddp" if a.devices > 1 else "auto", logger=logger,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=1,
-                         use_distributed_sampler=False)
+                         use_distributed_sampler=False, callbacks=[SidecarProbe()])
     attached = any(isinstance(c, MedicCallback) for c in trainer.callbacks)  # by the entry point
     # Lightning's own sampler would shuffle the training data; unshuffled, one process with batch N
     # sees the same samples per step as two with batch N/2

@@ -3,6 +3,9 @@ ignite.distributed with gloo (``--plain``: Ignite's own supervised engines, no M
 Segmentation of 8x8 images by one convolution; seeded, unshuffled."""
 
 import argparse
+import json
+import os
+from pathlib import Path
 
 import ignite.distributed as idist
 import torch
@@ -62,6 +65,12 @@ def training(local_rank: int, a, fail_at: int = 0, resume: bool = False) -> None
         handler.attach(evaluator)
         run = trainer.run
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: epoch.update(now=e.state.epoch))
+
+    @trainer.on(Events.EPOCH_STARTED(once=2))
+    def probe(engine):  # the run's sidecar while it trains (rank 0)
+        if idist.get_rank() == 0:
+            side = json.loads(Path(a.output_dir, "metrics", f"run_{handler.recorder.run_id}.json").read_text())
+            print("SIDECAR", side["status"], side["pid"] == os.getpid(), flush=True)
     saved = {"trainer": trainer, "medic": handler, "net": net, "optimizer": optimizer}
     ckpt = f"{a.output_dir}/monai_fit_{'ignite' if a.plain else 'monai'}_{a.nproc}.pt"
     if resume:  # one epoch more, from the end of the first fit (Ignite's Checkpoint.load_objects)
