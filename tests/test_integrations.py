@@ -48,8 +48,8 @@ def fits(tmp_path_factory):
     py = sys.executable
     commands = {
         # entry point installed: a fit, the same fit resumed for one epoch more, a failing fit, a
-        # metric first logged in epoch 2, a fit that fails before its first step
-        "lightning": ([py, str(SCRIPTS / "lightning_fit.py"), str(project), "--stages", "fit,resume,fail,late,broken"],
+        # metric first logged in epoch 2, a fit that fails before its first step, two fits with one logger
+        "lightning": ([py, str(SCRIPTS / "lightning_fit.py"), str(project), "--stages", "fit,resume,fail,late,broken,reuse"],
                       child_env(PYTHONPATH=f"{ROOT}:{ep}")),
         # no entry point: the logger attaches its callback itself
         "lightning_ddp": ([py, str(SCRIPTS / "lightning_fit.py"), str(project), "--devices", "2", "--batch_size", "4"],
@@ -103,7 +103,7 @@ def assert_same_rows(a: list[dict], b: list[dict]) -> None:
 
 
 def test_lightning_fit_writes_the_seed_schema_and_a_completed_sidecar(fits):
-    project, (run, resumed, failed, late, broken) = fits["project"], fits["lightning"]["runs"]
+    project, (run, resumed, failed, late, broken, *reused) = fits["project"], fits["lightning"]["runs"]
     assert "CALLBACK entry point" in fits["lightning"]["stdout"]  # attached by the declared entry point
     assert resumed == run
     assert "SIDECAR running True" in fits["lightning"]["stdout"]  # while it trained
@@ -136,7 +136,16 @@ def test_a_fit_that_fails_before_training_leaves_no_run_behind(fits):
     # every run id reserved by the fits (all ended now) has its files: no empty CSV left over
     csvs = sorted((project / "metrics").glob("epoch_metrics_*.csv"))
     assert all(p.stat().st_size > 0 for p in csvs)
-    assert len(csvs) == len(list((project / "metrics").glob("run_*.json"))) == 7
+    assert len(csvs) == len(list((project / "metrics").glob("run_*.json"))) == 9
+
+
+def test_a_logger_used_for_two_fits_records_two_runs(fits):
+    project, reused = fits["project"], fits["lightning"]["runs"][5:]
+    assert len(set(reused)) == 2
+    for run in reused:
+        epoch_csv, _, side = files(project, run)
+        assert side["status"] == "completed" and [r["Epoch"] for r in table(epoch_csv)] == ["1"]
+        assert any((project / "checkpoints" / run / "checkpoints").glob("*.ckpt"))
 
 
 def test_a_metric_first_logged_later_is_named_in_a_warning(fits):

@@ -55,7 +55,7 @@ class MedicLogger(Logger):
         self._resume = False
         self._trainer = None
         self._opened = False
-        self.failure = ""
+        self.failure: tuple[str, str] | None = None
 
     # --- Lightning's Logger interface --------------------------------------------------------
     @property
@@ -112,6 +112,11 @@ class MedicLogger(Logger):
         """The trainer this logger records; where the fit was resumed from a checkpoint already
         restored (the logger attached its callback late), the run id is read from that file."""
         self._trainer = trainer
+        if self._opened and self.recorder.logger is None:  # a logger reused for another fit: a new run
+            self._opened, self._resume, self.failure = False, False, None
+            old, self._run_id = self._run_id, None
+            if trainer.global_rank == 0:
+                self._follow(old, self.run_id(), release=False)
         if trainer.ckpt_path:
             self.adopt(callback_state(trainer.ckpt_path))
 
@@ -123,13 +128,20 @@ class MedicLogger(Logger):
         if (self._trainer is None or self._trainer.global_rank != 0 or self._opened or not run_id
                 or run_id == self._run_id or not self.project.epoch_csv(run_id).is_file()):
             return
-        if self._run_id is not None:
-            old = self.project.checkpoint_dir(self._run_id) / "checkpoints"
-            for callback in self._trainer.checkpoint_callbacks:
-                if getattr(callback, "dirpath", None) and Path(callback.dirpath) == old:
-                    callback.dirpath = str(self.project.checkpoint_dir(run_id) / "checkpoints")
-            release_run_id(self.project, self._run_id)
+        self._follow(self._run_id, run_id, release=True)
         self._run_id, self._resume = run_id, True
+
+    def _follow(self, old: str | None, new: str, release: bool) -> None:
+        """Lightning's checkpoint folder, resolved from an earlier id, follows the run to ``new``;
+        with ``release``, the earlier id (nothing written under it) is given back."""
+        if old is None:
+            return
+        old_dir = self.project.checkpoint_dir(old) / "checkpoints"
+        for callback in self._trainer.checkpoint_callbacks:
+            if getattr(callback, "dirpath", None) and Path(callback.dirpath) == old_dir:
+                callback.dirpath = str(self.project.checkpoint_dir(new) / "checkpoints")
+        if release:
+            release_run_id(self.project, old)
 
     def run_id(self) -> str | None:
         """The medic run id (reserved on first use, rank 0; None on other ranks)."""

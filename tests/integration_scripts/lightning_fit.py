@@ -61,10 +61,11 @@ class SidecarProbe(pl.Callback):
             print("SIDECAR", side["status"], side["pid"] == os.getpid(), flush=True)
 
 
-def fit(a, epochs: int, ckpt_path=None, fail_at: int = 0, late_metric: bool = False, broken: bool = False) -> str:
+def fit(a, epochs: int, ckpt_path=None, fail_at: int = 0, late_metric: bool = False, broken: bool = False,
+        logger: MedicLogger | None = None) -> str:
     """One fit; returns the medic run id (rank 0)."""
-    logger = MedicLogger(output_dir=a.output_dir, log_batch_metrics=True, flush_every=4,
-                         hparams={"batch_size": a.batch_size})
+    logger = logger or MedicLogger(output_dir=a.output_dir, log_batch_metrics=True, flush_every=4,
+                                   hparams={"batch_size": a.batch_size})
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=a.devices,
                          strategy="ddp" if a.devices > 1 else "auto", logger=logger,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=1,
@@ -93,7 +94,7 @@ def main() -> None:
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--samples", type=int, default=64)
-    p.add_argument("--stages", default="fit", help="fit, resume (one epoch more), fail, late, broken: in order")
+    p.add_argument("--stages", default="fit", help="fit, resume (one epoch more), fail, late, broken, reuse: in order")
     a = p.parse_args()
     run_id = None
     for stage in a.stages.split(","):
@@ -108,6 +109,10 @@ def main() -> None:
             fit(a, 2, late_metric=True)
         elif stage == "broken":  # fails before its first step
             fit(a, 2, broken=True)
+        elif stage == "reuse":  # one logger, two fits: two runs
+            logger = MedicLogger(output_dir=a.output_dir, flush_every=4)
+            fit(a, 1, logger=logger)
+            fit(a, 1, logger=logger)
 
 
 if __name__ == "__main__":
