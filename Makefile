@@ -19,9 +19,10 @@ $(VENV)/.ready: pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name medic --display-name "medic (.venv)" >/dev/null
 	touch $@
 
-# Lightning, for the logger benchmark only (medic itself does not need it); the export extra for medic export
+# the optional features' extras: Lightning (the logger benchmark, medic.integrations.lightning), Ignite
+# (medic.integrations.monai), TensorBoard and MLflow (medic export), Optuna (medic sweep)
 $(VENV)/.bench-ready: $(VENV)/.ready
-	$(PY) -m pip install --quiet -e '.[test,bench,export,sweep]'
+	$(PY) -m pip install --quiet -e '.[test,bench,export,sweep,lightning,monai-ignite]'
 	touch $@
 
 setup: $(VENV)/.ready

@@ -46,7 +46,7 @@ def write_run(root: Path, run_id: str, epochs: int = 5, *, extra: dict | None = 
     extra = extra or {}
     mode = "max" if "Dice" in monitor else "min"
     logger = MetricsLogger(root, run_id, log_batch_metrics=batches > 0, extra_columns=list(extra),
-                           monitor_mode=mode)
+                           monitor_mode=mode, sidecar=False)  # the sidecar (or none) written below
     rows, best = [], None
     for e in range(1, epochs + 1):
         losses = [loss0 / e * (1 + 0.05 * math.sin(b + e)) for b in range(max(batches, 1))]

@@ -26,6 +26,7 @@ from typing import Iterable, Sequence
 
 from medic.errors import MedicError
 from medic.store.paths import Project, reserve_run_id
+from medic.store.record import RunRecord, exit_status
 
 EPOCH_COLUMNS = ("Epoch", "Avg_Loss", "Min_Batch_Loss", "Max_Batch_Loss", "Learning_Rate",
                  "Epoch_Time_Seconds", "Best_Loss_So_Far", "Is_Best_Model", "Timestamp")
@@ -156,36 +157,65 @@ class MetricsLogger:
     ``"max"``, used when ``log_epoch`` is not told the best value itself. ``resume_epoch``: when
     continuing a run, the last epoch whose rows are kept; ``resume_partial=(epoch, n)`` also keeps
     the first ``n`` batch rows of an epoch that was stopped part-way.
+
+    The run's sidecar (``metrics/run_<id>.json``, ``medic.store.record``): ``hparams`` (any dict)
+    become the run's options, ``epochs_planned`` its planned epochs; the status is running until
+    ``close()`` (completed) or an exception leaves the ``with`` block (failed, with its message).
+    ``resume=<run id>`` continues that run's files (with ``resume_epoch``: the rows after it go).
+    ``extra_columns=None``: the extra columns are those of the first ``log_epoch`` call.
+    ``sidecar=False``: no sidecar (``medic train`` writes its own); by default one is written unless
+    the run already has a sidecar that another writer keeps (one without ``source``, as the
+    trainer's).
     """
 
     def __init__(self, output_dir: str | os.PathLike | None = None, run_id: str | None = None, *,
                  log_batch_metrics: bool = False, extra_columns: Iterable[str] = (),
                  monitor_mode: str = "min", resume_epoch: int | None = None,
-                 resume_partial: tuple[int, int] | None = None, best_so_far: float | None = None, rank: int | None = None):
+                 resume_partial: tuple[int, int] | None = None, best_so_far: float | None = None, rank: int | None = None,
+                 hparams: dict | None = None, epochs_planned: int | None = None, resume: str | None = None,
+                 sidecar: bool | None = None, run_info: dict | None = None):
         self.project = Project.at(output_dir)
         self.enabled = (rank if rank is not None else _rank_from_env()) == 0
-        self.extra_columns = tuple(extra_columns)
-        clash = set(self.extra_columns) & set(EPOCH_COLUMNS)
-        if clash or len(set(self.extra_columns)) != len(self.extra_columns):
-            raise MedicError(f"extra columns must be new and distinct names, got {list(self.extra_columns)}")
+        self.extra_columns = None if extra_columns is None else check_extra_columns(extra_columns)
+        if resume is not None:
+            run_id = str(resume)
+            if self.enabled and not self.project.epoch_csv(run_id).is_file():
+                raise MedicError(f"no run {run_id} to resume in {self.project.metrics}")
         if monitor_mode not in ("min", "max"):
             raise MedicError(f"monitor_mode must be 'min' or 'max', got {monitor_mode!r}")
         self.monitor_mode = monitor_mode
         self.best = best_so_far
+        self.best_epoch: int | None = None
         self.run_id = run_id
         self.epoch_path: Path | None = None
         self.batch_path: Path | None = None
         self._epoch = self._batch = None
+        self.record: RunRecord | None = None
         if not self.enabled:
             return
         self.project.metrics.mkdir(parents=True, exist_ok=True)
+        continuing = self.run_id is not None and self.project.epoch_csv(self.run_id).exists()
         if self.run_id is None:
             self.run_id = reserve_run_id(self.project)
         self.epoch_path = self.project.epoch_csv(self.run_id)
-        self._epoch = _CsvFile(self.epoch_path, EPOCH_COLUMNS + self.extra_columns, resume_epoch)
+        self._resume_epoch = resume_epoch
+        if self.extra_columns is None and self.epoch_path.stat().st_size > 0:  # continuing: its columns
+            with open(self.epoch_path, encoding="utf-8-sig", errors="replace") as f:
+                header = f.readline()
+            if header.endswith("\n"):
+                self.extra_columns = tuple(header.strip().split(",")[len(EPOCH_COLUMNS):])
+        if self.extra_columns is not None:
+            self._epoch = _CsvFile(self.epoch_path, EPOCH_COLUMNS + self.extra_columns, resume_epoch)
+            if continuing and self.best is None:
+                self.best = last_best(self.epoch_path)
         if log_batch_metrics:
             self.batch_path = self.project.batch_csv(self.run_id)
             self._batch = _CsvFile(self.batch_path, BATCH_COLUMNS, resume_epoch, resume_partial)
+        if sidecar or sidecar is None and RunRecord.ours_to_write(self.project.sidecar(self.run_id)):
+            self.record = RunRecord(self.project.sidecar(self.run_id), self.run_id)
+            self.record.start(hparams=hparams, epochs_planned=epochs_planned, extra_columns=self.extra_columns,
+                              log_batch_metrics=log_batch_metrics, monitor_mode=monitor_mode,
+                              resumed_from=resume_epoch if continuing else None, info=run_info)
 
     def is_better(self, value: float) -> bool:
         if not math.isfinite(value):
@@ -199,6 +229,12 @@ class MetricsLogger:
                   is_best: bool | None = None, **extra) -> None:
         """Append one epoch row. Without ``best_so_far``/``is_best`` the logger tracks the best
         ``avg_loss`` itself (``monitor_mode``)."""
+        if self.extra_columns is None:  # the first row names the columns
+            self.extra_columns = check_extra_columns(extra)
+            if self.enabled:
+                self._epoch = _CsvFile(self.epoch_path, EPOCH_COLUMNS + self.extra_columns, self._resume_epoch)
+                if self.record is not None:
+                    self.record.update(extra_columns=list(self.extra_columns))
         unknown = set(extra) - set(self.extra_columns)
         if unknown:
             raise MedicError(f"unknown metric column(s) {sorted(unknown)}; declare them in extra_columns")
@@ -211,6 +247,8 @@ class MetricsLogger:
             raise MedicError("log_epoch: give best_so_far together with is_best")
         else:
             self.best = best_so_far
+        if is_best:
+            self.best_epoch = int(epoch)
         if not self.enabled:
             return
         cells = [str(int(epoch)), fmt_loss(avg_loss), fmt_loss(min_batch_loss), fmt_loss(max_batch_loss),
@@ -218,6 +256,9 @@ class MetricsLogger:
                  "True" if is_best else "False", time.strftime("%Y-%m-%d %H:%M:%S")]
         cells += [fmt_value(extra.get(name)) for name in self.extra_columns]
         self._epoch.write(",".join(cells) + "\n")
+        if self.record is not None:
+            self.record.update(epochs_done=int(epoch), best=self.best, best_epoch=self.best_epoch,
+                               updated=time.strftime("%Y-%m-%d %H:%M:%S"))
 
     def log_batch(self, epoch: int, batch: int, loss: float, learning_rate: float) -> None:
         if self._batch is not None:
@@ -239,13 +280,36 @@ class MetricsLogger:
     def logs_batches(self) -> bool:
         return self._batch is not None
 
-    def close(self) -> None:
+    def close(self, status: str = "completed", message: str = "") -> None:
+        """Close the files and record the run's end in its sidecar (``completed`` unless told
+        ``failed`` or ``stopped``, with a ``message``)."""
         for f in (self._epoch, self._batch):
             if f is not None:
                 f.close()
+        if self.record is not None:
+            self.record.finish(status, message)
 
     def __enter__(self) -> "MetricsLogger":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(*exit_status(exc_type, exc))
+
+
+def check_extra_columns(names: Iterable[str]) -> tuple[str, ...]:
+    names = tuple(names)
+    if set(names) & set(EPOCH_COLUMNS) or len(set(names)) != len(names):
+        raise MedicError(f"extra columns must be new and distinct names, got {list(names)}")
+    return names
+
+
+def last_best(path: Path) -> float | None:
+    """``Best_Loss_So_Far`` of the last complete row of an epoch CSV (a run being continued)."""
+    with open(path, "rb") as f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - 65536))
+        lines = f.read().split(b"\n")[:-1]
+    try:
+        value = float(lines[-1].split(b",")[6]) if len(lines) > 1 else None
+    except (ValueError, IndexError):
+        return None
+    return value if value is not None and math.isfinite(value) else None

@@ -133,3 +133,15 @@ def reserve_run_id(project: Project, now: float | None = None) -> str:
             n += 1
             continue
         return run_id
+
+
+def release_run_id(project: Project, run_id: str) -> None:
+    """A new run that failed before writing anything (a plug-in that does not import, a model
+    that cannot be built) gives back the empty epoch CSV that reserved its id: bad input leaves
+    no trace."""
+    path = project.epoch_csv(run_id)
+    try:
+        if path.stat().st_size == 0 and not project.sidecar(run_id).exists():
+            path.unlink()
+    except OSError:
+        pass

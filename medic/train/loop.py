@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from medic.config import TrainConfig
 from medic.errors import MedicError
 from medic.store.logger import MetricsLogger
-from medic.store.paths import Project
+from medic.store.paths import Project, release_run_id
 from medic.store.sidecar import now_str, update_sidecar
 from medic.train import checkpoint as ckpt
 from medic.train import dist
@@ -171,7 +171,8 @@ class RankRun:
                                     extra_columns=extra, monitor_mode=cfg.monitor_direction,
                                     resume_epoch=resumed["epoch"] if resumed else None,
                                     resume_partial=(partial["epoch"], partial["batch"]) if partial else None,
-                                    best_so_far=resumed.get("best") if resumed else None, rank=0)
+                                    best_so_far=resumed.get("best") if resumed else None, rank=0,
+                                    sidecar=False)  # the trainer writes its own (Saver.sidecar_start)
         con.open_log(project.log_file(run_id))
         self.saver.sidecar_start(self.r, data.steps, extra, resumed, self.resume_path)
         self.owns_sidecar = True
@@ -357,15 +358,3 @@ def make_scheduler(cfg: TrainConfig, optimizer):
     if cfg.lr_scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=cfg.monitor_direction, factor=cfg.lr_gamma)
     return None
-
-
-def release_run_id(project: Project, run_id: str) -> None:
-    """A new run that failed before writing anything (a plug-in that does not import, a model
-    that cannot be built) gives back the empty epoch CSV that reserved its id: bad input leaves
-    no trace."""
-    path = project.epoch_csv(run_id)
-    try:
-        if path.stat().st_size == 0 and not project.sidecar(run_id).exists():
-            path.unlink()
-    except OSError:
-        pass
