@@ -37,6 +37,7 @@ from medic.train.data import Data, build_data
 from medic.train.models import build_loss, build_model, build_optimizer, dice_per_sample
 from medic.train.save import Saver, TrainState
 from medic.train.sync import EpochState, NonFiniteLoss, StepSync, StopFlag, agree, record_windows
+from medic.train.telemetry import EpochTimer, columns as telemetry_columns
 from medic.train.torchrun import report_failure
 
 
@@ -187,15 +188,19 @@ class RankRun:
             data.sampler.skip = first * cfg.batch_size
             t0 = time.perf_counter() - es.elapsed
             step.model.train()
-            if train_epoch(step, data.loader, es, epoch, first, data.steps):
+            timer = EpochTimer(self.device)
+            if train_epoch(step, data.loader, es, epoch, first, data.steps, timer):
                 es.elapsed = time.perf_counter() - t0
                 if r.is_main:
                     self.saver.partial(ts, done_epoch, epoch, es)
                     con.say("stopped_mid", e=epoch, k=done_epoch, id=self.run_id)
                 return True
+            v0 = time.perf_counter()
             metrics = validate(ts.model, data.val_loader, step.loss_fn, self.device, cfg) \
                 if data.val_loader is not None else {}
-            self.end_epoch(step, ts, data, es, epoch, time.perf_counter() - t0, metrics)
+            val_s = time.perf_counter() - v0 if data.val_loader is not None else None
+            seconds = time.perf_counter() - t0
+            self.end_epoch(step, ts, data, es, epoch, seconds, metrics, timer.finish(self.control, val_s))
             done_epoch = epoch
             if agree(self.stop.local(), self.control):
                 if r.is_main:
@@ -207,8 +212,9 @@ class RankRun:
         return False
 
     def end_epoch(self, step: Step, ts: TrainState, data: Data, es: EpochState, epoch: int, seconds: float,
-                  metrics: dict[str, float]) -> None:
-        """The epoch's row, summary, LR step, checkpoints and sidecar progress."""
+                  metrics: dict[str, float], telemetry: dict[str, float] | None = None) -> None:
+        """The epoch's row, summary, LR step, checkpoints and sidecar progress (``telemetry``:
+        the epoch's time and memory columns, last in the row, not in the console summary)."""
         cfg = self.cfg
         ts.epoch_times.append(seconds)
         avg = es.loss_sum / es.count if es.count else float("nan")
@@ -225,7 +231,7 @@ class RankRun:
         if self.r.is_main:
             self.logger.log_epoch(epoch, avg_loss=avg, min_batch_loss=lo, max_batch_loss=hi, learning_rate=lr,
                                   epoch_time=seconds, best_so_far=ts.best if ts.best is not None else float("nan"),
-                                  is_best=is_best, **metrics)
+                                  is_best=is_best, **metrics, **(telemetry or {}))
             self.con.epoch_summary(epoch, cfg.epochs, avg, lo, hi, lr, seconds,
                                    eta_hours(ts.epoch_times, cfg.epochs - epoch), metrics)
         if ts.scheduler is not None:
@@ -266,11 +272,14 @@ def build_state(cfg: TrainConfig, data: Data, device: torch.device, resumed: dic
 
 def extra_columns(cfg: TrainConfig, data: Data) -> list[str]:
     return (["Val_Loss", "Val_Dice"] if data.val_loader is not None else []) + \
-           (["Nonfinite_Batches"] if cfg.nonfinite == "skip" else [])
+           (["Nonfinite_Batches"] if cfg.nonfinite == "skip" else []) + \
+           telemetry_columns(data.val_loader is not None)
 
 
-def train_epoch(step: Step, loader, es: EpochState, epoch: int, first: int, steps: int) -> bool:
+def train_epoch(step: Step, loader, es: EpochState, epoch: int, first: int, steps: int,
+                timer: EpochTimer | None = None) -> bool:
     """Train one epoch (from batch ``first``). Returns True when a stop was agreed on."""
+    timer = timer or EpochTimer(step.device)
     cfg, model, optimizer, device, con = step.cfg, step.model, step.optimizer, step.device, step.con
     is_main = dist.ranks().is_main
     sums = torch.zeros(steps, device=device)    # per step: sum of this rank's sample losses
@@ -279,7 +288,7 @@ def train_epoch(step: Step, loader, es: EpochState, epoch: int, first: int, step
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
     sync = StepSync(sums, counts, step.control, device,
                     lambda packed, windows: record_windows(packed, windows, es, epoch, steps, cfg, step.logger, con))
-    for b, (images, masks) in enumerate(loader, start=first):
+    for b, (images, masks) in timer.batches(loader, first):
         if sync.poll(step.stop.local()):
             sync.close(pending, b, progress=False)
             sync.drain()
@@ -288,6 +297,7 @@ def train_epoch(step: Step, loader, es: EpochState, epoch: int, first: int, step
         masks = masks.to(device, non_blocking=True)
         if cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        timer.batch_ready()
         es.lrs.append(optimizer.param_groups[0]["lr"])
         with amp:
             loss = step.loss_fn(model(images), masks)
@@ -305,10 +315,13 @@ def train_epoch(step: Step, loader, es: EpochState, epoch: int, first: int, step
         n = images.shape[0]
         sums[b] = loss.detach().float() * n  # stays on the device: no sync here
         counts[b] = n
+        timer.after_step()
         if b % cfg.log_interval == 0 or b == steps - 1:
             sync.close(pending, b + 1, progress=b % cfg.log_interval == 0)
+            timer.interval()
             pending = b + 1
     sync.drain()  # the epoch's last steps are recorded before its epoch row
+    timer.end_loop()
     return False
 
 
