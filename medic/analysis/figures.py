@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 import pandas as pd
 
-from medic.store.files import write_atomic
 from medic.analysis.stats import MAX_POINTS, downsample, extra_metrics, metric_mode, monitor_of
+from medic.analysis.timing import has_timing, time_panel
+from medic.store.files import write_atomic
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -107,9 +108,10 @@ def training_figure(epochs: pd.DataFrame, monitor: str | tuple[str, str] | None 
     other = [c for c in extras if c not in loss_extras]
     e = epochs["Epoch"].to_numpy()
     dots = {"marker": "o", "ms": 4} if len(e) <= 50 else {}  # a few epochs: show where the data is
+    rows = 2 + bool(other) + has_timing(epochs)  # a Where the time goes panel when the CSV has the columns
     with themed() as colors:
-        fig = _figure(14, 13 if other else 9)
-        grid = fig.add_gridspec(3 if other else 2, 2)
+        fig = _figure(14, 9 + 4 * (rows - 2))
+        grid = fig.add_gridspec(rows, 2)
         ax_loss, ax_range = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
         ax_lr, ax_time = fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])
 
@@ -162,6 +164,8 @@ def training_figure(epochs: pd.DataFrame, monitor: str | tuple[str, str] | None 
             ax_val.set_title("Validation Metrics")
             _epoch_axis(ax_val, "Value")
             ax_val.legend(loc="best")
+        if has_timing(epochs):
+            time_panel(fig.add_subplot(grid[rows - 1, :]), epochs, colors)
         if title:
             fig.suptitle(title, fontsize=14)
     return fig

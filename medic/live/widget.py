@@ -12,7 +12,7 @@ import math
 import threading
 
 BAR_STYLES = {"completed": "success", "stopped": "warning", "failed": "danger"}
-SHOWN_VALUES = ("Epoch", "Avg_Loss", "Best_Loss_So_Far", "Learning_Rate", "Epoch_Time_Seconds")
+SHOWN_VALUES = ("Epoch", "Avg_Loss", "Best_Loss_So_Far", "Learning_Rate", "Epoch_Time_Seconds", "Samples_Per_Second")
 
 
 def _cell(value) -> str:

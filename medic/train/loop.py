@@ -31,7 +31,7 @@ from medic.store.logger import MetricsLogger
 from medic.store.paths import Project
 from medic.store.sidecar import now_str, update_sidecar
 from medic.train import checkpoint as ckpt
-from medic.train import dist
+from medic.train import dist, imports
 from medic.train.console import Console, settings_lines
 from medic.train.data import Data, build_data
 from medic.train.models import build_loss, build_model, build_optimizer, dice_per_sample
@@ -50,8 +50,10 @@ def run(cfg: TrainConfig, decide) -> int:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = dist.pick_device(cfg.device, r.local_rank)
+    monai = imports.load(cfg)  # in a thread, while the ranks meet
     control = dist.init(r, device, cfg.dist_timeout)
     plan = agree_on_plan(decide, r)
+    monai.join()
     if plan is None:
         dist.shutdown()
         return 2
