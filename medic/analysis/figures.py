@@ -2,8 +2,9 @@
 
 Each function returns a ``matplotlib.figure.Figure`` built without pyplot: in a notebook it
 shows once (inline), from the CLI it is saved with the Agg canvas, and nothing global —
-backend, rcParams, seaborn theme — is changed for the caller. One seaborn theme (``THEME``)
-is applied while a figure is built. Lines longer than ``MAX_POINTS`` are downsampled.
+backend, rcParams — is changed for the caller. One theme (``medic.analysis.theme``: seaborn's
+whitegrid look, without importing seaborn) is applied while a figure is built. Lines longer
+than ``MAX_POINTS`` are downsampled.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 import pandas as pd
 
+from medic.analysis.theme import PALETTE, RC
 from medic.analysis.stats import MAX_POINTS, downsample, extra_metrics, metric_mode, monitor_of
 from medic.analysis.timing import has_timing, time_panel
 from medic.store.files import write_atomic
@@ -26,20 +28,17 @@ if TYPE_CHECKING:
 
     from medic.analysis.stats import BatchAnalysis
 
-THEME = {"style": "whitegrid", "context": "notebook", "palette": "deep",
-         "rc": {"axes.titleweight": "bold", "axes.titlesize": 13, "legend.fontsize": 9,
-                "legend.framealpha": 0.85, "figure.dpi": 100}}
 DPI = 110
 
 
 @contextmanager
 def themed() -> Iterator[list]:
-    """Apply the medic theme while a figure is built; yields the colour palette."""
+    """Apply the medic theme (``medic.analysis.theme``) while a figure is built; yields the
+    colour palette."""
     import matplotlib as mpl
-    import seaborn as sns
-    with mpl.rc_context():
-        sns.set_theme(**THEME)
-        yield sns.color_palette(THEME["palette"])
+    from cycler import cycler
+    with mpl.rc_context({**RC, "axes.prop_cycle": cycler(color=PALETTE)}):
+        yield list(PALETTE)
 
 
 def _figure(width: float, height: float, layout: str | None = "constrained") -> "Figure":
