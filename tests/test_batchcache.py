@@ -100,3 +100,16 @@ def test_small_files_are_not_cached(tmp_path):
     csv.write_text("Epoch,Batch,Loss,Learning_Rate,Timestamp\n" + rows(1, 3))
     assert_same(batchcache.read_batch_arrays_cached(csv, cache), read_batch_arrays(csv))
     assert not cache.exists()
+
+
+def test_clean_removes_a_runs_cache_with_its_files(tmp_path, small_cache):
+    from medic.store.catalog import analysis_files
+    from medic.store.paths import Project
+    project = Project.at(tmp_path)
+    for run_id in ("20250101_000000", "20250101_000000_2"):
+        csv = tmp_path / "metrics" / f"batch_metrics_{run_id}.csv"
+        csv.parent.mkdir(exist_ok=True)
+        csv.write_text("Epoch,Batch,Loss,Learning_Rate,Timestamp\n" + rows(1, 3))
+        batchcache.read_batch_arrays_cached(csv, project.analysis / ".cache")
+    assert analysis_files(project, "20250101_000000") == [
+        project.analysis / ".cache" / "batch_metrics_20250101_000000.csv"]

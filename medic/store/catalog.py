@@ -57,11 +57,15 @@ def run_files(project: Project, run_id: str) -> dict[str, Path]:
 
 
 def analysis_files(project: Project, run_id: str) -> list[Path]:
-    """Files in analysis/ whose name contains the run id (not a longer id that starts with it)."""
+    """Files in analysis/ (and its cache of parsed batch CSVs, ``analysis/.cache``) whose name
+    contains the run id (not a longer id that starts with it)."""
     if not project.analysis.is_dir():
         return []
     pattern = re.compile(rf"(?<!\d){re.escape(run_id)}(?!\d|_\d)")
-    return sorted(project.analysis / n for n in os.listdir(project.analysis) if pattern.search(n))
+    cache = project.analysis / ".cache"
+    found = [project.analysis / n for n in os.listdir(project.analysis) if pattern.search(n)]
+    found += [cache / n for n in (os.listdir(cache) if cache.is_dir() else []) if pattern.search(n)]
+    return sorted(found)
 
 
 def no_runs_error(project: Project) -> MedicError:
