@@ -39,6 +39,7 @@ VARIANTS = {
 }
 BATCH_FLAGS = ["--log_batch_metrics", "--log_interval", "1"]
 GOAL = 0.98  # samples/s within 2% of the bare loop
+INPROC_GOAL = 0.99  # inside one set of processes, with the timing columns recorded (the noise is smaller)
 
 
 def sizes(mode: str) -> tuple[Workload, int]:
@@ -178,22 +179,22 @@ def report(w: Workload, runs: dict, prof: dict | None, failures: list[str] = (),
                         f"({fmt(med[v])} vs {fmt(bare)} samples/s, {w.label()}, {len(runs[v])} runs each)",
                         f"≥ {GOAL:.2f}", verdict(ratio, noise)])
         if v in ab_ratio:
-            summary.append([f"Trainer overhead, same processes, alternating epochs: {VARIANTS[v]}",
-                            f"{ab_ratio[v]:.3f} of the bare loop ({w.label()}; per set of processes: "
-                            f"{', '.join(f'{x:.3f}' for x in ab_sets[v])})", f"≥ {GOAL:.2f}",
-                            verdict(ab_ratio[v], half_spread(ab_sets[v]))])
+            summary.append([f"Trainer overhead, same processes, alternating epochs, timing columns on: "
+                            f"{VARIANTS[v]}", f"{ab_ratio[v]:.3f} of the bare loop ({w.label()}; per set of "
+                            f"processes: {', '.join(f'{x:.3f}' for x in ab_sets[v])})", f"≥ {INPROC_GOAL:.2f}",
+                            verdict(ab_ratio[v], half_spread(ab_sets[v]), INPROC_GOAL)])
     return Section("Trainer overhead", body, summary,
                    {"workload": w.__dict__, "runs": runs, "median": med, "paired": paired, "best_epoch": best,
                     "profile": prof, "inproc": ab, "inproc_ratio": ab_ratio, "failures": list(failures),
                     "load_average": load_average()})
 
 
-def verdict(ratio: float, noise: float) -> str:
+def verdict(ratio: float, noise: float, goal: float = GOAL) -> str:
     """'met' / 'not met', or 'within noise' when the gap to the goal is smaller than the runs'
     own spread (``noise``: the half-spreads of the two variants' runs, added, as a fraction)."""
-    if ratio >= GOAL:
+    if ratio >= goal:
         return "met"
-    if GOAL - ratio <= noise:
+    if goal - ratio <= noise:
         return f"within noise (runs vary ±{noise * 100:.0f}%)"
     return "not met"
 

@@ -8,7 +8,11 @@
    ``torch.cuda.set_sync_debug_mode("error")`` around every training step: any host-device sync
    inside a step (``.item()``, ``.cpu()``, a branch on a device value) raises. Only the
    log-interval flush — the one sync per ``--log_interval`` steps by design — runs with the check
-   off; the audit reports how many flushes there were per step.
+   off; the audit reports how many flushes there were per step. The timing columns
+   (``medic.train.telemetry``) are audited too: their CUDA events are read with ``query`` (no
+   wait) during the epoch, and an event is waited for (``Event.synchronize``) only once the
+   step loop has ended; the audit counts those waits, and records each epoch's
+   Samples_Per_Second, Data_Seconds and Peak_Memory_MB.
 2. **Overhead.** ``bench_overhead``'s three variants (bare loop, medic epoch CSV, medic batch CSV
    at ``--log_interval 1``) alternating on the GPU; the same samples/s ratios as on CPU.
 
@@ -38,12 +42,28 @@ def sync_audit(out_dir: Path, epochs: int = 2, log_interval: int = 5, extra: lis
     """Train on CUDA in this process with syncs inside a step made errors; returns what happened.
 
     ``{"ok": bool, "error": str, "steps": n, "flushes": n, "epochs": n}``."""
+    import csv
+
     import torch
     from medic.train import loop
     from medic.train.entry import main as train_main
+    from medic.train.telemetry import EpochTimer
 
-    counts = {"steps": 0, "flushes": 0, "epochs": 0}
+    counts = {"steps": 0, "flushes": 0, "epochs": 0, "event_waits_in_steps": 0, "event_waits_after_loop": 0}
     real_epoch, real_record = loop.train_epoch, loop.record_windows
+    real_wait, real_end = torch.cuda.Event.synchronize, EpochTimer.end_loop
+    after_loop = [False]
+
+    def event_wait(self):  # sync debug mode does not see event waits: count them
+        counts["event_waits_after_loop" if after_loop[0] else "event_waits_in_steps"] += 1
+        return real_wait(self)
+
+    def end_loop(self):
+        after_loop[0] = True
+        try:
+            return real_end(self)
+        finally:
+            after_loop[0] = False
 
     def train_epoch(*args, **kwargs):
         torch.cuda.synchronize()
@@ -66,6 +86,7 @@ def sync_audit(out_dir: Path, epochs: int = 2, log_interval: int = 5, extra: lis
             torch.cuda.set_sync_debug_mode("error")
 
     loop.train_epoch, loop.record_windows = train_epoch, record_windows
+    torch.cuda.Event.synchronize, EpochTimer.end_loop = event_wait, end_loop
     error = ""
     try:
         code = train_main(["--device", "cuda", "--epochs", str(epochs), "--num_samples", "64",
@@ -77,8 +98,16 @@ def sync_audit(out_dir: Path, epochs: int = 2, log_interval: int = 5, extra: lis
         error = str(err).splitlines()[0]
     finally:
         loop.train_epoch, loop.record_windows = real_epoch, real_record
+        torch.cuda.Event.synchronize, EpochTimer.end_loop = real_wait, real_end
         torch.cuda.set_sync_debug_mode(0)
-    return {"ok": not error, "error": error, **counts}
+    if not error and counts["event_waits_in_steps"]:
+        error = f"{counts['event_waits_in_steps']} CUDA event waits inside the step loop"
+    timing = []
+    for path in sorted((out_dir / "metrics").glob("epoch_metrics_*.csv")):
+        with open(path, newline="") as f:
+            timing += [{k: float(r[k]) for k in ("Samples_Per_Second", "Data_Seconds", "Peak_Memory_MB")
+                        if r.get(k)} for r in csv.DictReader(f)]
+    return {"ok": not error, "error": error, **counts, "timing": timing}
 
 
 def overhead(w: Workload, rounds: int, work: Path, budget_s: float, started: float) -> dict:
@@ -109,7 +138,12 @@ def render(audit: dict, runs: dict, w: Workload) -> str:
              f"{w.nproc} process(es), extra flags: {' '.join(w.extra) or 'none'}.", "",
              f"Sync audit (set_sync_debug_mode('error') inside every step): "
              f"{'passed' if audit.get('ok') else 'FAILED: ' + audit.get('error', '')}; "
-             f"{audit.get('flushes', 0)} flushes (the designed sync points) in {audit.get('epochs', 0)} epochs.", "",
+             f"{audit.get('flushes', 0)} flushes (the designed sync points) in {audit.get('epochs', 0)} epochs; "
+             f"CUDA event waits: {audit.get('event_waits_in_steps', 0)} inside the step loop, "
+             f"{audit.get('event_waits_after_loop', 0)} after it.", "",
+             "Timing columns of the audit run, per epoch: " + "; ".join(
+                 f"{t.get('Samples_Per_Second', 0):.1f} samples/s, data wait {t.get('Data_Seconds', 0):.3f} s, "
+                 f"peak {t.get('Peak_Memory_MB', 0):.0f} MB" for t in audit.get("timing", [])) + ".", "",
              "| variant | samples/s (median) | vs bare | each run |", "|---|---|---|---|"]
     for v, xs in runs.items():
         if xs:

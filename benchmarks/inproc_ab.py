@@ -6,7 +6,7 @@ Separate runs of ``medic train`` and ``bare_loop.py`` differ by more than the co
 (each process lands differently on the machine: ±10% between identical runs on a small VM). Here
 one set of processes — one model, optimizer, sampler and data loader — alternates whole epochs of
 the bare step loop with epochs of medic's own ``medic.train.loop.train_epoch`` (stop vote, device
-bookkeeping, reductions, batch CSV rows and progress lines on rank 0), rotating the order every
+bookkeeping, reductions, batch CSV rows and progress lines on rank 0, the timing columns), rotating the order every
 round, so both see the same machine at nearly the same time. Rank 0 writes each variant's epoch
 times to ``--out``.
 """
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from medic.train.data import ResumableSampler
     from medic.train.loop import Step, train_epoch
     from medic.train.sync import EpochState, StopFlag
+    from medic.train.telemetry import EpochTimer
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     torch.set_num_threads(args.threads)
@@ -85,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def medic_epoch(variant: str, epoch: int) -> None:
         step = Step(configs[variant], model, loss_fn, optimizer, device, None, stop, loggers[variant], con)
-        train_epoch(step, loader, EpochState(), epoch, 0, steps)
+        timer = EpochTimer(device)  # the timing columns on, as in every run: data wait, samples, memory
+        train_epoch(step, loader, EpochState(), epoch, 0, steps, timer)
+        timer.finish(None, None)  # their one collective per epoch
 
     times: dict[str, list[float]] = {v: [] for v in VARIANTS}
     epoch = 0

@@ -132,3 +132,25 @@ def test_bare_loop_rejects_a_bad_flag():
     out = subprocess.run([PY, str(BENCH / "bare_loop.py"), "--device", "tpu"], capture_output=True, text=True,
                          env=child_env(), timeout=60)
     assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+@pytest.mark.slow
+def test_big_csv_benchmark_times_cold_grown_and_naive_processes(tmp_path):
+    import bench_bigcsv
+    section = bench_bigcsv.run("smoke", tmp_path)
+    r = section.data
+    assert r["rows"] == 20_000 and set(r["runs"]) == {"cold", "grown", "naive"}
+    assert all(len(v) == 1 and v[0][0] > 0 and v[0][1] > 50 for v in r["runs"].values())
+    assert [row[2] for row in section.summary] == ["≥ 4x", "≥ 10x"]
+    assert "| naive: pd.read_csv + matplotlib, every point |" in section.body
+
+
+@pytest.mark.slow
+def test_start_benchmark_reports_before_after_and_the_floor(tmp_path):
+    import bench_start
+    section = bench_start.run("smoke", tmp_path)
+    (first,) = section.data["first_step"]
+    assert first["nproc"] == 1 and len(first["after"]) == 1 and first["after_s"] > 0
+    if section.data["baseline"]:  # a git checkout: the tree before the start-up work is measured too
+        assert len(first["before"]) == 1 and section.summary[0][2] == "≥ 2x (half the time)"
+    assert [i["what"] for i in section.data["imports"]] == list(bench_start.IMPORTS)

@@ -17,6 +17,7 @@ from conftest import child_env
 import medic
 from medic.store.catalog import load_run, runs
 from medic.errors import RunNotFoundError
+from medic.store.logger import TELEMETRY_COLUMNS
 from medic.store.sidecar import update_sidecar
 
 
@@ -106,7 +107,7 @@ def test_load_run_by_id_path_and_latest(tmp_path_factory):
     e = latest.epochs
     assert list(e.columns[:9]) == ["Epoch", "Avg_Loss", "Min_Batch_Loss", "Max_Batch_Loss", "Learning_Rate",
                                    "Epoch_Time_Seconds", "Best_Loss_So_Far", "Is_Best_Model", "Timestamp"]
-    assert list(e.columns[9:]) == ["Val_Loss", "Val_Dice", "Val_Dice_class_1"]
+    assert list(e.columns[9:]) == ["Val_Loss", "Val_Dice", "Val_Dice_class_1", *TELEMETRY_COLUMNS]
     assert e["Epoch"].dtype == "int64" and e["Is_Best_Model"].dtype == bool and e["Avg_Loss"].dtype == "float64"
     assert str(e["Timestamp"].dtype).startswith("datetime64") and e["Timestamp"].notna().all()
     raw = pd.read_csv(latest.paths["epoch_csv"])

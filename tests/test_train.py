@@ -14,7 +14,7 @@ import torch
 
 from _train_helpers import TINY, only_run_id, read_csv, train
 from conftest import PY, child_env
-from medic.store.logger import BATCH_COLUMNS, EPOCH_COLUMNS
+from medic.store.logger import BATCH_COLUMNS, EPOCH_COLUMNS, TELEMETRY_COLUMNS
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ def test_ddp_run_writes_every_file_with_the_guides_schema(ddp_run):
     root, run_id, _ = ddp_run
     assert re.fullmatch(r"\d{8}_\d{6}", run_id)
     header, epochs = read_csv(root / "metrics" / f"epoch_metrics_{run_id}.csv")
-    assert header == list(EPOCH_COLUMNS) + ["Val_Loss", "Val_Dice", "Val_Dice_class_1"]
+    assert header == list(EPOCH_COLUMNS) + ["Val_Loss", "Val_Dice", "Val_Dice_class_1"] + list(TELEMETRY_COLUMNS)
     assert [int(r["Epoch"]) for r in epochs] == [1, 2, 3]
     bheader, batches = read_csv(root / "metrics" / f"batch_metrics_{run_id}.csv")
     assert bheader == list(BATCH_COLUMNS)
@@ -195,7 +195,7 @@ def test_model_and_dataset_plug_ins_from_the_working_directory(project):
                  "--dataset", "myplugins:squares", "--val_fraction", "0.25", "--monitor", "Val_Dice", "--lang", "en")
     assert "Model: myplugins:tiny_model" in proc.stdout and "Data: plug-in myplugins:squares" in proc.stdout
     header, rows = read_csv(project / "metrics" / f"epoch_metrics_{only_run_id(project)}.csv")
-    assert header[-2:] == ["Val_Loss", "Val_Dice"] and len(rows) == 2
+    assert header[-6:-4] == ["Val_Loss", "Val_Dice"] and len(rows) == 2
     # the best model follows Val_Dice, which is maximised
     dice = [float(r["Val_Dice"]) for r in rows]
     assert float(rows[1]["Best_Loss_So_Far"]) == pytest.approx(max(dice), abs=1e-6)

@@ -2,8 +2,9 @@
 
 Each function returns a ``matplotlib.figure.Figure`` built without pyplot: in a notebook it
 shows once (inline), from the CLI it is saved with the Agg canvas, and nothing global —
-backend, rcParams, seaborn theme — is changed for the caller. One seaborn theme (``THEME``)
-is applied while a figure is built. Lines longer than ``MAX_POINTS`` are downsampled.
+backend, rcParams — is changed for the caller. One theme (``medic.analysis.theme``: seaborn's
+whitegrid look, without importing seaborn) is applied while a figure is built. Lines longer
+than ``MAX_POINTS`` are downsampled.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 import pandas as pd
 
-from medic.store.files import write_atomic
 from medic.analysis.perclass import per_class_compare, per_class_panel, shared_per_class_dice
+from medic.analysis.theme import PALETTE, RC
 from medic.store.columns import split_per_class
 from medic.analysis.stats import MAX_POINTS, downsample, extra_metrics, metric_mode, monitor_of
+from medic.analysis.timing import has_timing, time_panel
+from medic.store.files import write_atomic
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -27,20 +30,17 @@ if TYPE_CHECKING:
 
     from medic.analysis.stats import BatchAnalysis
 
-THEME = {"style": "whitegrid", "context": "notebook", "palette": "deep",
-         "rc": {"axes.titleweight": "bold", "axes.titlesize": 13, "legend.fontsize": 9,
-                "legend.framealpha": 0.85, "figure.dpi": 100}}
 DPI = 110
 
 
 @contextmanager
 def themed() -> Iterator[list]:
-    """Apply the medic theme while a figure is built; yields the colour palette."""
+    """Apply the medic theme (``medic.analysis.theme``) while a figure is built; yields the
+    colour palette."""
     import matplotlib as mpl
-    import seaborn as sns
-    with mpl.rc_context():
-        sns.set_theme(**THEME)
-        yield sns.color_palette(THEME["palette"])
+    from cycler import cycler
+    with mpl.rc_context({**RC, "axes.prop_cycle": cycler(color=PALETTE)}):
+        yield list(PALETTE)
 
 
 def _figure(width: float, height: float, layout: str | None = "constrained") -> "Figure":
@@ -107,7 +107,9 @@ def training_figure(epochs: pd.DataFrame, monitor: str | tuple[str, str] | None 
     extras = extra_metrics(epochs)
     loss_extras = [c for c in extras if "loss" in c.lower()]
     other, per_class = split_per_class([c for c in extras if c not in loss_extras])
-    rows = 2 + (1 if other else 0) + (len(per_class) + 1) // 2
+    # a row for the other metrics, per-class panels two to a row, and a Where the time goes panel
+    # when the CSV has the timing columns
+    rows = 2 + (1 if other else 0) + (len(per_class) + 1) // 2 + has_timing(epochs)
     e = epochs["Epoch"].to_numpy()
     dots = {"marker": "o", "ms": 4} if len(e) <= 50 else {}  # a few epochs: show where the data is
     with themed() as colors:
@@ -170,6 +172,8 @@ def training_figure(epochs: pd.DataFrame, monitor: str | tuple[str, str] | None 
             row, col = first + i // 2, i % 2
             span = slice(0, 2) if col == 0 and i == len(per_class) - 1 else slice(col, col + 1)
             per_class_panel(fig.add_subplot(grid[row, span]), epochs, prefix, columns, colors, **dots)
+        if has_timing(epochs):
+            time_panel(fig.add_subplot(grid[rows - 1, :]), epochs, colors)
         if title:
             fig.suptitle(title, fontsize=14)
     return fig

@@ -76,10 +76,11 @@ def analyze_batches(csv_path: str | os.PathLike, root: str | os.PathLike | None 
                     lang: str | None = None) -> tuple[dict[str, Path], str]:
     """Write the batch figure and report of a batch CSV into ``<root>/analysis``."""
 
-    result = analyze_batch_file(csv_path)
+    project = Project.at(root)
+    result = analyze_batch_file(csv_path, cache_dir=project.analysis / ".cache")
     text = batch_report(result, lang)
     fig = batch_figure(result)
-    paths = output_paths(Project.at(root), csv_path, "batch")
+    paths = output_paths(project, csv_path, "batch")
     write_outputs(paths, {"figure": fig}, text)
     return paths, text
 

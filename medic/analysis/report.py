@@ -12,6 +12,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from medic.analysis.timing import report_lines as timing_lines
 from medic.analysis.stats import SPIKE_Z
 from medic.lang import pick_lang
 from medic.store.files import shown_path
@@ -103,6 +104,8 @@ def training_report(s: "EpochSummary", source: str | os.PathLike, lang: str | No
               f"  {t['improve']}: {loss_str(s.improvement)} ({s.improvement_pct:.2f}%)"]
     if s.nonfinite_epochs:
         lines.append(f"  {t['nonfinite']}: {s.nonfinite_epochs}")
+    if s.timing is not None:
+        lines += timing_lines(s.timing, pick_lang(lang))
     lines += ["", f"{t['lr']}:",
               f"  {t['lr0']}: {lr_str(s.initial_lr)}",
               f"  {t['lr1']}: {lr_str(s.final_lr)}",

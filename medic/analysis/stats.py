@@ -26,8 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medic.store.logger import EPOCH_COLUMNS
-from medic.store.readers import BatchArrays, read_batch_arrays
+from medic.analysis.timing import TimeSummary, summarize_time
+from medic.store.logger import EPOCH_COLUMNS, TELEMETRY_COLUMNS
+from medic.store.batchcache import read_batch_arrays_cached
+from medic.store.readers import BatchArrays
 
 MAX_POINTS = 4000  # per plotted line
 SPIKE_Z = 6.0  # a batch loss this many standard deviations above the rest of its epoch ...
@@ -41,8 +43,10 @@ def metric_mode(name: str) -> str:
 
 
 def extra_metrics(epochs: pd.DataFrame) -> list[str]:
-    """The numeric columns after the nine standard ones (Val_Loss, Val_Dice, ...)."""
-    return [c for c in epochs.columns if c not in EPOCH_COLUMNS and pd.api.types.is_numeric_dtype(epochs[c])]
+    """The numeric columns after the nine standard ones (Val_Loss, Val_Dice, ...), the timing
+    columns left out (``medic.analysis.timing`` shows those)."""
+    return [c for c in epochs.columns if c not in EPOCH_COLUMNS and c not in TELEMETRY_COLUMNS
+            and pd.api.types.is_numeric_dtype(epochs[c])]
 
 
 def monitor_of(epochs: pd.DataFrame, sidecar: dict[str, Any] | None = None) -> tuple[str, str]:
@@ -92,6 +96,7 @@ class EpochSummary:
     message: str = ""  # the sidecar's, e.g. "early stop: Val_Dice did not improve for 20 validations"
     worst_epoch: int | None = None  # the epoch of the worst validation cases (the best epoch)
     worst_cases: pd.DataFrame | None = None  # Case, Mean_Dice, Dice_<class>... (medic.analysis.cases)
+    timing: TimeSummary | None = None  # where the time goes, when the CSV has the columns
 
 
 def best_of(values: pd.Series, epochs: pd.Series, mode: str) -> tuple[float, int | None]:
@@ -131,7 +136,7 @@ def summarize_epochs(epochs: pd.DataFrame, sidecar: dict[str, Any] | None = None
         monitor=monitor, monitor_mode=mode, best_monitored=best_mon, best_monitored_epoch=best_mon_epoch,
         extras=extras, nonfinite_epochs=int((~np.isfinite(loss.to_numpy(dtype=float))).sum()),
         planned_epochs=int(planned) if isinstance(planned, (int, float)) and planned > 0 else None,
-        status=status)
+        status=status, timing=summarize_time(epochs))
 
 
 # --- batch CSVs -------------------------------------------------------------------------------
@@ -308,6 +313,9 @@ def _moving_mean(bin_sum: np.ndarray, bin_cnt: np.ndarray, bin_row: np.ndarray, 
     return position(bin_row[pick])[2], y[pick]
 
 
-def analyze_batch_file(path: str | os.PathLike, max_points: int = MAX_POINTS) -> BatchAnalysis:
-    """Read and analyse a batch CSV (see ``analyze_batch_arrays``)."""
-    return analyze_batch_arrays(read_batch_arrays(path), max_points)
+def analyze_batch_file(path: str | os.PathLike, max_points: int = MAX_POINTS,
+                       cache_dir: str | os.PathLike | None = None) -> BatchAnalysis:
+    """Read and analyse a batch CSV (see ``analyze_batch_arrays``); with ``cache_dir``, a big
+    file is read through the cache there (``medic.store.batchcache``): again after it grew, only
+    the added rows are parsed."""
+    return analyze_batch_arrays(read_batch_arrays_cached(path, cache_dir), max_points)

@@ -34,6 +34,7 @@ def format_table(frame: pd.DataFrame, all_columns: bool = False) -> str:
         "best": [f"{b:.6g} @{e}" if pd.notna(e) else "-" for b, e in zip(frame["best"], frame["best_epoch"])],
         "monitor": frame["monitor"],
         "time": frame["total_time_s"].map(_hms),
+        "samples/s": frame["samples_per_s"].map(lambda v: f"{v:.1f}" if v == v else "-"),
         "files": frame["files"],
     })
     if "sweep" in frame and frame["sweep"].fillna("").astype(bool).any():  # runs a sweep started

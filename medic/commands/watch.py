@@ -25,6 +25,7 @@ from medic.lang import pick_lang
 from medic.store.catalog import resolve_csv
 from medic.store.columns import compact_cells
 from medic.store.files import shown_path
+from medic.store.logger import TELEMETRY_COLUMNS
 from medic.store.paths import Project, run_id_sort_key
 from medic.store.sidecar import read_sidecar
 from medic.store.status import FINISHED, effective_status
@@ -36,6 +37,7 @@ TEXT = {
            "switch": "A newer run started: now watching {id}.",
            "reset": "({file} was rewritten — a resumed run? — reading it again)",
            "progress": "{pct:.1f}%", "loss": "Avg_Loss", "lr": "LR", "time": "{s}s", "best": "best",
+           "rate": "{v:.1f} samples/s",
            "eta": "ETA", "end": "Run {id} {status}: {done}{plan} epochs{best}.",
            "end_best": ", best {name} {value} at epoch {epoch}", "message": "  ({message})",
            "none": "Run {id}: no epoch finished yet ({status}).",
@@ -45,13 +47,14 @@ TEXT = {
            "switch": "新的运行已开始: 现在监控 {id}。",
            "reset": "({file} 已被重写 (恢复训练?), 重新读取)",
            "progress": "进度 {pct:.1f}%", "loss": "平均损失", "lr": "学习率", "time": "用时 {s}秒",
+           "rate": "{v:.1f} 样本/秒",
            "best": "最佳", "eta": "预计剩余", "end": "运行 {id} 已结束 ({status}): {done}{plan} 个Epoch{best}。",
            "end_best": ", 最佳 {name} {value} (Epoch {epoch})", "message": "  ({message})",
            "none": "运行 {id}: 还没有完成的Epoch ({status})。",
            "bye": "已停止监控 (训练仍在继续)。"},
 }
 _SHOWN_FIELDS = ("Epoch", "Avg_Loss", "Min_Batch_Loss", "Max_Batch_Loss", "Learning_Rate",
-                 "Epoch_Time_Seconds", "Best_Loss_So_Far", "Is_Best_Model", "Timestamp")
+                 "Epoch_Time_Seconds", "Best_Loss_So_Far", "Is_Best_Model", "Timestamp") + TELEMETRY_COLUMNS
 
 
 def _num(text: str | None) -> float:
@@ -150,6 +153,9 @@ class Follower:
             best += " ✓"
         parts.append(best)
         parts += compact_cells(header, row, _SHOWN_FIELDS)
+        rate = _num(row.get("Samples_Per_Second"))
+        if math.isfinite(rate):
+            parts.append(t["rate"].format(v=rate))
         times = [v for v in self.times.values() if math.isfinite(v)]
         if planned and times and planned > epoch:
             parts.append(f"{t['eta']} {format_eta(sum(times) / len(times) * (planned - epoch))}")

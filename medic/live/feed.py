@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medic.store.logger import EPOCH_COLUMNS
+from medic.store.logger import EPOCH_COLUMNS, TELEMETRY_COLUMNS
 from medic.store.paths import Project
 from medic.store.sidecar import read_sidecar
 from medic.store.tail import CsvTail
@@ -150,7 +150,13 @@ class RunFeed:
 
     @property
     def extra_columns(self) -> list[str]:
-        return [c for c in self.columns if c not in EPOCH_COLUMNS]
+        """The metric columns after the standard ones (the timing columns left out)."""
+        return [c for c in self.columns if c not in EPOCH_COLUMNS and c not in TELEMETRY_COLUMNS]
+
+    def samples_per_s(self) -> float:
+        """The last epoch's throughput (NaN before the first epoch, or without the column)."""
+        values = self.epoch_values("Samples_Per_Second")
+        return float(values[-1]) if values else math.nan
 
     @property
     def epochs_done(self) -> int:

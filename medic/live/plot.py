@@ -115,7 +115,9 @@ def _time_panel(ax, feed: "RunFeed") -> None:
         ax.step(ep, secs, where="mid", color=COLORS["time"], linewidth=1)
         ax.set_ylim(bottom=0)
     finite = [s for s in secs if math.isfinite(s)]
-    ax.set_title(f"Time per epoch  (mean {sum(finite) / max(len(finite), 1):.1f} s)")
+    rate = feed.samples_per_s()
+    shown = f", {rate:.1f} samples/s" if math.isfinite(rate) else ""
+    ax.set_title(f"Time per epoch  (mean {sum(finite) / max(len(finite), 1):.1f} s{shown})")
     ax.set_xlabel("epoch")
     ax.set_ylabel("seconds")
 

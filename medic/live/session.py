@@ -16,6 +16,7 @@ outputs, so the output notebook keeps the final figure as image/png and a summar
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -127,6 +128,8 @@ class LiveMonitor:
                           "training time": format_seconds(sum(f.epoch_values("Epoch_Time_Seconds")))})
             for name in f.extra_columns:
                 facts[f"final {name}"] = f.epoch_values(name)[-1]
+            if math.isfinite(f.samples_per_s()):
+                facts["samples/s"] = f.samples_per_s()
         if self.job is not None and self.job.poll() is not None:
             facts["exit code"] = self.job.poll()
         return pd.DataFrame({"value": [str(v) if not isinstance(v, float) else f"{v:.6g}"
@@ -206,6 +209,9 @@ class LiveMonitor:
                     f"LR {f.epoch_values('Learning_Rate')[i]:.8f}  "
                     f"{f.epoch_values('Epoch_Time_Seconds')[i]:.2f}s")
             extras = "  ".join(f"{c} {f.epoch_values(c)[i]:.6g}" for c in f.extra_columns)
+            rate = f.epoch_values("Samples_Per_Second")
+            if len(rate) > i and rate[i] == rate[i]:
+                extras += f"{'  ' if extras else ''}{rate[i]:.1f} samples/s"
             print(line + ("  " + extras if extras else ""), flush=True)
         self._epochs_printed = len(ep)
 

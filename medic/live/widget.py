@@ -15,7 +15,7 @@ from medic.store.columns import per_class_prefix
 from medic.live.strip import newest_strip, per_class_text
 
 BAR_STYLES = {"completed": "success", "stopped": "warning", "failed": "danger"}
-SHOWN_VALUES = ("Epoch", "Avg_Loss", "Best_Loss_So_Far", "Learning_Rate", "Epoch_Time_Seconds")
+SHOWN_VALUES = ("Epoch", "Avg_Loss", "Best_Loss_So_Far", "Learning_Rate", "Epoch_Time_Seconds", "Samples_Per_Second")
 
 
 def _cell(value) -> str:

@@ -57,11 +57,15 @@ def run_files(project: Project, run_id: str) -> dict[str, Path]:
 
 
 def analysis_files(project: Project, run_id: str) -> list[Path]:
-    """Files in analysis/ whose name contains the run id (not a longer id that starts with it)."""
+    """Files in analysis/ (and its cache of parsed batch CSVs, ``analysis/.cache``) whose name
+    contains the run id (not a longer id that starts with it)."""
     if not project.analysis.is_dir():
         return []
     pattern = re.compile(rf"(?<!\d){re.escape(run_id)}(?!\d|_\d)")
-    return sorted(project.analysis / n for n in os.listdir(project.analysis) if pattern.search(n))
+    cache = project.analysis / ".cache"
+    found = [project.analysis / n for n in os.listdir(project.analysis) if pattern.search(n)]
+    found += [cache / n for n in (os.listdir(cache) if cache.is_dir() else []) if pattern.search(n)]
+    return sorted(found)
 
 
 def no_runs_error(project: Project) -> MedicError:
@@ -214,6 +218,7 @@ _FILE_TAGS = (("epoch_csv", "epoch"), ("batch_csv", "batch"), ("sidecar", "json"
               ("checkpoints", "ckpt"), ("results", "results"))
 SUMMARY_COLUMNS = ("run_id", "status", "start", "end", "epochs_done", "epochs_planned", "best",
                    "best_epoch", "monitor", "last_loss", "total_time_s", "time_per_epoch_s",
+                   "samples_per_s",  # mean Samples_Per_Second of the run's epochs
                    "world_size", "files", "problem", "sweep")
 
 
@@ -255,6 +260,7 @@ def summarize(project: Project, run_id: str) -> dict[str, Any]:
         "best": float("nan"), "best_epoch": None,
         "monitor": side.get("monitor") or config.get("monitor") or "Avg_Loss",
         "last_loss": float("nan"), "total_time_s": 0.0, "time_per_epoch_s": float("nan"),
+        "samples_per_s": float("nan"),
         "world_size": side.get("world_size"),
         "files": ",".join(tag for key, tag in _FILE_TAGS if key in files),
         "problem": problem,
@@ -267,6 +273,8 @@ def summarize(project: Project, run_id: str) -> dict[str, Any]:
         row.update(epochs_done=int(epochs["Epoch"].iloc[-1]), best=float(epochs["Best_Loss_So_Far"].iloc[-1]),
                    best_epoch=int(best_row["Epoch"]), last_loss=float(epochs["Avg_Loss"].iloc[-1]),
                    total_time_s=float(times.sum()), time_per_epoch_s=float(times.mean()))
+        if "Samples_Per_Second" in epochs.columns:
+            row["samples_per_s"] = float(pd.to_numeric(epochs["Samples_Per_Second"], errors="coerce").mean())
     for key, value in config.items():
         row.setdefault(key, value)
     return row

@@ -31,6 +31,8 @@ from medic.store.record import RunRecord, exit_status
 EPOCH_COLUMNS = ("Epoch", "Avg_Loss", "Min_Batch_Loss", "Max_Batch_Loss", "Learning_Rate",
                  "Epoch_Time_Seconds", "Best_Loss_So_Far", "Is_Best_Model", "Timestamp")
 BATCH_COLUMNS = ("Epoch", "Batch", "Loss", "Learning_Rate", "Timestamp")
+# where an epoch's time goes: last in the row, after the validation columns (medic.train.telemetry)
+TELEMETRY_COLUMNS = ("Samples_Per_Second", "Data_Seconds", "Val_Seconds", "Peak_Memory_MB")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 

@@ -279,10 +279,12 @@ def _diagnose(path: Path, columns: list[str], limit: int, chunk_rows: int) -> No
     raise DataFileError(f"{shown_path(path)} has values that are not numbers")
 
 
-def _ranges(path: Path, limit: int, min_bytes: int = 32 << 20) -> tuple[int, list[tuple[int, int]]]:
-    """The header's length and byte ranges of whole lines after it, one per parsing thread."""
+def _ranges(path: Path, limit: int, min_bytes: int = 32 << 20, begin: int | None = None
+            ) -> tuple[int, list[tuple[int, int]]]:
+    """The header's length and byte ranges of whole lines after it (after ``begin``, a line
+    start, when given), one per parsing thread."""
     with open(path, "rb") as f:
-        start = len(f.readline())
+        start = len(f.readline()) if begin is None else begin
         parts = max(1, min(os.cpu_count() or 1, 4, (limit - start) // min_bytes))
         edges = [start]
         for k in range(1, parts):
@@ -293,11 +295,13 @@ def _ranges(path: Path, limit: int, min_bytes: int = 32 << 20) -> tuple[int, lis
     return start, [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def read_batch_arrays(path: str | os.PathLike, *, with_batch: bool = False,
-                      chunk_rows: int = 1_000_000) -> BatchArrays:
+def read_batch_arrays(path: str | os.PathLike, *, with_batch: bool = False, chunk_rows: int = 1_000_000,
+                      begin: int | None = None, limit: int | None = None, keep_last: bool = True) -> BatchArrays:
     """Read a batch CSV fast and compactly: Epoch (run-length encoded), Loss and
     Learning_Rate as float32, Batch (int32) only when ``with_batch``. Timestamps are skipped.
     Large files are parsed by a few threads at once (pandas' C parser releases the GIL).
+    ``begin``/``limit``: only the lines in these bytes (an incremental read; may be empty);
+    ``keep_last=False`` leaves an epoch that appears in several stretches as it is.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -308,8 +312,8 @@ def read_batch_arrays(path: str | os.PathLike, *, with_batch: bool = False,
     if with_batch and "Batch" in header:
         columns.append("Batch")
     dtypes = {"Epoch": np.int32, "Batch": np.int32, "Loss": np.float32, "Learning_Rate": np.float32}
-    limit = complete_size(path)
-    _, ranges = _ranges(path, limit)
+    limit = complete_size(path) if limit is None else limit
+    _, ranges = _ranges(path, limit, begin=begin)
 
     def parse(span: tuple[int, int]) -> list[dict[str, np.ndarray]]:
         with open(path, "rb") as f:
@@ -327,6 +331,9 @@ def read_batch_arrays(path: str | os.PathLike, *, with_batch: bool = False,
                             f"{str(err).strip().splitlines()[-1]}") from None
     except (ValueError, OverflowError):
         _diagnose(path, columns, limit, chunk_rows)
+    if not pieces and begin is not None:
+        return BatchArrays(path, *(np.zeros(0, np.int64) for _ in range(3)), np.zeros(0, np.float32),
+                           np.zeros(0, np.float32) if "Learning_Rate" in columns else None, None)
     if not pieces:
         raise DataFileError(f"{shown_path(path)} has a header but no complete rows yet")
 
@@ -360,9 +367,13 @@ def read_batch_arrays(path: str | os.PathLike, *, with_batch: bool = False,
     counts = np.diff(np.r_[starts, rows]).astype(np.int64)
     data = BatchArrays(path, values, starts, counts, joined("Loss"), joined("Learning_Rate"),
                        joined("Batch"))
-    if len(values) > 1 and not (values[1:] > values[:-1]).all():
-        data = _keep_last_epochs(data)
-    return data
+    return keep_last_epochs(data) if keep_last else data
+
+
+def keep_last_epochs(data: BatchArrays) -> BatchArrays:
+    """``data`` with each epoch once, in order (unchanged when it already is)."""
+    values = data.epoch_values
+    return _keep_last_epochs(data) if len(values) > 1 and not (values[1:] > values[:-1]).all() else data
 
 
 def _keep_last_epochs(data: BatchArrays) -> BatchArrays:

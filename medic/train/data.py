@@ -17,27 +17,31 @@ from medic.train import dist
 class SyntheticSegmentation(Dataset):
     """Deterministic 2D images of bright discs on noise, with their masks (MONAI's
     ``create_test_image_2d``). Sample ``i`` depends only on (seed, i), so every rank builds the
-    same set without talking to the others."""
+    same set without talking to the others. Each sample is made when first read and kept: a rank
+    makes only the samples it trains on, and its first step need not wait for the whole set."""
 
     def __init__(self, num_samples: int, image_size: int, num_classes: int = 2, seed: int = 0):
+        self.n, self.size, self.num_classes, self.seed = num_samples, image_size, num_classes, seed
+        self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def make(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         from monai.data.synthetic import create_test_image_2d
-        images, masks = [], []
-        for i in range(num_samples):
-            rs = np.random.RandomState((seed * 1_000_003 + i) % 2**32)
-            im, seg = create_test_image_2d(
-                image_size, image_size, num_objs=max(2, image_size // 16), rad_max=max(5, image_size // 6),
-                rad_min=max(2, image_size // 24), noise_max=0.5, num_seg_classes=num_classes - 1,
-                random_state=rs)
-            images.append(im)
-            masks.append(seg)
-        self.images = torch.from_numpy(np.stack(images)[:, None].astype(np.float32))
-        self.masks = torch.from_numpy(np.stack(masks)[:, None].astype(np.int64))
+        size = self.size
+        rs = np.random.RandomState((self.seed * 1_000_003 + i) % 2**32)
+        im, seg = create_test_image_2d(
+            size, size, num_objs=max(2, size // 16), rad_max=max(5, size // 6), rad_min=max(2, size // 24),
+            noise_max=0.5, num_seg_classes=self.num_classes - 1, random_state=rs)
+        return torch.from_numpy(im[None].astype(np.float32)), torch.from_numpy(seg[None].astype(np.int64))
 
     def __len__(self) -> int:
-        return len(self.images)
+        return self.n
 
     def __getitem__(self, i):
-        return self.images[i], self.masks[i]
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        if i not in self.cache:
+            self.cache[i] = self.make(i)
+        return self.cache[i]
 
 
 class FolderSegmentation(Dataset):

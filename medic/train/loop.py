@@ -31,7 +31,7 @@ from medic.store.logger import MetricsLogger
 from medic.store.paths import Project, release_run_id
 from medic.store.sidecar import now_str, update_sidecar
 from medic.train import checkpoint as ckpt
-from medic.train import dist
+from medic.train import dist, imports
 from medic.train.console import Console, settings_lines
 from medic.train.data import Data, build_data
 from medic.train.casefiles import prune_case_tables, save_strip, write_case_table
@@ -40,6 +40,7 @@ from medic.train.models import build_loss, build_model, build_optimizer
 from medic.train.save import Saver, TrainState
 from medic.train.selection import Selector, check_monitor, improves, validation_columns
 from medic.train.sync import EpochState, NonFiniteLoss, StepSync, StopFlag, agree, record_windows
+from medic.train.telemetry import EpochTimer, columns as telemetry_columns
 from medic.train.torchrun import report_failure
 from medic.train.validation import Validation, validate
 
@@ -53,8 +54,10 @@ def run(cfg: TrainConfig, decide) -> int:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = dist.pick_device(cfg.device, r.local_rank)
+    monai = imports.load(cfg)  # in a thread, while the ranks meet
     control = dist.init(r, device, cfg.dist_timeout)
     plan = agree_on_plan(decide, r)
+    monai.join()
     if plan is None:
         dist.shutdown()
         return 2
@@ -198,16 +201,20 @@ class RankRun:
             data.sampler.skip = first * cfg.batch_size
             t0 = time.perf_counter() - es.elapsed
             step.model.train()
-            if train_epoch(step, data.loader, es, epoch, first, data.steps):
+            timer = EpochTimer(self.device)
+            if train_epoch(step, data.loader, es, epoch, first, data.steps, timer):
                 es.elapsed = time.perf_counter() - t0
                 if r.is_main:
                     self.saver.partial(ts, done_epoch, epoch, es)
                     con.say("stopped_mid", e=epoch, k=done_epoch, id=self.run_id)
                 return True
+            v0 = time.perf_counter()
             val = validate(ts.model, data.val_loader, step.loss_fn, self.device, cfg.num_classes,
                            class_names(data.train_ds, cfg.num_classes), tuple(cfg.val_metrics.split(",")),
                            cfg.nsd_tolerance) if data.val_loader is not None else None
-            self.end_epoch(step, ts, data, es, epoch, time.perf_counter() - t0, val)
+            val_s = time.perf_counter() - v0 if data.val_loader is not None else None
+            seconds = time.perf_counter() - t0
+            self.end_epoch(step, ts, data, es, epoch, seconds, val, timer.finish(self.control, val_s))
             done_epoch = epoch
             # every rank reaches the same early-stop decision from the same gathered values;
             # it still goes through the stop agreement, so that no rank can be left waiting
@@ -224,8 +231,10 @@ class RankRun:
         return False
 
     def end_epoch(self, step: Step, ts: TrainState, data: Data, es: EpochState, epoch: int, seconds: float,
-                  val: Validation | None) -> None:
-        """The epoch's row, summary, LR step, checkpoints, case table and sidecar progress."""
+                  val: Validation | None, telemetry: dict[str, float] | None = None) -> None:
+        """The epoch's row, summary, LR step, checkpoints, case table and sidecar progress
+        (``telemetry``: the epoch's time and memory columns, last in the row, not in the console
+        summary)."""
         cfg = self.cfg
         metrics = dict(val.metrics) if val is not None else {}
         ts.epoch_times.append(seconds)
@@ -247,7 +256,7 @@ class RankRun:
         if self.r.is_main:
             self.logger.log_epoch(epoch, avg_loss=avg, min_batch_loss=lo, max_batch_loss=hi, learning_rate=lr,
                                   epoch_time=seconds, best_so_far=ts.best if ts.best is not None else float("nan"),
-                                  is_best=is_best, **metrics)
+                                  is_best=is_best, **metrics, **(telemetry or {}))
             self.con.epoch_summary(epoch, cfg.epochs, avg, lo, hi, lr, seconds,
                                    eta_hours(ts.epoch_times, cfg.epochs - epoch), metrics)
         if ts.scheduler is not None:
@@ -293,15 +302,18 @@ def build_state(cfg: TrainConfig, data: Data, device: torch.device, resumed: dic
 
 def extra_columns(cfg: TrainConfig, data: Data) -> list[str]:
     """The epoch CSV's columns after the nine, in their one order: validation (Val_Loss, Val_Dice,
-    per-class Dice, HD95, NSD), the monitor's EMA, Nonfinite_Batches."""
+    per-class Dice, HD95, NSD), the monitor's EMA, Nonfinite_Batches, then the time and memory
+    columns."""
     val = validation_columns(class_names(data.train_ds, cfg.num_classes), cfg.val_metrics) \
         if data.val_loader is not None else []
     return val + ([f"{cfg.monitor}_EMA"] if cfg.monitor_ema else []) + \
-           (["Nonfinite_Batches"] if cfg.nonfinite == "skip" else [])
+        (["Nonfinite_Batches"] if cfg.nonfinite == "skip" else []) + telemetry_columns(data.val_loader is not None)
 
 
-def train_epoch(step: Step, loader, es: EpochState, epoch: int, first: int, steps: int) -> bool:
+def train_epoch(step: Step, loader, es: EpochState, epoch: int, first: int, steps: int,
+                timer: EpochTimer | None = None) -> bool:
     """Train one epoch (from batch ``first``). Returns True when a stop was agreed on."""
+    timer = timer or EpochTimer(step.device)
     cfg, model, optimizer, device, con = step.cfg, step.model, step.optimizer, step.device, step.con
     is_main = dist.ranks().is_main
     sums = torch.zeros(steps, device=device)    # per step: sum of this rank's sample losses
@@ -310,7 +322,7 @@ def train_epoch(step: Step, loader, es: EpochState, epoch: int, first: int, step
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
     sync = StepSync(sums, counts, step.control, device,
                     lambda packed, windows: record_windows(packed, windows, es, epoch, steps, cfg, step.logger, con))
-    for b, (images, masks) in enumerate(loader, start=first):
+    for b, (images, masks) in timer.batches(loader, first):
         if sync.poll(step.stop.local()):
             sync.close(pending, b, progress=False)
             sync.drain()
@@ -319,6 +331,7 @@ def train_epoch(step: Step, loader, es: EpochState, epoch: int, first: int, step
         masks = masks.to(device, non_blocking=True)
         if cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        timer.batch_ready()
         es.lrs.append(optimizer.param_groups[0]["lr"])
         with amp:
             loss = step.loss_fn(model(images), masks)
@@ -336,10 +349,13 @@ def train_epoch(step: Step, loader, es: EpochState, epoch: int, first: int, step
         n = images.shape[0]
         sums[b] = loss.detach().float() * n  # stays on the device: no sync here
         counts[b] = n
+        timer.after_step()
         if b % cfg.log_interval == 0 or b == steps - 1:
             sync.close(pending, b + 1, progress=b % cfg.log_interval == 0)
+            timer.interval()
             pending = b + 1
     sync.drain()  # the epoch's last steps are recorded before its epoch row
+    timer.end_loop()
     return False
 
 

@@ -1,0 +1,110 @@
+"""Where the time goes: the telemetry columns of an epoch CSV (Samples_Per_Second, Data_Seconds,
+Val_Seconds, Peak_Memory_MB) summed up for the report and drawn as a figure panel."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+DATA_WAIT_WARN = 0.20  # data wait above this share of the epoch: the loader is the bottleneck
+
+TEXT = {
+    "en": {"title": "Where the time goes", "rate": "Mean throughput: {v:.1f} samples/s",
+           "wait": "Data wait: {s:.2f} s of {t:.2f} s ({p:.1f}% of the epochs)",
+           "val": "Validation: {s:.2f} s ({p:.1f}% of the epochs)",
+           "memory": "Peak memory: {v:.0f} MB",
+           "warn": "Warning: the data wait is {p:.0f}% of the epoch time: the loader is the bottleneck: "
+                   "raise --num_workers or cache"},
+    "zh": {"title": "时间分布", "rate": "平均吞吐量: {v:.1f} 样本/秒",
+           "wait": "等待数据: {s:.2f} 秒 / 共 {t:.2f} 秒 (占 {p:.1f}%)",
+           "val": "验证: {s:.2f} 秒 (占 {p:.1f}%)",
+           "memory": "峰值内存: {v:.0f} MB",
+           "warn": "警告: 等待数据占 epoch 时间的 {p:.0f}%: 数据加载是瓶颈: 请增大 --num_workers 或使用缓存"},
+}
+
+
+def has_timing(epochs: pd.DataFrame) -> bool:
+    return "Samples_Per_Second" in epochs.columns and "Data_Seconds" in epochs.columns
+
+
+@dataclass
+class TimeSummary:
+    mean_samples_per_s: float
+    data_wait_s: float
+    val_s: float | None
+    total_s: float
+    peak_memory_mb: float
+
+    @property
+    def data_share(self) -> float:
+        return self.data_wait_s / self.total_s if self.total_s > 0 else float("nan")
+
+    @property
+    def loader_bound(self) -> bool:
+        return self.data_share > DATA_WAIT_WARN
+
+
+def _column(epochs: pd.DataFrame, name: str) -> np.ndarray:
+    return pd.to_numeric(epochs[name], errors="coerce").to_numpy(dtype=float) if name in epochs.columns \
+        else np.full(len(epochs), np.nan)
+
+
+def summarize_time(epochs: pd.DataFrame) -> TimeSummary | None:
+    """The report's timing numbers; None for a CSV without the columns."""
+    if not has_timing(epochs) or epochs.empty:
+        return None
+    rate, wait, val = (_column(epochs, c) for c in ("Samples_Per_Second", "Data_Seconds", "Val_Seconds"))
+    memory = _column(epochs, "Peak_Memory_MB")
+    return TimeSummary(
+        mean_samples_per_s=float(np.nanmean(rate)) if np.isfinite(rate).any() else float("nan"),
+        data_wait_s=float(np.nansum(wait)),
+        val_s=float(np.nansum(val)) if np.isfinite(val).any() else None,
+        total_s=float(np.nansum(_column(epochs, "Epoch_Time_Seconds"))),
+        peak_memory_mb=float(np.nanmax(memory)) if np.isfinite(memory).any() else float("nan"))
+
+
+def report_lines(ts: TimeSummary, lang: str) -> list[str]:
+    """The report's section (a heading and indented lines), with the warning when loader-bound."""
+    t = TEXT[lang]
+    lines = ["", f"{t['title']}:", "  " + t["rate"].format(v=ts.mean_samples_per_s),
+             "  " + t["wait"].format(s=ts.data_wait_s, t=ts.total_s, p=100 * ts.data_share)]
+    if ts.val_s is not None:
+        lines.append("  " + t["val"].format(s=ts.val_s, p=100 * ts.val_s / ts.total_s if ts.total_s else math.nan))
+    if math.isfinite(ts.peak_memory_mb):
+        lines.append("  " + t["memory"].format(v=ts.peak_memory_mb))
+    if ts.loader_bound:
+        lines.append("  " + t["warn"].format(p=100 * ts.data_share))
+    return lines
+
+
+def time_panel(ax: "Axes", epochs: pd.DataFrame, colors) -> None:
+    """Per epoch, stacked: data wait, compute (the rest of the training loop), validation; and the
+    throughput on a second axis."""
+    e = epochs["Epoch"].to_numpy()
+    total, wait, val = (_column(epochs, c) for c in ("Epoch_Time_Seconds", "Data_Seconds", "Val_Seconds"))
+    val = np.nan_to_num(val)
+    compute = np.clip(total - wait - val, 0, None)
+    width = 0.8 if len(e) < 2 else 0.8 * float(np.min(np.diff(e))) if np.all(np.diff(e) > 0) else 0.8
+    ax.bar(e, wait, width, color=colors[3], label="data wait")
+    ax.bar(e, compute, width, bottom=wait, color=colors[0], label="compute")
+    if val.any():
+        ax.bar(e, val, width, bottom=wait + compute, color=colors[2], label="validation")
+    ax.set_xlabel("Epoch")
+    ax.set_ylabel("Seconds")
+    ax.set_title(TEXT["en"]["title"])
+    rate = _column(epochs, "Samples_Per_Second")
+    twin = ax.twinx()
+    twin.plot(e, rate, color=colors[1], marker="o" if len(e) <= 50 else None, ms=4, lw=2, label="samples/s")
+    twin.set_ylabel("Samples per second")
+    twin.set_ylim(bottom=0)
+    twin.grid(False)
+    handles = ax.get_legend_handles_labels()
+    more = twin.get_legend_handles_labels()
+    ax.legend(handles[0] + more[0], handles[1] + more[1], loc="lower left")
