@@ -19,6 +19,7 @@ _LAZY = {
     "compare_runs": ("medic.analysis.compare", "compare_runs"),
     "launch": ("medic.jobs", "launch"),
     "attach": ("medic.jobs", "attach"),
+    "predict": ("medic.train.predict", "predict"),
     "figures": ("medic.analysis.figures", None),  # ``from medic import figures``: the module
 }
 

@@ -20,6 +20,7 @@ COMMANDS = {
     "runs": ("medic.commands.runs", "list every run in the project"),
     "clean": ("medic.commands.clean", "remove whole runs (CSVs, sidecar, log, checkpoints, analysis)"),
     "stop": ("medic.commands.stop", "stop a running training job by run id"),
+    "predict": ("medic.commands.predict", "segment new volumes with a trained run's model"),
 }
 
 

@@ -19,13 +19,16 @@ class SyntheticSegmentation(Dataset):
     ``create_test_image_2d``). Sample ``i`` depends only on (seed, i), so every rank builds the
     same set without talking to the others."""
 
-    def __init__(self, num_samples: int, image_size: int, num_classes: int = 2, seed: int = 0):
-        from monai.data.synthetic import create_test_image_2d
+    def __init__(self, num_samples: int, image_size: int, num_classes: int = 2, seed: int = 0,
+                 spatial_dims: int = 2):
+        from monai.data.synthetic import create_test_image_2d, create_test_image_3d
+        make = create_test_image_3d if spatial_dims == 3 else create_test_image_2d
+        self.label_names = ["background"] + [str(c) for c in range(1, num_classes)]
         images, masks = [], []
         for i in range(num_samples):
             rs = np.random.RandomState((seed * 1_000_003 + i) % 2**32)
-            im, seg = create_test_image_2d(
-                image_size, image_size, num_objs=max(2, image_size // 16), rad_max=max(5, image_size // 6),
+            im, seg = make(  # 3D: volumes of image_size^3 (a cube's edge)
+                *[image_size] * spatial_dims, num_objs=max(2, image_size // 16), rad_max=max(5, image_size // 6),
                 rad_min=max(2, image_size // 24), noise_max=0.5, num_seg_classes=num_classes - 1,
                 random_state=rs)
             images.append(im)
@@ -88,19 +91,27 @@ def build_dataset(cfg: TrainConfig) -> Dataset:
         return ds
     if cfg.data:
         return FolderSegmentation(cfg.data, cfg.image_size, cfg.num_classes)
-    return SyntheticSegmentation(cfg.num_samples, cfg.image_size, cfg.num_classes, cfg.seed)
+    return SyntheticSegmentation(cfg.num_samples, cfg.image_size, cfg.num_classes, cfg.seed,
+                                 spatial_dims=3 if cfg.spatial_dims == "3" else 2)
 
 
 def split(ds: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset | None]:
     """A seeded train/validation split (the same on every rank)."""
     if val_fraction <= 0:
         return ds, None
-    n = len(ds)
+    train_idx, val_idx = split_indices(len(ds), val_fraction, seed)
+    return Subset(ds, train_idx), Subset(ds, val_idx)
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Sorted training and validation indices of a seeded split (no validation when 0)."""
+    if val_fraction <= 0:
+        return list(range(n)), []
     n_val = max(1, int(round(n * val_fraction)))
     if n_val >= n:
         raise MedicError(f"val_fraction {val_fraction} leaves no training samples out of {n}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    return Subset(ds, sorted(order[n_val:])), Subset(ds, sorted(order[:n_val]))
+    return sorted(order[n_val:]), sorted(order[:n_val])
 
 
 class ResumableSampler(DistributedSampler):
@@ -125,6 +136,9 @@ class Data:
     loader: DataLoader
     val_loader: DataLoader | None
     in_channels: int
+    # 3D volumes: the label names (indexed by label value) and what volume validation needs
+    label_names: list[str] | None = None
+    volumes: object = None
 
     @property
     def steps(self) -> int:
@@ -144,4 +158,5 @@ def build_data(cfg: TrainConfig, r: dist.Ranks, device: torch.device) -> Data:
     if val_ds is not None:  # unpadded shards: each validation sample counted exactly once
         shard = Subset(val_ds, list(range(r.rank, len(val_ds), r.world_size)))
         val_loader = DataLoader(shard, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
-    return Data(train_ds, val_ds, sampler, loader, val_loader, in_channels=train_ds[0][0].shape[0])
+    return Data(train_ds, val_ds, sampler, loader, val_loader, in_channels=train_ds[0][0].shape[0],
+                label_names=getattr(dataset, "label_names", None))

@@ -33,11 +33,13 @@ from medic.store.sidecar import now_str, update_sidecar
 from medic.train import checkpoint as ckpt
 from medic.train import dist
 from medic.train.console import Console, settings_lines
-from medic.train.data import Data, build_data
+from medic.train.data import Data
+from medic.train.infer import predictor
 from medic.train.models import build_loss, build_model, build_optimizer, dice_per_sample
 from medic.train.save import Saver, TrainState
 from medic.train.sync import EpochState, NonFiniteLoss, StepSync, StopFlag, agree, record_windows
 from medic.train.torchrun import report_failure
+from medic.train.volumes import build_any_data
 
 
 def run(cfg: TrainConfig, decide) -> int:
@@ -114,7 +116,7 @@ class RankRun:
         status, message, code = "failed", "", 1
         try:
             resumed = ckpt.load(self.resume_path) if self.resume_path else None
-            data = build_data(self.cfg, self.r, self.device)
+            data = build_any_data(self.cfg, self.r, self.device)
             ts = build_state(self.cfg, data, self.device, resumed, self.resume_path)
             model = DDP(ts.model, device_ids=[self.device.index] if self.device.type == "cuda" else None) \
                 if self.r.distributed else ts.model
@@ -163,7 +165,7 @@ class RankRun:
                                     resume_partial=(partial["epoch"], partial["batch"]) if partial else None,
                                     best_so_far=resumed.get("best") if resumed else None, rank=0)
         con.open_log(project.log_file(run_id))
-        self.saver.sidecar_start(self.r, data.steps, extra, resumed, self.resume_path)
+        self.saver.sidecar_start(self.r, data.steps, extra, resumed, self.resume_path, labels=data.label_names)
         self.owns_sidecar = True
         con.startup(root=project.root, dirs={"ckpt_dir": project.checkpoint_dir(run_id),
                     "results_dir": project.results_dir(run_id), "log_dir": project.log,
@@ -193,8 +195,9 @@ class RankRun:
                     self.saver.partial(ts, done_epoch, epoch, es)
                     con.say("stopped_mid", e=epoch, k=done_epoch, id=self.run_id)
                 return True
+            due = epoch % cfg.val_interval == 0 or epoch == cfg.epochs
             metrics = validate(ts.model, data.val_loader, step.loss_fn, self.device, cfg) \
-                if data.val_loader is not None else {}
+                if data.val_loader is not None and due else {}
             self.end_epoch(step, ts, data, es, epoch, time.perf_counter() - t0, metrics)
             done_epoch = epoch
             if agree(self.stop.local(), self.control):
@@ -217,7 +220,7 @@ class RankRun:
         lr = es.lrs[0] if es.lrs else ts.optimizer.param_groups[0]["lr"]
         if cfg.nonfinite == "skip":
             metrics["Nonfinite_Batches"] = es.skipped
-        value = avg if cfg.monitor == "Avg_Loss" else metrics[cfg.monitor]
+        value = avg if cfg.monitor == "Avg_Loss" else metrics.get(cfg.monitor, float("nan"))
         previous = ts.best
         is_best = is_improvement(value, ts.best, cfg.monitor_mode)
         if is_best:
@@ -232,7 +235,9 @@ class RankRun:
             ts.scheduler.step(value) if cfg.lr_scheduler == "plateau" else ts.scheduler.step()
         if self.r.is_main:
             self.saver.epoch(ts, epoch, is_best, previous, value)
-            if is_best and data.val_loader is not None:
+            if is_best and data.volumes is not None and "Val_Loss" in metrics:
+                data.volumes.snapshot(ts.model, self.project.results_dir(self.run_id), epoch, self.device)
+            elif is_best and data.val_loader is not None:
                 self.saver.snapshot(ts.model, data.val_loader, self.device, epoch)
             update_sidecar(self.sidecar, epochs_done=epoch, best=ts.best, best_epoch=ts.best_epoch,
                            updated=now_str())
@@ -317,9 +322,10 @@ def validate(model, loader, loss_fn, device, cfg) -> dict[str, float]:
     """Val_Loss (per-sample mean) and Val_Dice (mean foreground Dice) over all ranks' shards."""
     model.eval()
     acc = torch.zeros(3, device=device)  # loss sum, dice sum, samples
+    predict = predictor(model, cfg)  # sliding windows of the patch size for volumes
     for images, masks in loader:  # the bare module: shards differ in length, so no collectives here
         images, masks = images.to(device), masks.to(device)
-        logits = model(images)
+        logits = predict(images)
         n = images.shape[0]
         acc[0] += loss_fn(logits, masks).float() * n
         acc[1] += dice_per_sample(logits, masks, cfg.num_classes).sum()

@@ -117,7 +117,7 @@ class Saver:
                          f"Run {self.run_id}, epoch {epoch} (new best)")
 
     def sidecar_start(self, r: dist.Ranks, steps: int, extra: list[str], state: dict | None,
-                      resume_path) -> None:
+                      resume_path, labels: list[str] | None = None) -> None:
         """The sidecar as the run starts: a new record, or the resumed run's record updated."""
         path = self.project.sidecar(self.run_id)
         cfg = self.cfg
@@ -136,7 +136,7 @@ class Saver:
             "monitor": cfg.monitor, "monitor_mode": cfg.monitor_mode, "extra_columns": extra,
             "log_batch_metrics": cfg.log_batch_metrics, "best": None, "best_epoch": None,
             "pid": os.getpid(), "agent_pid": os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None,
-            "host": socket.gethostname(), "message": "", "config": cfg.to_dict(),
+            "host": socket.gethostname(), "message": "", "config": cfg.to_dict(), "labels": labels,
             "versions": {"medic": __version__, "torch": torch.__version__, "monai": monai.__version__,
                          "python": sys.version.split()[0]},
         })
