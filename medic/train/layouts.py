@@ -261,9 +261,10 @@ def resampled_shapes(layout: Layout, spacing: list[float]) -> list[tuple[int, ..
 
 
 def default_patch(shapes: list[tuple[int, ...]]) -> list[int]:
-    """Per axis, the largest multiple of 16 not above min(96, the smallest volume's size)."""
+    """Per axis, the largest multiple of 16 not above min(96, the smallest volume's size); on an
+    axis shorter than 16, the largest multiple of 8 (the default UNet halves a patch 3 times)."""
     smallest = [min(s[a] for s in shapes) for a in range(len(shapes[0]))]
-    return [max(16, min(MAX_PATCH, v) // 16 * 16) for v in smallest]
+    return [min(MAX_PATCH, v) // 16 * 16 if v >= 16 else max(8, v // 8 * 8) for v in smallest]
 
 
 def plan_volumes(cfg, explicit: set[str] | None = None) -> Layout | None:

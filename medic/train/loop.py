@@ -235,10 +235,11 @@ class RankRun:
             ts.scheduler.step(value) if cfg.lr_scheduler == "plateau" else ts.scheduler.step()
         if self.r.is_main:
             self.saver.epoch(ts, epoch, is_best, previous, value)
-            if is_best and data.volumes is not None and "Val_Loss" in metrics:
-                data.volumes.snapshot(ts.model, self.project.results_dir(self.run_id), epoch, self.device)
-            elif is_best and data.val_loader is not None:
-                self.saver.snapshot(ts.model, data.val_loader, self.device, epoch)
+            if is_best and data.val_loader is not None:
+                if data.volumes is not None:  # volumes: slices and NIfTI masks of the validation cases
+                    data.volumes.snapshot(ts.model, self.project.results_dir(self.run_id), epoch, self.device)
+                else:
+                    self.saver.snapshot(ts.model, data.val_loader, self.device, epoch)
             update_sidecar(self.sidecar, epochs_done=epoch, best=ts.best, best_epoch=ts.best_epoch,
                            updated=now_str())
 
