@@ -195,7 +195,7 @@ class RankRun:
                     self.saver.partial(ts, done_epoch, epoch, es)
                     con.say("stopped_mid", e=epoch, k=done_epoch, id=self.run_id)
                 return True
-            due = epoch % cfg.val_interval == 0 or epoch == cfg.epochs
+            due = epoch % cfg.val_interval == 0
             metrics = validate(ts.model, data.val_loader, step.loss_fn, self.device, cfg) \
                 if data.val_loader is not None and due else {}
             self.end_epoch(step, ts, data, es, epoch, time.perf_counter() - t0, metrics)

@@ -28,21 +28,22 @@ def find_checkpoint(project: Project, run: str, checkpoint: str) -> Path:
         if not path.is_file():
             raise RunNotFoundError(f"--checkpoint {checkpoint} does not exist")
         return path
-    if run == "latest":
-        run = project.newest_resumable()
-        if run is None:
-            raise RunNotFoundError(f"no run with checkpoints in {project.checkpoints}")
+    run = project.newest_resumable() if run == "latest" else run
+    if run is None:
+        raise RunNotFoundError(f"--run latest: no run with checkpoints in {project.checkpoints}")
     path = project.checkpoint_dir(run) / ("best_model.pth" if checkpoint == "best" else "last.pth")
     if not path.is_file():
         raise RunNotFoundError(f"run {run} has no {path.name} (looked in {path.parent})")
     return path
 
 
-def group_inputs(source: Path) -> list[tuple[str, list[Path], str]]:
-    """(case, files, output name) of a file or folder; nnU-Net channel files form one case."""
-    if not source.exists():
-        raise MedicError(f"--input {source} does not exist")
-    files = [source] if source.is_file() else sorted(
+def group_inputs(source: Path | list) -> list[tuple[str, list[Path], str]]:
+    """(case, files, output name) of a file, a folder or a list of files; nnU-Net channel files
+    form one case."""
+    missing = [p for p in (source if isinstance(source, list) else [source]) if not Path(p).exists()]
+    if missing:
+        raise MedicError(f"--input {missing[0]} does not exist")
+    files = [Path(p) for p in source] if isinstance(source, list) else [source] if source.is_file() else sorted(
         p for p in source.iterdir() if p.is_file() and p.name.lower().endswith(ENDINGS) and not p.name.startswith("."))
     if not files:
         raise MedicError(f"--input {source} holds no images ({', '.join(ENDINGS)})")
@@ -74,18 +75,13 @@ def load_model(path: Path, device):
     return cfg, model.to(device).eval(), in_channels
 
 
-def predict(input: str | Path, output: str | Path, run: str = "latest", checkpoint: str = "best",
+def predict(input: str | Path | list, output: str | Path, run: str = "latest", checkpoint: str = "best",
             root: str | Path | None = None, device: str = "auto", log=print) -> list[Path]:
     """Segment every volume of ``input`` (a file or folder) with a run's model; write one mask per
     case into ``output``. Returns the written paths."""
-    import torch
-
-    from medic.train.infer import predict_volume
-    from medic.train.pictures import write_mask
-    from medic.train.volumes import preprocess
     project = Project.at(root)
     path = find_checkpoint(project, run, checkpoint)
-    cases = group_inputs(Path(input))
+    cases = group_inputs([Path(p) for p in input] if isinstance(input, (list, tuple)) else Path(input))
     out_dir = Path(output)
     if out_dir.exists() and not out_dir.is_dir():
         raise MedicError(f"--output {out_dir} is a file, not a folder")
@@ -95,6 +91,11 @@ def predict(input: str | Path, output: str | Path, run: str = "latest", checkpoi
     nifti = [str(p) for _, files, _ in cases for p in files if not p.name.lower().endswith((".nii", ".nii.gz"))]
     if nifti:
         raise MedicError(f"{nifti[0]}: medic predict writes NIfTI masks; give .nii or .nii.gz volumes")
+    import torch  # after the checks: a mistake is reported before torch loads
+
+    from medic.train.infer import predict_volume
+    from medic.train.pictures import write_mask
+    from medic.train.volumes import preprocess
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     cfg, model, in_channels = load_model(path, dev)
@@ -131,3 +132,28 @@ def _channels(files: list[Path]) -> int:
     import nibabel as nib
     shape = nib.load(str(files[0])).shape
     return int(shape[3]) if len(shape) == 4 else 1
+
+
+def case_files(data: str | Path, index: int = 0) -> list[Path]:
+    """The image files (one per channel) of a training case of a Decathlon or nnU-Net data set."""
+    from medic.train.layouts import read_layout
+    return [Path(p) for p in read_layout(data).cases[index].images]
+
+
+def prediction_figure(files: list[Path], mask: Path):
+    """Image and predicted mask on the slice with the most predicted foreground."""
+    import nibabel as nib
+    import numpy as np
+    from matplotlib.figure import Figure
+    image = np.asarray(nib.load(str(files[0])).dataobj, dtype=np.float32)
+    image = image[..., 0] if image.ndim == 4 else image
+    labels = np.asarray(nib.load(str(mask)).dataobj)
+    k = int((labels > 0).reshape(-1, labels.shape[-1]).sum(axis=0).argmax())
+    fig = Figure(figsize=(6, 3), constrained_layout=True)
+    for ax, data, title, cmap in zip(fig.subplots(1, 2), (image[..., k], labels[..., k]),
+                                     (f"{files[0].name}, slice {k}", f"prediction: {mask.name}"), ("gray", "viridis")):
+        ax.imshow(data.T, cmap=cmap, origin="lower", interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig

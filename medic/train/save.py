@@ -112,6 +112,9 @@ class Saver:
         model.eval()
         preds = model(images.to(device)).argmax(dim=1).cpu()
         model.train(was_training)
+        if images.ndim == 5:  # volumes (the built-in 3D set): their middle slices
+            k = images.shape[-1] // 2
+            images, masks, preds = images[..., k], masks[..., k], preds[..., k]
         save_predictions(self.project.results_dir(self.run_id) / f"best_epoch_{epoch}.png",
                          images[:, 0].float().numpy(), masks[:, 0].numpy(), preds.numpy(),
                          f"Run {self.run_id}, epoch {epoch} (new best)")
