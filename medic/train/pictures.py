@@ -45,7 +45,7 @@ def save_volume_snapshot(volumes, model: torch.nn.Module, folder: Path, epoch: i
     rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for j, i in enumerate(val.indices):
         record = val.records[i]
-        out = predict_volume(model, volumes.pre, {k: record[k] for k in ("image", "label")}, cfg, device)
+        out = predict_volume(model, volumes.pre, dict(record), cfg, device)
         first = record["image"] if isinstance(record["image"], str) else record["image"][0]
         if first.lower().endswith((".nii", ".nii.gz")):
             write_mask(folder / "best_masks" / f"{record['case']}.nii.gz", out["source"], first)

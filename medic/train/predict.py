@@ -95,7 +95,7 @@ def predict(input: str | Path | list, output: str | Path, run: str = "latest", c
 
     from medic.train.infer import predict_volume
     from medic.train.pictures import write_mask
-    from medic.train.volumes import preprocess
+    from medic.train.volumes import medic_error_in, preprocess
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     cfg, model, in_channels = load_model(path, dev)
@@ -112,14 +112,12 @@ def predict(input: str | Path | list, output: str | Path, run: str = "latest", c
     log(f"medic predict: run {path.parent.name}, {path.name}, {len(cases)} case(s), on {dev.type}")
     for k, (case, files, name) in enumerate(cases, start=1):
         t0 = time.perf_counter()
-        record = {"image": [str(p) for p in files] if len(files) > 1 else str(files[0])}
+        record = {"image": [str(p) for p in files] if len(files) > 1 else str(files[0]), "case": case}
         try:
             out = predict_volume(model, pre, record, cfg, dev)
-        except MedicError:
-            raise
         except Exception as err:  # a corrupt file is found only when it is read
-            raise MedicError(f"case {case}: cannot be segmented ({type(err).__name__}: "
-                             f"{str(err).strip().splitlines()[-1][:200] if str(err).strip() else ''})") from err
+            raise medic_error_in(err) or MedicError(f"case {case}: cannot be segmented ({type(err).__name__}: "
+                                                    f"{str(err)[:200]})") from err
         write_mask(out_dir / name, out["source"], str(files[0]))
         written.append(out_dir / name)
         log(f"[{k}/{len(cases)}] {case}: {out_dir / name} ({time.perf_counter() - t0:.1f} s)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from monai.transforms import LoadImaged
 from torch.utils.data import DataLoader, Dataset
 
 from medic.config import TrainConfig
@@ -27,12 +28,32 @@ CT_WINDOW = (-175.0, 250.0)  # HU: the soft-tissue window of MONAI's abdominal C
 FOREGROUND_RATIO = (2.0, 1.0)  # patches centred on foreground : on background
 
 
+class NamedLoad(LoadImaged):
+    """MONAI's loader (with the affine); a file it cannot read is an error naming the case."""
+
+    def __call__(self, data, reader=None):
+        try:
+            return super().__call__(data, reader)
+        except Exception as err:  # nibabel, gzip and MONAI's readers raise many types
+            text = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
+            raise MedicError(f"case {data.get('case', '?')}: cannot be read ({text})") from err
+
+
+def medic_error_in(err: BaseException) -> MedicError | None:
+    """The ``MedicError`` that caused ``err`` (MONAI wraps a transform's error in its own)."""
+    while err is not None:
+        if isinstance(err, MedicError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def preprocess(cfg: TrainConfig):
     """The deterministic part: MONAI transforms on {"image", "label"} (the label may be absent)."""
     from monai import transforms as T
     keys = ("image", "label")
     dims = int(cfg.spatial_dims)
-    steps = [T.LoadImaged(keys, image_only=True, allow_missing_keys=True),
+    steps = [NamedLoad(keys, image_only=True, allow_missing_keys=True),
              T.EnsureChannelFirstd(keys, allow_missing_keys=True)]
     if dims == 3:
         steps.append(T.Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")),
@@ -100,8 +121,8 @@ class Cases(Dataset):
         try:
             return self.base[i]
         except Exception as err:  # a corrupt file is found only when it is read
-            first = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
-            raise MedicError(f"case {self.records[i]['case']}: cannot be read ({first})") from err
+            raise medic_error_in(err) or MedicError(f"case {self.records[i]['case']}: cannot be preprocessed "
+                                                    f"({type(err).__name__}: {str(err)[:200]})") from err
 
     def __getitem__(self, key):
         j, epoch = key if isinstance(key, tuple) else (key, 0)
@@ -138,7 +159,11 @@ def build_volume_data(cfg: TrainConfig, r: dist.Ranks, device: torch.device) -> 
     layout = read_layout(cfg.data)
     records = layout.records()
     pre = preprocess(cfg)
-    base = cached(cfg, records, pre)
+    try:  # --cache_rate > 0 reads and preprocesses the cached cases here
+        base = cached(cfg, records, pre)
+    except Exception as err:
+        raise medic_error_in(err) or MedicError(f"the volumes cannot be preprocessed ({type(err).__name__}: "
+                                                f"{str(err)[:200]})") from err
     train_idx, val_idx = split_indices(len(records), cfg.val_fraction, cfg.seed)
     train_ds = Cases(base, records, train_idx, cfg.seed, augmentation(cfg))
     sampler = EpochSampler(train_ds, num_replicas=r.world_size, rank=r.rank, shuffle=True, seed=cfg.seed,
