@@ -6,6 +6,8 @@ Validation and ``medic predict`` both go through ``sliding_window_logits``; with
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from medic.config import TrainConfig
@@ -46,7 +48,9 @@ def predict_volume(model: torch.nn.Module, pre, record: dict, cfg: TrainConfig, 
     model.train(was_training)
     pred = logits.argmax(dim=1).cpu().float()  # 1 × spatial: one channel, like the image's
     data["pred"] = MetaTensor(pred, meta=dict(image.meta), applied_operations=list(image.applied_operations))
-    source = Invertd("pred", transform=pre, orig_keys="image", nearest_interp=True)(data)["pred"]
+    with warnings.catch_warnings():  # 2D pictures: nothing to undo, which MONAI warns about
+        warnings.filterwarnings("ignore", message="inverse has been called but no invertible")
+        source = Invertd("pred", transform=pre, orig_keys="image", nearest_interp=True)(data)["pred"]
     source = source.as_tensor() if hasattr(source, "as_tensor") else torch.as_tensor(source)
     return {"image": image.as_tensor(), "label": data["label"].as_tensor() if "label" in data else None,
             "pred": pred[0], "source": source[0].round().to(torch.uint8).numpy()}

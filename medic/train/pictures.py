@@ -28,14 +28,19 @@ def largest_foreground_slice(label: np.ndarray) -> int:
 
 
 def write_mask(path: Path, mask: np.ndarray, like: str) -> None:
-    """``mask`` as NIfTI with the affine (and spatial header) of the file ``like``."""
+    """``mask`` as NIfTI with the affine of the file ``like``; as PNG when ``path`` is one (MONAI
+    reads a picture's columns first, so it is transposed back)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.name.lower().endswith(".png"):
+        from PIL import Image
+        write_atomic(path, lambda f: Image.fromarray(mask.astype(np.uint8).T).save(f, format="PNG"))
+        return
     import nibabel as nib
     source = nib.load(like)
     out = nib.Nifti1Image(mask.astype(np.uint8), source.affine)
     out.set_qform(source.affine, code=1)
     out.set_sform(source.affine, code=1)
     data = out.to_bytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, lambda f: f.write(gzip.compress(data, compresslevel=1) if path.name.endswith(".gz") else data))
 
 

@@ -18,6 +18,7 @@ from medic.errors import MedicError, RunNotFoundError
 from medic.store.paths import Project
 from medic.train.layouts import ENDINGS, strip_ending
 
+WRITES = (".nii", ".nii.gz", ".png")  # the formats a mask is written in, as its input
 CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
@@ -88,9 +89,9 @@ def predict(input: str | Path | list, output: str | Path, run: str = "latest", c
     taken = [name for _, _, name in cases if (out_dir / name).exists()]
     if taken:
         raise MedicError(f"--output {out_dir} already holds {taken[0]}; give an empty or new folder")
-    nifti = [str(p) for _, files, _ in cases for p in files if not p.name.lower().endswith((".nii", ".nii.gz"))]
-    if nifti:
-        raise MedicError(f"{nifti[0]}: medic predict writes NIfTI masks; give .nii or .nii.gz volumes")
+    other = [str(p) for _, files, _ in cases for p in files if not p.name.lower().endswith(WRITES)]
+    if other:
+        raise MedicError(f"{other[0]}: medic predict writes masks as NIfTI or PNG; give .nii, .nii.gz or .png files")
     import torch  # after the checks: a mistake is reported before torch loads
 
     from medic.train.infer import predict_volume
@@ -125,7 +126,7 @@ def predict(input: str | Path | list, output: str | Path, run: str = "latest", c
 
 
 def _channels(files: list[Path]) -> int:
-    if len(files) > 1:
+    if len(files) > 1 or files[0].name.lower().endswith(".png"):
         return len(files)
     import nibabel as nib
     shape = nib.load(str(files[0])).shape
