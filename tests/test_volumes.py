@@ -205,3 +205,18 @@ def test_predict_groups_channel_files_into_one_case_named_like_the_input(tmp_pat
         ("a", ["a.nii.gz"], "a.nii.gz"), ("b", ["b_0000.nii.gz", "b_0001.nii.gz"], "b.nii.gz"), ("c", ["c.nii"], "c.nii")]
     with pytest.raises(MedicError, match="does not exist"):
         group_inputs(tmp_path / "nothing")
+
+
+def test_the_built_in_data_and_the_default_model_in_3d():
+    import torch
+
+    from medic.train.data import SyntheticSegmentation
+    from medic.train.models import build_loss, build_model
+    cfg = TrainConfig(spatial_dims="3", image_size=32, num_samples=2)
+    ds = SyntheticSegmentation(cfg.num_samples, cfg.image_size, cfg.num_classes, cfg.seed, spatial_dims=3)
+    image, mask = ds[0]
+    assert image.shape == mask.shape == (1, 32, 32, 32) and set(mask.unique().tolist()) == {0, 1}
+    assert ds.label_names == ["background", "1"]
+    logits = build_model(cfg, in_channels=1)(image[None])
+    assert logits.shape == (1, 2, 32, 32, 32)
+    assert torch.isfinite(build_loss()(logits, mask[None]))

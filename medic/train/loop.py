@@ -39,7 +39,7 @@ from medic.train.models import build_loss, build_model, build_optimizer, dice_pe
 from medic.train.save import Saver, TrainState
 from medic.train.sync import EpochState, NonFiniteLoss, StepSync, StopFlag, agree, record_windows
 from medic.train.torchrun import report_failure
-from medic.train.volumes import build_any_data
+from medic.train.volumes import build_any_data, loader_message
 
 
 def run(cfg: TrainConfig, decide) -> int:
@@ -132,8 +132,8 @@ class RankRun:
             self.con.error(self.con.t[key].format(v=err.value, e=err.epoch, b=err.batch, k=err.epoch - 1))
             code = 3
         except MedicError as err:
-            message = str(err)
-            self.con.error(f"medic: error: {err}")
+            message = loader_message(str(err))
+            self.con.error(f"medic: error: {message}")
             code = 2
         except KeyboardInterrupt:
             status, message, code = "stopped", "interrupted", 130

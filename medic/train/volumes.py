@@ -48,6 +48,14 @@ def medic_error_in(err: BaseException) -> MedicError | None:
     return None
 
 
+def loader_message(text: str) -> str:
+    """A ``MedicError`` raised in a loader worker comes back with the worker's traceback as its
+    text; its last line holds the message."""
+    if text.startswith("Caught MedicError"):
+        return text.strip().splitlines()[-1].split("MedicError: ", 1)[-1]
+    return text
+
+
 def preprocess(cfg: TrainConfig):
     """The deterministic part: MONAI transforms on {"image", "label"} (the label may be absent)."""
     from monai import transforms as T
@@ -68,7 +76,8 @@ def preprocess(cfg: TrainConfig):
         steps.append(T.ScaleIntensityRanged("image", *CT_WINDOW, 0.0, 1.0, clip=True))
     else:
         steps.append(T.ScaleIntensityd("image", channel_wise=True))
-    steps.append(T.EnsureTyped(keys, dtype=torch.float32, allow_missing_keys=True))
+    steps += [T.EnsureTyped("image", dtype=torch.float32),  # labels cached as bytes: a quarter of float32
+              T.EnsureTyped("label", dtype=torch.uint8, allow_missing_keys=True)]
     return T.Compose(steps)
 
 
@@ -131,7 +140,7 @@ class Cases(Dataset):
             self.augment.set_random_state(seed=case_seed(self.seed, epoch, self.indices[j]))
             item = self.augment(item)
             item = item[0] if isinstance(item, list) else item
-        return plain(item["image"]).float(), plain(item["label"]).round().long()
+        return plain(item["image"]).float(), plain(item["label"]).long()
 
 
 class EpochSampler(ResumableSampler):
