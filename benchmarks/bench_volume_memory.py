@@ -54,7 +54,7 @@ def make_data(root: Path, cases: int, shape: tuple[int, ...]) -> int:
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
     (root / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "ball"},
                                                    "modality": {"0": "MRI"}, "training": training}))
-    return cases * int(np.prod(shape)) * 4 * 2  # image and label, float32 after preprocessing
+    return cases * int(np.prod(shape)) * (4 + 1)  # after preprocessing: float32 images, uint8 labels
 
 
 def tree(pid: int) -> list[int]:
@@ -87,11 +87,11 @@ def peak_kb(pid: int) -> tuple[str, int] | None:
     return None
 
 
-def run(data: Path, project: Path, flags: list[str], workers: int) -> tuple[int, list[int], float]:
+def run(data: Path, project: Path, flags: list[str], workers: int, patch: list[int]) -> tuple[int, list[int], float]:
     """Train one epoch; the peak RSS (kB) of the trainer and of each loader worker, and the wall time."""
     project.mkdir(parents=True)
     cmd = [PY, "-m", "medic.train", "--data", str(data), "--epochs", "1", "--batch_size", "2",
-           "--patch_size", "64", "64", "32", "--num_workers", str(workers), "--log_interval", "1000", *flags]
+           "--patch_size", *map(str, patch), "--num_workers", str(workers), "--log_interval", "1000", *flags]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=project, env=child_env(2), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=48)
     parser.add_argument("--shape", type=int, nargs=3, default=(128, 128, 64))
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--patch", type=int, nargs=3, default=(64, 64, 32))
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="medic-volmem-") as tmp:
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                  ("cache_dir", ["--cache_dir", str(tmp / "cache")], 0)]
         rows, result = [], {"data_mb": round(size / MB, 1), "cases": args.cases, "shape": list(args.shape), "modes": {}}
         for k, (name, flags, cached) in enumerate(modes):
-            trainer, workers, wall = run(tmp / "data", tmp / f"p{k}", flags, args.workers)
+            trainer, workers, wall = run(tmp / "data", tmp / f"p{k}", flags, args.workers, args.patch)
             result["modes"][name] = {"cache_mb": round(cached / MB, 1), "trainer_peak_mb": round(trainer / 1024, 1),
                                      "worker_peaks_mb": [round(kb / 1024, 1) for kb in workers], "wall_s": round(wall, 1)}
             rows.append([name, f"{size / MB:.0f}", f"{cached / MB:.0f}", f"{trainer / 1024:.0f}",

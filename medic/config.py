@@ -166,7 +166,9 @@ class TrainConfig:
         if unknown and strict:
             hint = difflib.get_close_matches(unknown[0], names, n=1)
             raise MedicError(f"unknown option {unknown[0]!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
-        return cls(**{k: v for k, v in values.items() if k in names}).validate()
+        multi = {f.name for f in fields(cls) if f.metadata.get("multi")}  # [96, 96, 64] = "96 96 64"
+        return cls(**{k: " ".join(map(str, v)) if k in multi and isinstance(v, (list, tuple)) else v
+                      for k, v in values.items() if k in names}).validate()
 
     def to_args(self, include_launcher: bool = False, full: bool = False) -> list[str]:
         """The CLI flags that reproduce this config (only values that differ from the default,

@@ -53,6 +53,7 @@ class FolderSegmentation(Dataset):
         resize_img = Resize((image_size, image_size), mode="bilinear")
         resize_mask = Resize((image_size, image_size), mode="nearest")
         scale = ScaleIntensity()
+        self.label_names = ["background"] + [str(c) for c in range(1, num_classes)]
         images, masks = [], []
         for image_path, mask_path in pairs(root):
             img = torch.as_tensor(read_array(image_path).astype(np.float32))[None]

@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from monai.transforms import LoadImaged
 from torch.utils.data import DataLoader, Dataset
 
 from medic.config import TrainConfig
@@ -28,12 +27,17 @@ CT_WINDOW = (-175.0, 250.0)  # HU: the soft-tissue window of MONAI's abdominal C
 FOREGROUND_RATIO = (2.0, 1.0)  # patches centred on foreground : on background
 
 
-class NamedLoad(LoadImaged):
-    """MONAI's loader (with the affine); a file it cannot read is an error naming the case."""
+class NamedLoad:
+    """MONAI's ``LoadImaged`` (with the affine); a file it cannot read is an error naming the case.
+    (A wrapper, not a subclass, so that importing this module does not import MONAI.)"""
 
-    def __call__(self, data, reader=None):
+    def __init__(self, keys, **kwargs):
+        from monai.transforms import LoadImaged
+        self.load = LoadImaged(keys, **kwargs)
+
+    def __call__(self, data):
         try:
-            return super().__call__(data, reader)
+            return self.load(data)
         except Exception as err:  # nibabel, gzip and MONAI's readers raise many types
             text = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
             raise MedicError(f"case {data.get('case', '?')}: cannot be read ({text})") from err
