@@ -161,3 +161,11 @@ def build_data(cfg: TrainConfig, r: dist.Ranks, device: torch.device) -> Data:
         val_loader = DataLoader(shard, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     return Data(train_ds, val_ds, sampler, loader, val_loader, in_channels=train_ds[0][0].shape[0],
                 label_names=getattr(dataset, "label_names", None))
+
+
+def loader_message(text: str) -> str:
+    """A ``MedicError`` raised in a loader worker comes back with the worker's traceback as its
+    text; its last line holds the message."""
+    if text.startswith("Caught MedicError"):
+        return text.strip().splitlines()[-1].split("MedicError: ", 1)[-1]
+    return text

@@ -33,13 +33,12 @@ from medic.store.sidecar import now_str, update_sidecar
 from medic.train import checkpoint as ckpt
 from medic.train import dist
 from medic.train.console import Console, settings_lines
-from medic.train.data import Data
+from medic.train.data import Data, loader_message
 from medic.train.infer import predictor
 from medic.train.models import build_loss, build_model, build_optimizer, dice_per_sample
 from medic.train.save import Saver, TrainState
 from medic.train.sync import EpochState, NonFiniteLoss, StepSync, StopFlag, agree, record_windows
 from medic.train.torchrun import report_failure
-from medic.train.volumes import build_any_data, loader_message
 
 
 def run(cfg: TrainConfig, decide) -> int:
@@ -116,6 +115,7 @@ class RankRun:
         status, message, code = "failed", "", 1
         try:
             resumed = ckpt.load(self.resume_path) if self.resume_path else None
+            from medic.train.volumes import build_any_data  # MONAI loads here, not at import
             data = build_any_data(self.cfg, self.r, self.device)
             ts = build_state(self.cfg, data, self.device, resumed, self.resume_path)
             model = DDP(ts.model, device_ids=[self.device.index] if self.device.type == "cuda" else None) \
