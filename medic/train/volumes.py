@@ -36,7 +36,7 @@ class NamedLoad(LoadImaged):
         try:
             return super().__call__(data, reader)
         except Exception as err:  # nibabel, gzip and MONAI's readers raise many types
-            text = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
+            text = " ".join(line.strip() for line in str(err).strip().splitlines())[-200:] or type(err).__name__
             raise MedicError(f"case {data.get('case', '?')}: cannot be read ({text})") from err
 
 
