@@ -231,7 +231,8 @@ class RankRun:
                                   is_best=is_best, **metrics)
             self.con.epoch_summary(epoch, cfg.epochs, avg, lo, hi, lr, seconds,
                                    eta_hours(ts.epoch_times, cfg.epochs - epoch), metrics)
-        if ts.scheduler is not None:
+        unvalidated = cfg.monitor != "Avg_Loss" and cfg.monitor not in metrics  # --val_interval > 1
+        if ts.scheduler is not None and not (cfg.lr_scheduler == "plateau" and unvalidated):
             ts.scheduler.step(value) if cfg.lr_scheduler == "plateau" else ts.scheduler.step()
         if self.r.is_main:
             self.saver.epoch(ts, epoch, is_best, previous, value)
