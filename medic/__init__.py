@@ -22,6 +22,7 @@ _LAZY = {
     "sweep": ("medic.sweeps.handle", "sweep"),
     "attach_sweep": ("medic.sweeps.handle", "attach_sweep"),
     "sweep_summary": ("medic.sweeps.results", "sweep_summary"),
+    "predict": ("medic.train.predict", "predict"),
     "figures": ("medic.analysis.figures", None),  # ``from medic import figures``: the module
 }
 

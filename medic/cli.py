@@ -22,6 +22,7 @@ COMMANDS = {
     "stop": ("medic.commands.stop", "stop a running training job by run id"),
     "export": ("medic.commands.export", "export runs to TensorBoard and MLflow (repeatable, incremental)"),
     "sweep": ("medic.commands.sweep", "many trainings of the training notebook: grid or Optuna search, resumable"),
+    "predict": ("medic.commands.predict", "segment new volumes with a trained run's model"),
 }
 
 

@@ -14,9 +14,11 @@ from typing import Any
 from medic.errors import MedicError
 
 
-def opt(default, help: str, choices: tuple | None = None, launcher: bool = False, alias: str = ""):
+def opt(default, help: str, choices: tuple | None = None, launcher: bool = False, alias: str = "",
+        multi: bool = False):
+    # multi: the flag takes several space-separated values, kept as one space-separated string
     return field(default=default, metadata={"help": help, "choices": choices, "launcher": launcher,
-                                            "alias": alias})
+                                            "alias": alias, "multi": multi})
 
 
 @dataclass
@@ -72,6 +74,21 @@ class TrainConfig:
     save_top_k: int = opt(0, "keep the K best checkpoints in checkpoints/<id>/top_k/ (0 = none)")
     patience: int = opt(0, "stop after N validations without improvement of the monitor (0 = never)")
     min_delta: float = opt(0.0, "smallest change of the monitor that counts as an improvement (--patience)")
+    # 3D volumes: Decathlon / nnU-Net layouts, patch training, sliding-window validation
+    spatial_dims: str = opt("auto", "2 or 3 spatial dimensions (auto = 3 when the volumes have more than "
+                                    "one slice; 3 with built-in data = synthetic volumes)", ("auto", "2", "3"))
+    patch_size: str = opt("", "training patch and sliding window, 2 or 3 ints (e.g. 96 96 64); empty = per "
+                              "axis the largest multiple of 16 not above min(96, smallest volume)", multi=True)
+    spacing: str = opt("", "resample volumes to this voxel spacing in mm (e.g. 1.5 1.5 2); empty = keep",
+                       multi=True)
+    normalize: str = opt("auto", "intensity normalisation: zscore on the foreground, ct window -175..250 HU, "
+                                 "minmax; auto = ct for CT channels, else zscore", ("auto", "zscore", "ct", "minmax"))
+    augment: bool = opt(True, "random flips, 90-degree rotations and intensity shifts of training patches")
+    val_interval: int = opt(1, "validate every N epochs (other rows leave the validation columns empty)")
+    sw_overlap: float = opt(0.5, "overlap of the sliding windows of validation and prediction")
+    cache_rate: float = opt(1.0, "fraction of the preprocessed volumes kept in memory (the rest read lazily)")
+    cache_dir: str = opt("", "keep the preprocessed volumes on disk in this folder instead of in memory "
+                             "(shared by the ranks and by later runs)")
 
     def validate(self) -> "TrainConfig":
         """Check every value; raise ``MedicError`` naming the first bad one."""
@@ -114,6 +131,7 @@ class TrainConfig:
                 raise MedicError(f"option {name} must look like 'package.module:function', got {spec!r}")
         if self.data and self.dataset:
             raise MedicError("give either data (a folder) or dataset (a plug-in), not both")
+        self.check_volume_options()
         return self
 
     def validate_selection(self) -> None:
@@ -132,6 +150,31 @@ class TrainConfig:
             raise MedicError("option min_delta must be >= 0 and nsd_tolerance > 0")
         if self.patience and self.val_fraction == 0 and self.monitor != "Avg_Loss":
             raise MedicError("--patience needs validation data (set val_fraction > 0), or --monitor Avg_Loss")
+    def check_volume_options(self) -> None:
+        """The 3D options: patch and spacing hold 2 or 3 positive numbers, the rest their ranges."""
+        patch = self.patch
+        if self.patch_size and not (patch and len(patch) in (2, 3) and all(v >= 8 for v in patch)):
+            raise MedicError(f"option patch_size must be 2 or 3 integers >= 8 (e.g. 96 96 64), got {self.patch_size!r}")
+        try:
+            spacing = [float(v) for v in self.spacing.split()]
+        except ValueError:
+            spacing = []
+        if self.spacing and not (len(spacing) in (2, 3) and all(v > 0 for v in spacing)):
+            raise MedicError(f"option spacing must be 2 or 3 numbers > 0 (e.g. 1.5 1.5 2), got {self.spacing!r}")
+        if self.val_interval <= 0:
+            raise MedicError(f"option val_interval must be > 0, got {self.val_interval}")
+        if not 0 <= self.sw_overlap < 1:
+            raise MedicError(f"option sw_overlap must be in [0, 1), got {self.sw_overlap}")
+        if not 0 <= self.cache_rate <= 1:
+            raise MedicError(f"option cache_rate must be in [0, 1], got {self.cache_rate}")
+
+    @property
+    def patch(self) -> list[int]:
+        """``patch_size`` as ints ([] when empty or not integers)."""
+        try:
+            return [int(v) for v in self.patch_size.split()]
+        except ValueError:
+            return []
 
     @property
     def monitor_direction(self) -> str:
@@ -152,7 +195,9 @@ class TrainConfig:
         if unknown and strict:
             hint = difflib.get_close_matches(unknown[0], names, n=1)
             raise MedicError(f"unknown option {unknown[0]!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
-        return cls(**{k: v for k, v in values.items() if k in names}).validate()
+        multi = {f.name for f in fields(cls) if f.metadata.get("multi")}  # [96, 96, 64] = "96 96 64"
+        return cls(**{k: " ".join(map(str, v)) if k in multi and isinstance(v, (list, tuple)) else v
+                      for k, v in values.items() if k in names}).validate()
 
     def to_args(self, include_launcher: bool = False, full: bool = False) -> list[str]:
         """The CLI flags that reproduce this config (only values that differ from the default,
@@ -191,6 +236,8 @@ def build_parser(prog: str = "medic train") -> argparse.ArgumentParser:
         if kind is bool:
             parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=f.default,
                                 help=f.metadata["help"])
+        elif f.metadata.get("multi"):
+            parser.add_argument(*flags, nargs="+", default=f.default, help=help_text, metavar=f.name.upper())
         else:
             parser.add_argument(*flags, type=kind, default=f.default, help=help_text,
                                 choices=f.metadata.get("choices"), metavar=f.name.upper())
@@ -211,7 +258,8 @@ def parse_args(argv: list[str] | None, prog: str = "medic train") -> tuple[Train
         close = difflib.get_close_matches(bad[0].split("=")[0].lstrip("-").replace("-", "_"),
                                           [f.name for f in fields(TrainConfig)], n=1)
         raise MedicError(f"unrecognized argument {bad[0]!r}" + (f"; did you mean --{close[0]}?" if close else ""))
-    return TrainConfig(**vars(ns)).validate(), torchrun_flags
+    values = {k: " ".join(v) if isinstance(v, list) else v for k, v in vars(ns).items()}
+    return TrainConfig(**values).validate(), torchrun_flags
 
 
 TORCHRUN_FLAGS = {"nnodes", "node_rank", "rdzv_endpoint", "rdzv_backend", "rdzv_id", "rdzv_conf",

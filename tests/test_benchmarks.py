@@ -154,3 +154,17 @@ def test_start_benchmark_reports_before_after_and_the_floor(tmp_path):
     if section.data["baseline"]:  # a git checkout: the tree before the start-up work is measured too
         assert len(first["before"]) == 1 and section.summary[0][2] == "≥ 2x (half the time)"
     assert [i["what"] for i in section.data["imports"]] == list(bench_start.IMPORTS)
+
+
+@pytest.mark.slow
+def test_the_volume_memory_benchmark_runs_its_three_modes(tmp_path):
+    out = tmp_path / "mem.json"
+    proc = subprocess.run([PY, str(BENCH / "bench_volume_memory.py"), "--cases", "3", "--shape", "32", "32", "16",
+                           "--patch", "16", "16", "16", "--workers", "1", "--json", str(out)],
+                          env=child_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert list(result["modes"]) == ["cache_rate 1.0", "cache_rate 0.2", "cache_dir"]
+    for mode in result["modes"].values():
+        assert mode["trainer_peak_mb"] > 100 and len(mode["worker_peaks_mb"]) == 1
+    assert "| cache_dir |" in proc.stdout

@@ -23,6 +23,8 @@ def test_every_option_is_a_flag_in_both_spellings():
                 value = f.metadata["choices"][-1]
                 extra = ["--val_fraction", "0.2"] if f.name == "monitor" else []
                 assert getattr(parse_args([flag, value, *extra])[0], f.name) == value
+            elif f.metadata.get("multi"):  # several values: one space-separated string
+                assert getattr(parse_args([flag, "32", "32", "16"])[0], f.name) == "32 32 16"
             elif f.type == "str":
                 value = {"model": "x.y:z", "dataset": "x.y:z", "monitor": "Val_Dice_class_1",
                          "val_metrics": "dice,nsd"}.get(f.name, "abc")

@@ -172,10 +172,12 @@ def settings_lines(cfg, r, device, data, run_id: str) -> list[tuple[str, object]
     lines = [("Epochs", cfg.epochs), ("Batch Size (per GPU)", cfg.batch_size), ("Learning Rate", cfg.lr),
              ("LR Scheduler", cfg.lr_scheduler), ("Processes (world size)", r.world_size),
              ("Device", f"{device.type}" + (f" ({torch.distributed.get_backend()})" if r.distributed else "")),
-             ("Model", cfg.model or "MONAI UNet (2D)"), ("Data", source),
+             ("Model", cfg.model or f"MONAI UNet ({'3D' if cfg.spatial_dims == '3' else '2D'})"), ("Data", source),
              ("Training samples", len(data.train_ds)), ("Batches per epoch", data.steps)]
     if data.val_ds is not None:
         lines.append(("Validation samples", len(data.val_ds)))
+    if cfg.patch_size:
+        lines.append(("Patch size", cfg.patch_size))
     lines += [("Monitor", cfg.monitor), ("Checkpoint every", f"{cfg.save_interval} epochs"),
               ("Seed", cfg.seed), ("Run id", run_id)]
     return lines

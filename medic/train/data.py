@@ -20,17 +20,21 @@ class SyntheticSegmentation(Dataset):
     same set without talking to the others. Each sample is made when first read and kept: a rank
     makes only the samples it trains on, and its first step need not wait for the whole set."""
 
-    def __init__(self, num_samples: int, image_size: int, num_classes: int = 2, seed: int = 0):
+    def __init__(self, num_samples: int, image_size: int, num_classes: int = 2, seed: int = 0,
+                 spatial_dims: int = 2):
         self.n, self.size, self.num_classes, self.seed = num_samples, image_size, num_classes, seed
+        self.spatial_dims = spatial_dims  # 3: volumes of image_size^3 (a cube's edge)
+        self.label_names = ["background"] + [f"class_{c}" for c in range(1, num_classes)]
         self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def make(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from monai.data.synthetic import create_test_image_2d
+        from monai.data.synthetic import create_test_image_2d, create_test_image_3d
+        make = create_test_image_3d if self.spatial_dims == 3 else create_test_image_2d
         size = self.size
         rs = np.random.RandomState((self.seed * 1_000_003 + i) % 2**32)
-        im, seg = create_test_image_2d(
-            size, size, num_objs=max(2, size // 16), rad_max=max(5, size // 6), rad_min=max(2, size // 24),
-            noise_max=0.5, num_seg_classes=self.num_classes - 1, random_state=rs)
+        im, seg = make(
+            *[size] * self.spatial_dims, num_objs=max(2, size // 16), rad_max=max(5, size // 6),
+            rad_min=max(2, size // 24), noise_max=0.5, num_seg_classes=self.num_classes - 1, random_state=rs)
         return torch.from_numpy(im[None].astype(np.float32)), torch.from_numpy(seg[None].astype(np.int64))
 
     def __len__(self) -> int:
@@ -54,6 +58,7 @@ class FolderSegmentation(Dataset):
         resize_img = Resize((image_size, image_size), mode="bilinear")
         resize_mask = Resize((image_size, image_size), mode="nearest")
         scale = ScaleIntensity()
+        self.label_names = ["background"] + [f"class_{c}" for c in range(1, num_classes)]
         images, masks = [], []
         self.case_ids = []  # the file names: the per-case validation table names each case by it
         for image_path, mask_path in pairs(root):
@@ -94,19 +99,27 @@ def build_dataset(cfg: TrainConfig) -> Dataset:
         return ds
     if cfg.data:
         return FolderSegmentation(cfg.data, cfg.image_size, cfg.num_classes)
-    return SyntheticSegmentation(cfg.num_samples, cfg.image_size, cfg.num_classes, cfg.seed)
+    return SyntheticSegmentation(cfg.num_samples, cfg.image_size, cfg.num_classes, cfg.seed,
+                                 spatial_dims=3 if cfg.spatial_dims == "3" else 2)
 
 
 def split(ds: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset | None]:
     """A seeded train/validation split (the same on every rank)."""
     if val_fraction <= 0:
         return ds, None
-    n = len(ds)
+    train_idx, val_idx = split_indices(len(ds), val_fraction, seed)
+    return Subset(ds, train_idx), Subset(ds, val_idx)
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Sorted training and validation indices of a seeded split (no validation when 0)."""
+    if val_fraction <= 0:
+        return list(range(n)), []
     n_val = max(1, int(round(n * val_fraction)))
     if n_val >= n:
         raise MedicError(f"val_fraction {val_fraction} leaves no training samples out of {n}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    return Subset(ds, sorted(order[n_val:])), Subset(ds, sorted(order[:n_val]))
+    return sorted(order[n_val:]), sorted(order[:n_val])
 
 
 class ResumableSampler(DistributedSampler):
@@ -132,6 +145,9 @@ class Data:
     val_loader: DataLoader | None
     in_channels: int
     steps: int = 0  # batches in a whole epoch (fixed: the sampler skips batches when resuming mid-epoch)
+    # 3D volumes: the label names (indexed by label value) and what volume validation needs
+    label_names: list[str] | None = None
+    volumes: object = None
 
     def __post_init__(self):
         self.steps = self.steps or len(self.loader)
@@ -150,4 +166,13 @@ def build_data(cfg: TrainConfig, r: dist.Ranks, device: torch.device) -> Data:
     if val_ds is not None:  # unpadded shards: each validation sample counted exactly once
         shard = Subset(val_ds, list(range(r.rank, len(val_ds), r.world_size)))
         val_loader = DataLoader(shard, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
-    return Data(train_ds, val_ds, sampler, loader, val_loader, in_channels=train_ds[0][0].shape[0])
+    return Data(train_ds, val_ds, sampler, loader, val_loader, in_channels=train_ds[0][0].shape[0],
+                label_names=getattr(dataset, "label_names", None))
+
+
+def loader_message(text: str) -> str:
+    """A ``MedicError`` raised in a loader worker comes back with the worker's traceback as its
+    text; its last line holds the message."""
+    if text.startswith("Caught MedicError"):
+        return text.strip().splitlines()[-1].split("MedicError: ", 1)[-1]
+    return text

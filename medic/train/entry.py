@@ -45,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.nproc_per_node > 1 or torchrun_flags:
         return launch(cfg, explicit_options(argv), torchrun_flags)
     # one plain process: the launcher's checks, done before torch is imported (seconds sooner)
-    check_before_start(cfg, Project.at(cfg.output_dir or None))
-    return worker_main(cfg, explicit_options(argv))
+    explicit = explicit_options(argv)
+    check_before_start(cfg, Project.at(cfg.output_dir or None), explicit)
+    return worker_main(cfg, explicit)
 
 
 def under_torchrun() -> bool:
@@ -90,7 +91,7 @@ def worker_main(cfg: TrainConfig, explicit: set[str], checked: bool = True) -> i
     def decide():  # runs on rank 0 only
         project = Project.at(cfg.output_dir or None)
         if not checked:
-            check_before_start(cfg, project)
+            check_before_start(cfg, project, explicit)
         if cfg.resume:
             new, run_id, path = plan_resume(cfg, explicit, project)
             return new.to_dict(), run_id, str(path)

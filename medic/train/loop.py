@@ -33,8 +33,9 @@ from medic.store.sidecar import now_str, update_sidecar
 from medic.train import checkpoint as ckpt
 from medic.train import dist, imports
 from medic.train.console import Console, settings_lines
-from medic.train.data import Data, build_data
+from medic.train.data import Data, loader_message
 from medic.train.casefiles import prune_case_tables, save_strip, write_case_table
+from medic.train.infer import predictor
 from medic.train.metrics import class_names
 from medic.train.models import build_loss, build_model, build_optimizer
 from medic.train.save import Saver, TrainState
@@ -123,7 +124,8 @@ class RankRun:
         status, message, code = "failed", "", 1
         try:
             resumed = ckpt.load(self.resume_path) if self.resume_path else None
-            data = build_data(self.cfg, self.r, self.device)
+            from medic.train.volumes import build_any_data  # MONAI loads here, not at import
+            data = build_any_data(self.cfg, self.r, self.device)
             check_monitor(self.cfg.monitor, extra_columns(self.cfg, data))  # before any file is written
             ts = build_state(self.cfg, data, self.device, resumed, self.resume_path)
             self.selector = Selector(self.cfg.monitor, self.cfg.monitor_direction, self.cfg.monitor_ema,
@@ -143,8 +145,8 @@ class RankRun:
             self.con.error(self.con.t[key].format(v=err.value, e=err.epoch, b=err.batch, k=err.epoch - 1))
             code = 3
         except MedicError as err:
-            message = str(err)
-            self.con.error(f"medic: error: {err}")
+            message = loader_message(str(err))
+            self.con.error(f"medic: error: {message}")
             code = 2
         except KeyboardInterrupt:
             status, message, code = "stopped", "interrupted", 130
@@ -177,7 +179,7 @@ class RankRun:
                                     best_so_far=resumed.get("best") if resumed else None, rank=0,
                                     sidecar=False)  # the trainer writes its own (Saver.sidecar_start)
         con.open_log(project.log_file(run_id))
-        self.saver.sidecar_start(self.r, data.steps, extra, resumed, self.resume_path)
+        self.saver.sidecar_start(self.r, data.steps, extra, resumed, self.resume_path, labels=data.label_names)
         self.owns_sidecar = True
         con.startup(root=project.root, dirs={"ckpt_dir": project.checkpoint_dir(run_id),
                     "results_dir": project.results_dir(run_id), "log_dir": project.log,
@@ -209,10 +211,12 @@ class RankRun:
                     con.say("stopped_mid", e=epoch, k=done_epoch, id=self.run_id)
                 return True
             v0 = time.perf_counter()
-            val = validate(ts.model, data.val_loader, step.loss_fn, self.device, cfg.num_classes,
-                           class_names(data.train_ds, cfg.num_classes), tuple(cfg.val_metrics.split(",")),
-                           cfg.nsd_tolerance) if data.val_loader is not None else None
-            val_s = time.perf_counter() - v0 if data.val_loader is not None else None
+            val = None
+            if data.val_loader is not None and epoch % cfg.val_interval == 0:  # --val_interval
+                val = validate(ts.model, data.val_loader, step.loss_fn, self.device, cfg.num_classes,
+                               class_names(data.train_ds, cfg.num_classes), tuple(cfg.val_metrics.split(",")),
+                               cfg.nsd_tolerance, predict=predictor(ts.model, cfg))
+            val_s = time.perf_counter() - v0 if val is not None else None
             seconds = time.perf_counter() - t0
             self.end_epoch(step, ts, data, es, epoch, seconds, val, timer.finish(self.control, val_s))
             done_epoch = epoch
@@ -244,11 +248,15 @@ class RankRun:
         lr = es.lrs[0] if es.lrs else ts.optimizer.param_groups[0]["lr"]
         if cfg.nonfinite == "skip":
             metrics["Nonfinite_Batches"] = es.skipped
-        raw = avg if cfg.monitor == "Avg_Loss" else metrics[cfg.monitor]
-        decision = self.selector.update(raw)  # on the selected value: smoothed when the EMA is on
-        value, ts.selection, self.early_stop = decision.selected, self.selector.state(), decision.stop
-        if decision.smoothed is not None:
-            metrics[f"{cfg.monitor}_EMA"] = decision.smoothed
+        raw = avg if cfg.monitor == "Avg_Loss" else metrics.get(cfg.monitor, float("nan"))
+        unvalidated = cfg.monitor != "Avg_Loss" and val is None  # --val_interval > 1
+        if unvalidated:  # an epoch without validation selects nothing and does not count for patience
+            value = ts.best if ts.best is not None else float("nan")
+        else:
+            decision = self.selector.update(raw)  # on the selected value: smoothed when the EMA is on
+            value, ts.selection, self.early_stop = decision.selected, self.selector.state(), decision.stop
+            if decision.smoothed is not None:
+                metrics[f"{cfg.monitor}_EMA"] = decision.smoothed
         previous = ts.best
         is_best = improves(value, ts.best, cfg.monitor_direction)
         if is_best:
@@ -259,12 +267,15 @@ class RankRun:
                                   is_best=is_best, **metrics, **(telemetry or {}))
             self.con.epoch_summary(epoch, cfg.epochs, avg, lo, hi, lr, seconds,
                                    eta_hours(ts.epoch_times, cfg.epochs - epoch), metrics)
-        if ts.scheduler is not None:
+        if ts.scheduler is not None and not (cfg.lr_scheduler == "plateau" and unvalidated):
             ts.scheduler.step(value) if cfg.lr_scheduler == "plateau" else ts.scheduler.step()
         if self.r.is_main:
             self.saver.epoch(ts, epoch, is_best, previous, value)
             if is_best and data.val_loader is not None:
-                self.saver.snapshot(ts.model, data.val_loader, self.device, epoch)
+                if data.volumes is not None:  # volumes: slices and NIfTI masks of the validation cases
+                    data.volumes.snapshot(ts.model, self.project.results_dir(self.run_id), epoch, self.device)
+                else:
+                    self.saver.snapshot(ts.model, data.val_loader, self.device, epoch)
             if val is not None:
                 results = self.project.results_dir(self.run_id)
                 write_case_table(results, epoch, val.cases, class_names(data.train_ds, cfg.num_classes))

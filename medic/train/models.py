@@ -17,7 +17,7 @@ def build_model(cfg: TrainConfig, in_channels: int) -> nn.Module:
             raise MedicError(f"--model {cfg.model!r} returned {type(model).__name__}, not an nn.Module")
         return model
     from monai.networks.nets import UNet
-    return UNet(spatial_dims=2, in_channels=in_channels, out_channels=cfg.num_classes,
+    return UNet(spatial_dims=3 if cfg.spatial_dims == "3" else 2, in_channels=in_channels, out_channels=cfg.num_classes,
                 channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2)
 
 

@@ -122,12 +122,15 @@ class Saver:
         model.eval()
         preds = model(images.to(device)).argmax(dim=1).cpu()
         model.train(was_training)
+        if images.ndim == 5:  # volumes (the built-in 3D set): their middle slices
+            k = images.shape[-1] // 2
+            images, masks, preds = images[..., k], masks[..., k], preds[..., k]
         save_predictions(self.project.results_dir(self.run_id) / f"best_epoch_{epoch}.png",
                          images[:, 0].float().numpy(), masks[:, 0].numpy(), preds.numpy(),
                          f"Run {self.run_id}, epoch {epoch} (new best)")
 
     def sidecar_start(self, r: dist.Ranks, steps: int, extra: list[str], state: dict | None,
-                      resume_path) -> None:
+                      resume_path, labels: list[str] | None = None) -> None:
         """The sidecar as the run starts: a new record, or the resumed run's record updated."""
         path = self.project.sidecar(self.run_id)
         cfg = self.cfg
@@ -147,7 +150,7 @@ class Saver:
             "monitor_mode": cfg.monitor_direction, "extra_columns": extra,
             "log_batch_metrics": cfg.log_batch_metrics, "best": None, "best_epoch": None,
             "pid": os.getpid(), "agent_pid": os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None,
-            "host": socket.gethostname(), "message": "", "config": cfg.to_dict(), **sweep_tags(),
+            "host": socket.gethostname(), "message": "", "config": cfg.to_dict(), "labels": labels, **sweep_tags(),
             "versions": {"medic": __version__, "torch": torch.__version__, "monai": monai.__version__,
                          "python": sys.version.split()[0]},
         })

@@ -17,6 +17,7 @@ from medic.procs import pid_alive
 from medic.store.paths import RUN_ID_RE, Project, resume_points
 from medic.store.sidecar import read_sidecar, written_at
 from medic.train.imagefolder import check_folder
+from medic.train.layouts import is_layout, plan_volumes
 from medic.train.plugins import check_plugin
 from medic.train.selection import check_monitor, validation_columns
 
@@ -26,11 +27,13 @@ MODEL_OPTIONS = ("model", "num_classes")
 RUNTIME_OPTIONS = ("resume", "output_dir", "nproc_per_node", "threads", "device", "num_workers", "lang")
 
 
-def check_before_start(cfg: TrainConfig, project: Project) -> None:
+def check_before_start(cfg: TrainConfig, project: Project, explicit: set[str] | None = None) -> None:
     """What can be known before any worker starts: the data, the plug-ins and whether the output
-    folder can be written. Creates nothing: bad input leaves no trace, not even an empty folder."""
-    if cfg.data:
+    folder can be written. Creates nothing: bad input leaves no trace, not even an empty folder.
+    A Decathlon/nnU-Net data set settles num_classes, spatial_dims and patch_size in ``cfg``."""
+    if cfg.data and not is_layout(cfg.data):
         check_folder(cfg.data)
+    plan_volumes(cfg, explicit)
     for name in ("model", "dataset"):
         if getattr(cfg, name):
             check_plugin(getattr(cfg, name), name)

@@ -33,7 +33,7 @@ def launch(cfg: TrainConfig, explicit: set[str], torchrun_flags: list[str]) -> i
     project = Project.at(cfg.output_dir or None)
     cfg.output_dir = str(project.root)
     standalone = not torchrun_flags
-    check_before_start(cfg, project)
+    check_before_start(cfg, project, explicit)
     env = dict(os.environ)
     run_id = None
     if cfg.resume:
