@@ -22,7 +22,7 @@ $(VENV)/.ready: pyproject.toml
 # the optional features' extras: Lightning (the logger benchmark, medic.integrations.lightning), Ignite
 # (medic.integrations.monai), TensorBoard and MLflow (medic export), Optuna (medic sweep)
 $(VENV)/.bench-ready: $(VENV)/.ready
-	$(PY) -m pip install --quiet -e '.[test,bench,export,sweep,lightning,monai-ignite]'
+	$(PY) -m pip install --quiet -e '.[test,bench,export,sweep,lightning,monai-ignite,nrrd]'
 	touch $@
 
 setup: $(VENV)/.ready

@@ -39,7 +39,7 @@ from medic.train.infer import predictor
 from medic.train.metrics import class_names
 from medic.train.models import build_loss, build_model, build_optimizer
 from medic.train.save import Saver, TrainState
-from medic.train.selection import Selector, check_monitor, improves, validation_columns
+from medic.train.selection import Selector, check_monitor, improves, selected_name, validation_columns
 from medic.train.sync import EpochState, NonFiniteLoss, StepSync, StopFlag, agree, record_windows
 from medic.train.telemetry import EpochTimer, columns as telemetry_columns
 from medic.train.torchrun import report_failure
@@ -230,7 +230,8 @@ class RankRun:
                     con.say("stopped", e=epoch, id=self.run_id)
                 return True
         if r.is_main:
-            con.say("finished", n=done_epoch, h=(time.time() - self.start_wall) / 3600, metric=cfg.monitor,
+            con.say("finished", n=done_epoch, h=(time.time() - self.start_wall) / 3600,
+                    metric=selected_name(cfg.monitor, cfg.monitor_ema),
                     v=f"{ts.best:.6f}" if ts.best is not None else "-", be=ts.best_epoch)
         return False
 
