@@ -233,15 +233,21 @@ class LiveReaders(threading.Thread):
         from medic.store.logger import BATCH_COLUMNS, EPOCH_COLUMNS
         from medic.store.paths import Project
         from medic.store.readers import read_batch_csv, read_epoch_csv
+        from medic.store.readers import read_header
         from medic.store.tail import CsvTail
         project = Project.at(self.root)
         epoch_path, batch_path = project.epoch_csv(self.run_id), project.batch_csv(self.run_id)
-        tails = [(CsvTail(epoch_path), len(EPOCH_COLUMNS)), (CsvTail(batch_path), len(BATCH_COLUMNS))]
+        # the epoch CSV's width is its header's (the nine, validation and timing columns)
+        tails = [[CsvTail(epoch_path), None], [CsvTail(batch_path), len(BATCH_COLUMNS)]]
         monitor = LiveMonitor(self.run_id, self.root, interactive=False, refresh=0.1)
         while not self._halt.is_set():
             try:
-                for tail, width in tails:
+                for entry in tails:
+                    tail, width = entry
                     rows = tail.poll()
+                    if width is None and rows:
+                        width = entry[1] = len(read_header(tail.path))
+                        assert read_header(tail.path)[:len(EPOCH_COLUMNS)] == list(EPOCH_COLUMNS)
                     self.resets += tail.reset
                     self.rows_seen += len(rows)
                     bad = [r for r in rows if len(r) != width or not r[0].isdigit()]

@@ -105,7 +105,7 @@ def test_make_notebooks_trains_then_monitors_analyses_and_compares(tmp_path):
     project = Project.at(root)
     (run_id,) = project.run_ids()
     rows = project.epoch_csv(run_id).read_text().splitlines()
-    assert rows[0].endswith("Val_Loss,Val_Dice,Val_Dice_class_1") and [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
+    assert ",Val_Loss,Val_Dice,Val_Dice_class_1,Samples_Per_Second," in rows[0] and [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
     assert read_sidecar(project.sidecar(run_id))["status"] == "completed"
     info = json.loads((project.log / f"launcher_{run_id}.pid").read_text())
     assert info["returncode"] == 0 and not pid_alive(info["pid"], start_ticks=info["start_ticks"])

@@ -27,7 +27,7 @@ def ddp_rows(tmp_path_factory):
 
 def test_the_columns_come_last_in_the_row(ddp_rows):
     header, rows = ddp_rows
-    assert header == list(EPOCH_COLUMNS) + ["Val_Loss", "Val_Dice"] + list(TELEMETRY_COLUMNS)
+    assert header == list(EPOCH_COLUMNS) + ["Val_Loss", "Val_Dice", "Val_Dice_class_1"] + list(TELEMETRY_COLUMNS)
     assert [int(r["Epoch"]) for r in rows] == [1, 2]
 
 

@@ -145,10 +145,11 @@ def test_nnunet_two_processes_equal_one_and_a_resumed_run_and_predict_round_trip
     header, e2 = read_csv(two / "metrics" / f"epoch_metrics_{run_id}.csv")
     _, e1 = read_csv(one / "metrics" / f"epoch_metrics_{only_run_id(one)}.csv")
     _, er = read_csv(resumed / "metrics" / f"epoch_metrics_{only_run_id(resumed)}.csv")
-    assert header[9:] == ["Val_Loss", "Val_Dice"]
+    per_class = ["Val_Dice_organ", "Val_Dice_tumour"]  # the names of dataset.json
+    assert header[9:13] == ["Val_Loss", "Val_Dice", *per_class]
     assert [r["Val_Dice"] == "" for r in e2] == [True, False]  # every 2nd epoch
     for a, b, c in zip(e1, e2, er, strict=True):
-        for col in ("Avg_Loss", "Min_Batch_Loss", "Max_Batch_Loss", "Val_Loss", "Val_Dice"):
+        for col in ("Avg_Loss", "Min_Batch_Loss", "Max_Batch_Loss", "Val_Loss", "Val_Dice", *per_class):
             assert a[col] == b[col] == c[col] or (float(a[col]) == pytest.approx(float(b[col]), abs=2e-5)
                                                   and float(a[col]) == pytest.approx(float(c[col]), abs=2e-6)), col
     side = json.loads((two / "metrics" / f"run_{run_id}.json").read_text())
@@ -216,7 +217,7 @@ def test_the_built_in_data_and_the_default_model_in_3d():
     ds = SyntheticSegmentation(cfg.num_samples, cfg.image_size, cfg.num_classes, cfg.seed, spatial_dims=3)
     image, mask = ds[0]
     assert image.shape == mask.shape == (1, 32, 32, 32) and set(mask.unique().tolist()) == {0, 1}
-    assert ds.label_names == ["background", "1"]
+    assert ds.label_names == ["background", "class_1"]
     logits = build_model(cfg, in_channels=1)(image[None])
     assert logits.shape == (1, 2, 32, 32, 32)
     assert torch.isfinite(build_loss()(logits, mask[None]))

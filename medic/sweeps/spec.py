@@ -239,7 +239,7 @@ def check_spec(spec: SweepSpec) -> SweepSpec:
         raise MedicError(f"the trial notebook {spec.notebook} does not exist (--notebook PATH)")
     config = TrainConfig.from_dict(spec.fixed)
     spec.monitor = config.monitor
-    spec.direction = "maximize" if config.monitor_mode == "max" else "minimize"
+    spec.direction = "maximize" if config.monitor_direction == "max" else "minimize"
     return spec
 
 
