@@ -23,6 +23,8 @@ def per_class_panel(ax: "Axes", epochs: "pd.DataFrame", prefix: str, columns: li
         ax.plot(e, epochs[c], color=colors[(1 + i) % len(colors)], lw=1.8, label=c[len(prefix):], **line)
     ax.set_title(PER_CLASS[prefix])
     ax.set_xlabel("Epoch")
+    from matplotlib.ticker import MaxNLocator  # matplotlib: loaded only when drawing
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_ylabel(PER_CLASS[prefix].split()[-1] + (" (mm, or pixels)" if prefix == "Val_HD95_" else ""))
     if prefix != "Val_HD95_":
         ax.set_ylim(-0.02, 1.02)
@@ -39,6 +41,8 @@ def per_class_compare(ax: "Axes", runs: "list[tuple[str, pd.DataFrame]]", column
         ax.plot([], [], color="0.3", ls=LINE_STYLES[j % len(LINE_STYLES)], lw=1.8, label=c[len("Val_Dice_"):])
     ax.set_title("Per-class Dice vs Epoch (line style: class; colour: run)")
     ax.set_xlabel("Epoch")
+    from matplotlib.ticker import MaxNLocator  # matplotlib: loaded only when drawing
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_ylabel("Dice")
     ax.set_ylim(-0.02, 1.02)
     ax.legend(loc="lower right", fontsize=8)

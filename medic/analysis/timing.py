@@ -97,6 +97,8 @@ def time_panel(ax: "Axes", epochs: pd.DataFrame, colors) -> None:
     if val.any():
         ax.bar(e, val, width, bottom=wait + compute, color=colors[2], label="validation")
     ax.set_xlabel("Epoch")
+    from matplotlib.ticker import MaxNLocator  # matplotlib: loaded only when drawing
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_ylabel("Seconds")
     ax.set_title(TEXT["en"]["title"])
     rate = _column(epochs, "Samples_Per_Second")
