@@ -30,7 +30,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_analysis import BATCHES_PER_EPOCH, write_batch_csv  # noqa: E402
+from bench_analysis import BATCHES_PER_EPOCH, NAIVE_PLOT, write_batch_csv  # noqa: E402
 from common import REPO, Section, table  # noqa: E402
 
 GROWTH = 50_000
@@ -40,16 +40,7 @@ NAIVE = """
 import sys
 import matplotlib; matplotlib.use("Agg")
 import matplotlib.pyplot as plt, pandas as pd
-df = pd.read_csv(sys.argv[1])
-per_epoch = df.groupby("Epoch")["Loss"].agg(["mean", "min", "max"])
-fig, axes = plt.subplots(3, 1, figsize=(14, 12))
-axes[0].plot(df.index, df["Loss"], lw=0.5)
-axes[0].plot(df.index, df["Loss"].rolling(171).mean())
-axes[1].fill_between(per_epoch.index, per_epoch["min"], per_epoch["max"], alpha=0.2)
-axes[1].plot(per_epoch.index, per_epoch["mean"])
-axes[2].plot(df.index, df["Learning_Rate"])
-fig.savefig(sys.argv[2] + "/naive.png", dpi=110)
-"""
+""" + NAIVE_PLOT
 
 
 def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
@@ -108,7 +99,7 @@ def measure(rows: int, rounds: int, work: Path) -> dict:
 
 
 def to_markdown(r: dict) -> str:
-    rows = [[f"medic analyze --batch_metrics, cold (no cache)", f"{r['median_s']['cold']:.2f} s",
+    rows = [["medic analyze --batch_metrics, cold (no cache)", f"{r['median_s']['cold']:.2f} s",
              f"{r['peak_mb']['cold']:.0f} MB", f"**{r['cold_ratio']:.1f}x**"],
             [f"medic analyze --batch_metrics, after {r['growth']:,} more rows (cache)",
              f"{r['median_s']['grown']:.2f} s", f"{r['peak_mb']['grown']:.0f} MB", f"**{r['grown_ratio']:.1f}x**"],

@@ -150,6 +150,16 @@ class _CsvFile:
             self._fd = -1
 
 
+def improves(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
+    """Whether ``value`` beats ``best`` (``mode`` min or max) by more than ``min_delta``; a
+    non-finite value never does, and anything finite beats no best yet."""
+    if not math.isfinite(value):
+        return False
+    if best is None or not math.isfinite(best):
+        return True
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
 class MetricsLogger:
     """Writes a run's epoch CSV (and optionally batch CSV); rank 0 only.
 
@@ -220,11 +230,7 @@ class MetricsLogger:
                               resumed_from=resume_epoch if continuing else None, info=run_info)
 
     def is_better(self, value: float) -> bool:
-        if not math.isfinite(value):
-            return False
-        if self.best is None or not math.isfinite(self.best):
-            return True
-        return value < self.best if self.monitor_mode == "min" else value > self.best
+        return improves(value, self.best, self.monitor_mode)
 
     def log_epoch(self, epoch: int, *, avg_loss: float, min_batch_loss: float, max_batch_loss: float,
                   learning_rate: float, epoch_time: float, best_so_far: float | None = None,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from medic.store.files import write_json_atomic
-from medic.store.sidecar import now_str, read_sidecar, update_sidecar
+from medic.store.sidecar import mark_resumed, now_str, read_sidecar, update_sidecar
 
 
 def plain(value: Any) -> Any:
@@ -79,9 +79,7 @@ class RunRecord:
             fields["config"] = plain(dict(hparams))
         fields.update(plain(dict(info or {})))
         if old is not None:
-            resumed = old.get("resumed") if isinstance(old.get("resumed"), list) else []
-            fields["resumed"] = resumed + [{"time": now_str(), "from_epoch": resumed_from}]
-            update_sidecar(self.path, **fields)
+            mark_resumed(self.path, {"from_epoch": resumed_from}, **fields)
             return
         from medic import __version__
         record = {"run_id": self.run_id, "status": "running", "start_time": now_str(), "end_time": None,

@@ -39,6 +39,14 @@ def written_at(path: str | os.PathLike) -> float | None:
         return None
 
 
+def mark_resumed(path: str | os.PathLike, entry: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """A continued run's record: ``changes`` applied, and the resume (``entry``, with the time)
+    appended to its ``resumed`` list."""
+    resumed = (read_sidecar(path) or {}).get("resumed")
+    resumed = resumed if isinstance(resumed, list) else []
+    return update_sidecar(path, **changes, resumed=resumed + [{"time": now_str(), **entry}])
+
+
 def update_sidecar(path: str | os.PathLike, **changes: Any) -> dict[str, Any]:
     data = read_sidecar(path) or {}
     data.update(changes)

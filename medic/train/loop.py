@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from medic.config import TrainConfig
 from medic.errors import MedicError
-from medic.store.logger import MetricsLogger
+from medic.store.logger import MetricsLogger, improves
 from medic.store.paths import Project, release_run_id
 from medic.store.sidecar import now_str, update_sidecar
 from medic.train import checkpoint as ckpt
@@ -39,7 +39,7 @@ from medic.train.infer import predictor
 from medic.train.metrics import class_names
 from medic.train.models import build_loss, build_model, build_optimizer
 from medic.train.save import Saver, TrainState
-from medic.train.selection import Selector, check_monitor, improves, selected_name, validation_columns
+from medic.train.selection import Selector, check_monitor, selected_name, validation_columns
 from medic.train.sync import EpochState, NonFiniteLoss, StepSync, StopFlag, agree, record_windows
 from medic.train.telemetry import EpochTimer, columns as telemetry_columns
 from medic.train.torchrun import report_failure

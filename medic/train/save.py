@@ -22,7 +22,7 @@ from medic.config import TrainConfig
 from medic.errors import MedicError
 from medic.store.files import write_atomic, write_json_atomic
 from medic.store.paths import Project
-from medic.store.sidecar import now_str, read_sidecar, sweep_tags, update_sidecar
+from medic.store.sidecar import mark_resumed, now_str, sweep_tags
 from medic.train import checkpoint as ckpt
 from medic.train import dist
 from medic.train.casefiles import save_top_k
@@ -135,11 +135,9 @@ class Saver:
         path = self.project.sidecar(self.run_id)
         cfg = self.cfg
         if state:
-            resumed = (read_sidecar(path) or {}).get("resumed")
-            resumed = (resumed if isinstance(resumed, list) else []) + \
-                [{"time": now_str(), "from_epoch": state["epoch"], "checkpoint": str(resume_path)}]
-            update_sidecar(path, status="running", end_time=None, message="", config=cfg.to_dict(),
-                           epochs=cfg.epochs, world_size=r.world_size, pid=os.getpid(), resumed=resumed)
+            mark_resumed(path, {"from_epoch": state["epoch"], "checkpoint": str(resume_path)},
+                         status="running", end_time=None, message="", config=cfg.to_dict(),
+                         epochs=cfg.epochs, world_size=r.world_size, pid=os.getpid())
             return
         import monai
         from medic import __version__

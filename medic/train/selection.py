@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medic.errors import MedicError
+from medic.store.logger import improves  # the one rule, shared with MetricsLogger
 
 METRICS = ("dice", "hd95", "nsd")
 COLUMN_PREFIX = {"dice": "Val_Dice_", "hd95": "Val_HD95_", "nsd": "Val_NSD_"}
@@ -44,14 +45,6 @@ def check_monitor(monitor: str, columns: list[str]) -> None:
     valid = ["Avg_Loss"] + [c for c in columns if c != "Nonfinite_Batches" and not c.endswith("_EMA")]
     if monitor not in valid:
         raise MedicError(f"--monitor {monitor}: not a metric of this run; valid names: {', '.join(valid)}")
-
-
-def improves(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
-    if not math.isfinite(value):
-        return False
-    if best is None or not math.isfinite(best):
-        return True
-    return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
 @dataclass
