@@ -29,7 +29,8 @@ SCRIPTS = Path(__file__).resolve().parent / "integration_scripts"
 
 def entry_point_dist(folder: Path) -> Path:
     """A distribution on the path that declares pyproject's Lightning entry point, as an install
-    of medic does (the shared test environment has medic installed from elsewhere)."""
+    of medic does: the fit sees it whether or not the test environment's install declares it too
+    (then twice, which must still attach one callback)."""
     eps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
     group = "lightning.pytorch.callbacks_factory"
     dist = folder / "medic_entry-0.0.dist-info"
@@ -48,11 +49,13 @@ def fits(tmp_path_factory):
     py = sys.executable
     commands = {
         # entry point installed: a fit, the same fit resumed for one epoch more, a failing fit, a
-        # metric first logged in epoch 2, a fit that fails before its first step, two fits with one logger
-        "lightning": ([py, str(SCRIPTS / "lightning_fit.py"), str(project), "--stages", "fit,resume,fail,late,broken,reuse"],
+        # metric first logged in epoch 2, a fit that fails before its first step, two fits with one logger,
+        # a fit given the callback by the user as well
+        "lightning": ([py, str(SCRIPTS / "lightning_fit.py"), str(project), "--stages", "fit,resume,fail,late,broken,reuse,own"],
                       child_env(PYTHONPATH=f"{ROOT}:{ep}")),
         # no entry point: the logger attaches its callback itself
-        "lightning_ddp": ([py, str(SCRIPTS / "lightning_fit.py"), str(project), "--devices", "2", "--batch_size", "4"],
+        "lightning_ddp": ([py, str(SCRIPTS / "lightning_fit.py"), str(project), "--devices", "2", "--batch_size", "4",
+                           "--without_entry_point"],
                           child_env()),
         # a fit, the same run continued for one epoch more from Ignite's saved state, a failing fit
         "monai": ([py, str(SCRIPTS / "monai_fit.py"), str(project), "--stages", "fit,resume,fail"], child_env()),
@@ -103,8 +106,13 @@ def assert_same_rows(a: list[dict], b: list[dict]) -> None:
 
 
 def test_lightning_fit_writes_the_seed_schema_and_a_completed_sidecar(fits):
-    project, (run, resumed, failed, late, broken, *reused) = fits["project"], fits["lightning"]["runs"]
+    project, (run, resumed, failed, late, broken, *reused, own) = fits["project"], fits["lightning"]["runs"]
     assert "CALLBACK entry point" in fits["lightning"]["stdout"]  # attached by the declared entry point
+    # one MedicCallback in every fit: entry point declared twice, or the user's own passed as well
+    counts = [line.split("COUNT")[1].split() for line in fits["lightning"]["stdout"].splitlines()
+              if line.startswith("RUN ")]
+    assert counts == [["1"]] * 8
+    assert table(files(project, own)[0])[0]["Epoch"] == "1" and len(table(files(project, own)[0])) == 1
     assert resumed == run
     assert "SIDECAR running True" in fits["lightning"]["stdout"]  # while it trained
     epoch_csv, batch_csv, side = files(project, run)
@@ -136,11 +144,11 @@ def test_a_fit_that_fails_before_training_leaves_no_run_behind(fits):
     # every run id reserved by the fits (all ended now) has its files: no empty CSV left over
     csvs = sorted((project / "metrics").glob("epoch_metrics_*.csv"))
     assert all(p.stat().st_size > 0 for p in csvs)
-    assert len(csvs) == len(list((project / "metrics").glob("run_*.json"))) == 9
+    assert len(csvs) == len(list((project / "metrics").glob("run_*.json"))) == 10
 
 
 def test_a_logger_used_for_two_fits_records_two_runs(fits):
-    project, reused = fits["project"], fits["lightning"]["runs"][5:]
+    project, reused = fits["project"], fits["lightning"]["runs"][5:7]
     assert len(set(reused)) == 2
     for run in reused:
         epoch_csv, _, side = files(project, run)

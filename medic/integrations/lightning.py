@@ -6,10 +6,11 @@
 
 A Lightning logger sees only what the module logs, and only every ``log_every_n_steps``; the
 epoch CSV needs every step's loss, the learning rate and the epoch time. ``MedicCallback``
-collects those. It is attached without the user's help: through the
-``lightning.pytorch.callbacks_factory`` entry point (medic's package metadata declares it; the
-callback is inert unless a ``MedicLogger`` is among the trainer's loggers), or, where the entry
-point is not installed, by the logger itself when Lightning hands it the model (``log_graph``).
+collects those. It is attached without the user's help: by ``MedicAttach``, which the
+``lightning.pytorch.callbacks_factory`` entry point (declared in medic's package metadata) adds to
+every trainer and which acts only when a ``MedicLogger`` is among the trainer's loggers and no
+``MedicCallback`` is there yet; or, where the entry point is not installed, by the logger itself
+when Lightning hands it the model (``log_graph``).
 
 Rows: the seed's nine columns from the step losses (``loss`` returned by ``training_step``, averaged
 over the ranks by the callback), then the module's epoch-level metrics (``val_dice`` stays
@@ -245,6 +246,23 @@ def callback_state(ckpt_path) -> dict[str, Any]:
     return state if isinstance(state, dict) else {}
 
 
+class MedicAttach(Callback):
+    """What the entry point adds to every trainer: at ``setup`` of a fit that has a ``MedicLogger``
+    and no ``MedicCallback`` yet (the user's own, or one attached by an earlier ``MedicAttach``
+    where the entry point is declared twice), it attaches one. It keeps no state itself, so it
+    never clashes with a ``MedicCallback`` the user passes in ``callbacks=``; ``setup`` runs before
+    a checkpoint's callback states are restored, so a resumed fit's run id still reaches the
+    attached callback."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage != "fit" or any(isinstance(c, MedicCallback) for c in trainer.callbacks):
+            return
+        if any(isinstance(lg, MedicLogger) for lg in trainer.loggers):
+            callback = MedicCallback()
+            trainer.callbacks.append(callback)
+            callback.setup(trainer, pl_module, stage)
+
+
 def callbacks_factory() -> list[Callback]:
-    """The ``lightning.pytorch.callbacks_factory`` entry point: one ``MedicCallback`` per trainer."""
-    return [MedicCallback()]
+    """The ``lightning.pytorch.callbacks_factory`` entry point: one ``MedicAttach`` per trainer."""
+    return [MedicAttach()]

@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from medic.integrations.lightning import MedicCallback, MedicLogger
+from medic.integrations.lightning import MedicAttach, MedicCallback, MedicLogger
 
 
 def data(n: int, seed: int = 0) -> TensorDataset:
@@ -62,15 +62,15 @@ class SidecarProbe(pl.Callback):
 
 
 def fit(a, epochs: int, ckpt_path=None, fail_at: int = 0, late_metric: bool = False, broken: bool = False,
-        logger: MedicLogger | None = None) -> str:
+        logger: MedicLogger | None = None, own: tuple = ()) -> str:
     """One fit; returns the medic run id (rank 0)."""
     logger = logger or MedicLogger(output_dir=a.output_dir, log_batch_metrics=True, flush_every=4,
                                    hparams={"batch_size": a.batch_size})
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=a.devices,
                          strategy="ddp" if a.devices > 1 else "auto", logger=logger,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=1,
-                         use_distributed_sampler=False, callbacks=[SidecarProbe()])
-    attached = any(isinstance(c, MedicCallback) for c in trainer.callbacks)  # by the entry point
+                         use_distributed_sampler=False, callbacks=[SidecarProbe(), *own])
+    attached = any(isinstance(c, MedicAttach) for c in trainer.callbacks)  # by the entry point
     # Lightning's own sampler would shuffle the training data; unshuffled, one process with batch N
     # sees the same samples per step as two with batch N/2
     train_set = data(a.samples)
@@ -83,7 +83,9 @@ def fit(a, epochs: int, ckpt_path=None, fail_at: int = 0, late_metric: bool = Fa
     except RuntimeError as err:
         print("FAILED", err, flush=True)
     if trainer.global_rank == 0:
-        print("RUN", logger.recorder.run_id or "-", "CALLBACK", "entry point" if attached else "logger", flush=True)
+        count = sum(isinstance(c, MedicCallback) for c in trainer.callbacks)
+        print("RUN", logger.recorder.run_id or "-", "CALLBACK", "entry point" if attached else "logger",
+              "COUNT", count, flush=True)
     return logger.recorder.run_id
 
 
@@ -94,8 +96,13 @@ def main() -> None:
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--samples", type=int, default=64)
-    p.add_argument("--stages", default="fit", help="fit, resume (one epoch more), fail, late, broken, reuse: in order")
+    p.add_argument("--stages", default="fit", help="fit, resume (one epoch more), fail, late, broken, reuse, own: in order")
+    p.add_argument("--without_entry_point", action="store_true",
+                   help="as where medic is on the path but not installed: Lightning finds no entry point")
     a = p.parse_args()
+    if a.without_entry_point:
+        from lightning.pytorch.trainer.connectors import callback_connector
+        callback_connector._load_external_callbacks = lambda group: []
     run_id = None
     for stage in a.stages.split(","):
         if stage == "fit":
@@ -113,6 +120,8 @@ def main() -> None:
             logger = MedicLogger(output_dir=a.output_dir, flush_every=4)
             fit(a, 1, logger=logger)
             fit(a, 1, logger=logger)
+        elif stage == "own":  # the user passes the callback too: still one
+            fit(a, 1, own=(MedicCallback(),))
 
 
 if __name__ == "__main__":
