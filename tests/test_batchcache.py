@@ -89,10 +89,52 @@ def test_the_analysis_through_the_cache_equals_the_analysis_of_the_file(tmp_path
     assert small_cache[-1][0] is not None  # incremental
     plain = analyze_batch_file(csv)
     assert cached.rows == plain.rows == 45 * 50 and cached.nonfinite_count == plain.nonfinite_count == 1
-    assert cached.per_epoch.equals(plain.per_epoch)
-    np.testing.assert_array_equal(cached.y, plain.y)
-    assert sorted(p.name for p in (cache / csv.name).iterdir()) == ["epochs.i64", "lock", "loss.f32", "lr.f32",
-                                                                     "meta.json"]
+    assert_same_analysis(cached, plain)
+    assert sorted(p.name for p in (cache / csv.name).iterdir()) == ["batch_summary.npz", "epochs.i64", "lock",
+                                                                     "loss.f32", "lr.f32", "meta.json"]
+
+
+def assert_same_analysis(a, b):
+    assert (a.rows, a.spike_count, a.nonfinite_count, a.trend_window) == (b.rows, b.spike_count, b.nonfinite_count,
+                                                                          b.trend_window)
+    assert a.per_epoch.equals(b.per_epoch) and a.spikes.equals(b.spikes) and a.nonfinite.equals(b.nonfinite)
+    for name in ("x", "y", "trend_x", "trend_y", "lr_x", "lr_y"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert (a.loss_first, a.loss_last, a.loss_mean) == (b.loss_first, b.loss_last, b.loss_mean)
+
+
+def test_a_growing_file_is_summarised_only_where_it_grew(tmp_path, small_cache, monkeypatch):
+    """Spikes and non-finite losses on both sides of each growth, epochs that go on across it:
+    the analysis through the kept summary equals the analysis of the whole file, every time."""
+    from medic.analysis import batches
+    csv, cache = tmp_path / "batch_metrics_20250101_000000.csv", tmp_path / "analysis" / ".cache"
+    summarised = []
+    real = batches._segment_stats
+    monkeypatch.setattr(batches, "_segment_stats", lambda data, s0: summarised.append(s0) or real(data, s0))
+    text = "Epoch,Batch,Loss,Learning_Rate,Timestamp\n" + rows(1, 30, per_epoch=200)
+    spiked = text.splitlines(keepends=True)
+    spiked[4 * 200 + 17] = "5,16,9.5,0.001,2025-11-06 10:30:16\n"  # a spike in epoch 5
+    spiked[28 * 200 + 3] = "29,2,inf,0.001,2025-11-06 10:30:02\n"
+    csv.write_text("".join(spiked))
+    assert_same_analysis(analyze_batch_file(csv, cache_dir=cache), analyze_batch_file(csv))
+    for step in range(3):  # the last epoch goes on, new ones follow (one with a spike)
+        more = rows(30 + step, 1, per_epoch=100, seed=10 + step).splitlines(keepends=True)
+        more += rows(31 + step, 1, per_epoch=100, seed=20 + step).splitlines(keepends=True)
+        more[150] = f"{31 + step},50,8.0,0.001,2025-11-06 10:30:50\n"
+        with open(csv, "a") as f:
+            f.write("".join(more))
+        summarised.clear()
+        cached = analyze_batch_file(csv, cache_dir=cache)
+        segs = len(cached.per_epoch)
+        assert summarised == [segs - 2]  # the stretch that went on and the new one, no more
+        plain = analyze_batch_file(csv)
+        assert_same_analysis(cached, plain)
+        assert cached.spike_count == step + 2 and cached.nonfinite_count == 1
+    # a resume cut the file and wrote it again: the kept summary (another generation) is not used
+    csv.write_text("Epoch,Batch,Loss,Learning_Rate,Timestamp\n" + rows(1, 12, per_epoch=200, seed=5))
+    summarised.clear()
+    assert_same_analysis(analyze_batch_file(csv, cache_dir=cache), analyze_batch_file(csv))
+    assert summarised[0] == 0
 
 
 def test_small_files_are_not_cached(tmp_path):

@@ -25,10 +25,12 @@ from medic.analysis.timing import has_timing, time_panel
 from medic.store.files import write_atomic
 
 if TYPE_CHECKING:
+    import threading
+
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from medic.analysis.stats import BatchAnalysis
+    from medic.analysis.batches import BatchAnalysis
 
 DPI = 110
 
@@ -41,6 +43,22 @@ def themed() -> Iterator[list]:
     from cycler import cycler
     with mpl.rc_context({**RC, "axes.prop_cycle": cycler(color=PALETTE)}):
         yield list(PALETTE)
+
+
+def preload() -> "threading.Thread":
+    """Import matplotlib's figure machinery in a background thread (about half a second) while
+    the caller does other work, e.g. parses a CSV (numpy and pandas' parser release the GIL);
+    ``join()`` it before drawing."""
+    import threading
+
+    def load() -> None:
+        import matplotlib.backends.backend_agg  # noqa: F401
+        import matplotlib.figure  # noqa: F401
+        import matplotlib.ticker  # noqa: F401
+
+    thread = threading.Thread(target=load, name="medic-preload-matplotlib", daemon=True)
+    thread.start()
+    return thread
 
 
 def _figure(width: float, height: float, layout: str | None = "constrained") -> "Figure":

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from medic.analysis.cases import worst_of_epoch
-from medic.analysis.figures import batch_figure, save_figure, stats_figure, training_figure
+from medic.analysis.figures import batch_figure, preload, save_figure, stats_figure, training_figure
 from medic.analysis.report import batch_report, training_report
-from medic.analysis.stats import analyze_batch_file, summarize_epochs
+from medic.analysis.batches import analyze_batch_file
+from medic.analysis.stats import summarize_epochs
 from medic.store.catalog import load_run
 from medic.store.files import write_text_atomic
 from medic.store.paths import BATCH_CSV_RE, EPOCH_CSV_RE, Project
@@ -77,8 +78,10 @@ def analyze_batches(csv_path: str | os.PathLike, root: str | os.PathLike | None 
     """Write the batch figure and report of a batch CSV into ``<root>/analysis``."""
 
     project = Project.at(root)
+    loading = preload()  # matplotlib's imports overlap the parse
     result = analyze_batch_file(csv_path, cache_dir=project.analysis / ".cache")
     text = batch_report(result, lang)
+    loading.join()
     fig = batch_figure(result)
     paths = output_paths(project, csv_path, "batch")
     write_outputs(paths, {"figure": fig}, text)

@@ -13,12 +13,13 @@ import time
 from typing import TYPE_CHECKING
 
 from medic.analysis.timing import report_lines as timing_lines
-from medic.analysis.stats import SPIKE_Z
+from medic.analysis.batches import SPIKE_Z
 from medic.lang import pick_lang
 from medic.store.files import shown_path
 
 if TYPE_CHECKING:
-    from medic.analysis.stats import BatchAnalysis, EpochSummary
+    from medic.analysis.batches import BatchAnalysis
+    from medic.analysis.stats import EpochSummary
 
 RULE = "=" * 80
 

@@ -15,23 +15,31 @@ resume that cut rows is shorter than the offset, or differs in its last MiB (the
 again carry new timestamps): the cache is rebuilt from the file, and a reader never uses
 arrays the fingerprint does not vouch for. Writers hold an exclusive lock on the folder,
 readers a shared one, so two analyses of the same file at once cannot see a half update.
+
+Each build of the arrays from scratch gets a new ``generation``; appending keeps it. What an
+analysis derives from the rows (``Slot.save``: named ``.npz`` files, e.g. the batch analysis's
+per-epoch summary) is stored with the generation and the rows it covers, and is handed back by
+``Slot.load`` only while the arrays are still that generation, so it describes a prefix of them.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
 import os
+import secrets
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from medic.store.files import write_json_atomic
+from medic.store.files import write_atomic, write_json_atomic
 from medic.store.readers import BatchArrays, complete_size, keep_last_epochs, read_batch_arrays
 
-VERSION = 1
+VERSION = 2
 MIN_BYTES = 16 << 20  # smaller files parse in a fraction of a second: no cache
 HEAD, TAIL, BLOCK, SAMPLES = 64 << 10, 1 << 20, 4 << 10, 64
 
@@ -68,7 +76,7 @@ def _load(folder: Path, path: Path, size: int) -> tuple[BatchArrays, dict] | Non
             return None
         if meta["fingerprint"] != fingerprint(path, meta["offset"]):
             return None
-        rows, segs = meta["rows"], meta["segments"]
+        rows, segs, meta["generation"] = meta["rows"], meta["segments"], str(meta["generation"])
         seg = np.fromfile(folder / "epochs.i64", dtype="<i8", count=2 * segs)
         loss = np.fromfile(folder / "loss.f32", dtype="<f4", count=rows)
         lr = np.fromfile(folder / "lr.f32", dtype="<f4", count=rows) if meta["lr"] else None
@@ -100,7 +108,8 @@ def _pairs(values: np.ndarray, starts: np.ndarray) -> bytes:
     return np.stack([values, starts], axis=1).astype("<i8").tobytes()
 
 
-def _save(folder: Path, path: Path, data: BatchArrays, offset: int, append: tuple[int, int] | None) -> None:
+def _save(folder: Path, path: Path, data: BatchArrays, offset: int, append: tuple[int, int] | None,
+          generation: str) -> None:
     """Write the arrays (only the added rows and stretches when ``append`` = (rows, stretches)
     were cached before) and then the meta that vouches for them."""
     mode = "ab" if append else "wb"
@@ -115,38 +124,75 @@ def _save(folder: Path, path: Path, data: BatchArrays, offset: int, append: tupl
             f.write(data.lr[rows0:].astype("<f4").tobytes())
     write_json_atomic(folder / "meta.json", {
         "version": VERSION, "csv": path.name, "offset": offset, "fingerprint": fingerprint(path, offset),
-        "rows": data.rows, "segments": len(data.epoch_values), "lr": data.lr is not None})
+        "rows": data.rows, "segments": len(data.epoch_values), "lr": data.lr is not None,
+        "generation": generation})
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where an analysis keeps what it derived from one generation of a CSV's cached arrays."""
+
+    folder: Path
+    generation: str
+
+    def load(self, name: str) -> dict[str, np.ndarray] | None:
+        """The arrays saved as ``name`` for this generation (with ``rows``: how many rows they
+        cover), or None."""
+        try:
+            with np.load(self.folder / f"{name}.npz", allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, KeyError, EOFError):
+            return None
+        if str(arrays.pop("generation", "")) != self.generation:
+            return None
+        return arrays
+
+    def save(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        """Keep ``arrays`` as ``name`` for this generation (atomically; a read-only project is
+        left alone)."""
+        buf = io.BytesIO()
+        np.savez(buf, generation=np.array(self.generation), **arrays)
+        try:
+            write_atomic(self.folder / f"{name}.npz", buf.getvalue())
+        except OSError:
+            pass
 
 
 def read_batch_arrays_cached(path: str | os.PathLike, cache_dir: str | os.PathLike | None) -> BatchArrays:
+    """``read_batch_arrays(path)``, through the cache in ``cache_dir`` for big files (see
+    ``cached_batch_arrays``)."""
+    return cached_batch_arrays(path, cache_dir)[0]
+
+
+def cached_batch_arrays(path: str | os.PathLike, cache_dir: str | os.PathLike | None) -> tuple[BatchArrays, Slot | None]:
     """``read_batch_arrays(path)``, through the cache in ``cache_dir`` for big files: the rows
     cached before are loaded, only the bytes added since are parsed, and the cache is brought up
     to date. Without ``cache_dir``, for small files, or when the cache cannot be written, the
-    file is simply read."""
+    file is simply read (and the slot is None)."""
     path = Path(path)
     size = complete_size(path)
     if cache_dir is None or size < MIN_BYTES:
-        return read_batch_arrays(path)
+        return read_batch_arrays(path), None
     folder = Path(cache_dir) / path.name
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
-        return read_batch_arrays(path)
+        return read_batch_arrays(path), None
     with _locked(folder, exclusive=False):
         cached = _load(folder, path, size)
     if cached is not None and cached[1]["offset"] == size:
-        return keep_last_epochs(cached[0])
+        return keep_last_epochs(cached[0]), Slot(folder, cached[1]["generation"])
     with _locked(folder, exclusive=True):
         cached = _load(folder, path, size)  # another process may have updated it meanwhile
         if cached is None:
             data = read_batch_arrays(path, limit=size, keep_last=False)
-            append = None
+            append, generation = None, secrets.token_hex(8)
         else:
             old, meta = cached
             data, _ = _join(old, read_batch_arrays(path, begin=meta["offset"], limit=size, keep_last=False))
-            append = (old.rows, len(old.epoch_values))
+            append, generation = (old.rows, len(old.epoch_values)), meta["generation"]
         try:
-            _save(folder, path, data, size, append)
+            _save(folder, path, data, size, append, generation)
         except OSError:
-            pass  # a read-only project: the analysis goes on without a cache
-    return keep_last_epochs(data)
+            return keep_last_epochs(data), None  # a read-only project: the analysis goes on without a cache
+    return keep_last_epochs(data), Slot(folder, generation)
