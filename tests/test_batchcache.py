@@ -90,7 +90,7 @@ def test_the_analysis_through_the_cache_equals_the_analysis_of_the_file(tmp_path
     plain = analyze_batch_file(csv)
     assert cached.rows == plain.rows == 45 * 50 and cached.nonfinite_count == plain.nonfinite_count == 1
     assert_same_analysis(cached, plain)
-    assert sorted(p.name for p in (cache / csv.name).iterdir()) == ["batch_summary.npz", "epochs.i64", "lock",
+    assert sorted(p.name for p in (cache / csv.name).iterdir()) == ["batch_summary.arrays", "epochs.i64", "lock",
                                                                      "loss.f32", "lr.f32", "meta.json"]
 
 
@@ -155,3 +155,18 @@ def test_clean_removes_a_runs_cache_with_its_files(tmp_path, small_cache):
         batchcache.read_batch_arrays_cached(csv, project.analysis / ".cache")
     assert analysis_files(project, "20250101_000000") == [
         project.analysis / ".cache" / "batch_metrics_20250101_000000.csv"]
+
+
+def test_arrays_that_differ_from_what_the_meta_says_are_not_used(tmp_path, small_cache):
+    """The arrays are written without fsync; after a crash a file may hold zeros where rows were:
+    the meta's fingerprints of the arrays no longer match, and the file is read again."""
+    csv, cache = tmp_path / "batch_metrics_20250101_000000.csv", tmp_path / "analysis" / ".cache"
+    csv.write_text("Epoch,Batch,Loss,Learning_Rate,Timestamp\n" + rows(1, 40))
+    batchcache.read_batch_arrays_cached(csv, cache)
+    loss = cache / csv.name / "loss.f32"
+    with open(loss, "r+b") as f:
+        f.seek(-400, 2)
+        f.write(bytes(400))
+    again = batchcache.read_batch_arrays_cached(csv, cache)
+    assert small_cache[-1] == (None, csv.stat().st_size)  # parsed from the start, not trusted
+    assert_same(again, read_batch_arrays(csv))

@@ -86,7 +86,7 @@ def test_the_theme_is_seaborns_without_importing_it():
     with mpl.rc_context():
         sns.set_theme(style="whitegrid", context="notebook", palette="deep",
                       rc={"axes.titleweight": "bold", "axes.titlesize": 13, "legend.fontsize": 9,
-                          "legend.framealpha": 0.85, "figure.dpi": 100})
+                          "legend.framealpha": 0.85, "figure.dpi": 100, "axes.titley": 1.0})
         # image.cmap: a colormap only seaborn registers; the colour cycle is compared as hex
         theirs = {k: v for k, v in mpl.rcParams.items() if k not in ("image.cmap", "axes.prop_cycle")}
         palette = sns.color_palette("deep").as_hex()

@@ -317,10 +317,8 @@ def analyze_batch_arrays(data: BatchArrays, max_points: int = MAX_POINTS,
     if data.lr is not None:
         per_epoch["Learning_Rate"] = data.lr[starts].astype(np.float64)
     good = s.seg_good.sum()
-    first_ok, last_ok = 0, n - 1
-    if len(bad) and len(y):
-        fin = np.isfinite(loss)
-        first_ok, last_ok = int(np.argmax(fin)), n - 1 - int(np.argmax(fin[::-1]))
+    first_ok, last_ok = _first_finite(bad, n), n - 1 - _first_finite(np.sort(n - 1 - bad), n)
+    first_ok, last_ok = (first_ok, last_ok) if first_ok < n else (0, n - 1)
     return BatchAnalysis(
         path=data.path, rows=n, batches_per_epoch=bpe, per_epoch=per_epoch, x=x, y=y,
         trend_x=trend_x, trend_y=trend_y, trend_window=window, lr_x=lr_x, lr_y=lr_y,
@@ -329,6 +327,12 @@ def analyze_batch_arrays(data: BatchArrays, max_points: int = MAX_POINTS,
         loss_min=float(np.nanmin(s.seg_min)) if good else float("nan"),
         loss_max=float(np.nanmax(s.seg_max)) if good else float("nan"),
         loss_mean=float(s.seg_sum.sum() / good) if good else float("nan"))
+
+
+def _first_finite(bad: np.ndarray, n: int) -> int:
+    """The first row of ``range(n)`` not in ``bad`` (sorted), ``n`` when there is none."""
+    gaps = np.flatnonzero(bad != np.arange(len(bad)))
+    return int(gaps[0]) if len(gaps) else min(len(bad), n)
 
 
 def _cached_summary(data: BatchArrays, slot: Slot) -> Summary:

@@ -17,7 +17,7 @@ arrays the fingerprint does not vouch for. Writers hold an exclusive lock on the
 readers a shared one, so two analyses of the same file at once cannot see a half update.
 
 Each build of the arrays from scratch gets a new ``generation``; appending keeps it. What an
-analysis derives from the rows (``Slot.save``: named ``.npz`` files, e.g. the batch analysis's
+analysis derives from the rows (``Slot.save``: named ``.arrays`` files, e.g. the batch analysis's
 per-epoch summary) is stored with the generation and the rows it covers, and is handed back by
 ``Slot.load`` only while the arrays are still that generation, so it describes a prefix of them.
 """
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import io
 import json
 import os
 import secrets
@@ -68,6 +67,13 @@ def _locked(folder: Path, exclusive: bool):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _mapped(file: Path, count: int) -> np.ndarray:
+    """The first ``count`` float32 values of ``file``, mapped: only the pages an analysis touches
+    are read. The files are only ever appended to or replaced whole (a new file under the same
+    name), so a mapping stays valid whatever another process does to the cache."""
+    return np.memmap(file, dtype="<f4", mode="r", shape=(count,)) if count else np.zeros(0, np.float32)
+
+
 def _load(folder: Path, path: Path, size: int) -> tuple[BatchArrays, dict] | None:
     """The cached arrays and their meta, when they still describe ``path``; else None."""
     try:
@@ -77,55 +83,73 @@ def _load(folder: Path, path: Path, size: int) -> tuple[BatchArrays, dict] | Non
         if meta["fingerprint"] != fingerprint(path, meta["offset"]):
             return None
         rows, segs, meta["generation"] = meta["rows"], meta["segments"], str(meta["generation"])
+        if meta["arrays"] != _array_prints(folder, 2 * segs * 8, rows * 4, meta["lr"]):
+            return None  # written without fsync: after a crash, read back only what was written
         seg = np.fromfile(folder / "epochs.i64", dtype="<i8", count=2 * segs)
-        loss = np.fromfile(folder / "loss.f32", dtype="<f4", count=rows)
-        lr = np.fromfile(folder / "lr.f32", dtype="<f4", count=rows) if meta["lr"] else None
+        loss = _mapped(folder / "loss.f32", rows)
+        lr = _mapped(folder / "lr.f32", rows) if meta["lr"] else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if len(seg) != 2 * segs or len(loss) != rows or (lr is not None and len(lr) != rows):
+    if len(seg) != 2 * segs:
         return None
     values, starts = seg[0::2].copy(), seg[1::2].copy()
     counts = np.diff(np.r_[starts, rows]).astype(np.int64)
     return BatchArrays(path, values, starts, counts, loss, lr, None), meta
 
 
-def _join(old: BatchArrays, new: BatchArrays) -> tuple[BatchArrays, int]:
-    """``old`` followed by ``new``; also the number of ``new``'s stretches that are new (its
-    first continues ``old``'s last epoch when they share the epoch value)."""
-    values, starts = new.epoch_values, new.starts + old.rows
-    if len(values) and len(old.epoch_values) and values[0] == old.epoch_values[-1]:
-        values, starts = values[1:], starts[1:]
-    rows = old.rows + new.rows
-    all_starts = np.r_[old.starts, starts].astype(np.int64)
-    lr = np.concatenate([old.lr, new.lr]) if old.lr is not None and new.lr is not None else None
-    joined = BatchArrays(old.path, np.r_[old.epoch_values, values].astype(np.int64), all_starts,
-                         np.diff(np.r_[all_starts, rows]).astype(np.int64),
-                         np.concatenate([old.loss, new.loss]), lr, None)
-    return joined, len(values)
-
-
 def _pairs(values: np.ndarray, starts: np.ndarray) -> bytes:
     return np.stack([values, starts], axis=1).astype("<i8").tobytes()
 
 
-def _save(folder: Path, path: Path, data: BatchArrays, offset: int, append: tuple[int, int] | None,
-          generation: str) -> None:
-    """Write the arrays (only the added rows and stretches when ``append`` = (rows, stretches)
-    were cached before) and then the meta that vouches for them."""
-    mode = "ab" if append else "wb"
-    rows0, segs0 = append or (0, 0)
+def _array_prints(folder: Path, seg_bytes: int, row_bytes: int, lr: bool) -> list[str]:
+    """Fingerprints of the array files, as far as the meta says they go."""
+    files = [("epochs.i64", seg_bytes), ("loss.f32", row_bytes)] + ([("lr.f32", row_bytes)] if lr else [])
+    return [fingerprint(folder / name, size) if size else "" for name, size in files]
+
+
+def _meta(folder: Path, path: Path, offset: int, rows: int, segments: int, lr: bool, generation: str) -> dict:
+    return {"version": VERSION, "csv": path.name, "offset": offset, "fingerprint": fingerprint(path, offset),
+            "rows": rows, "segments": segments, "lr": lr, "generation": generation,
+            "arrays": _array_prints(folder, 2 * segments * 8, rows * 4, lr)}
+
+
+def _rebuild(folder: Path, path: Path, data: BatchArrays, offset: int) -> str:
+    """Replace the arrays with ``data``'s (each file whole, atomically), then the meta that vouches
+    for them; returns their new generation."""
+    generation = secrets.token_hex(8)
     (folder / "meta.json").unlink(missing_ok=True)  # arrays being rewritten: vouch for nothing
-    with open(folder / "epochs.i64", mode) as f:
-        f.write(_pairs(data.epoch_values[segs0:], data.starts[segs0:]))
-    with open(folder / "loss.f32", mode) as f:
-        f.write(data.loss[rows0:].astype("<f4").tobytes())
+    # not fsynced (a second of a cold analysis): the meta holds the arrays' fingerprints instead
+    write_atomic(folder / "epochs.i64", _pairs(data.epoch_values, data.starts), sync=False)
+    write_atomic(folder / "loss.f32", lambda f: data.loss.astype("<f4", copy=False).tofile(f), sync=False)
     if data.lr is not None:
-        with open(folder / "lr.f32", mode) as f:
-            f.write(data.lr[rows0:].astype("<f4").tobytes())
-    write_json_atomic(folder / "meta.json", {
-        "version": VERSION, "csv": path.name, "offset": offset, "fingerprint": fingerprint(path, offset),
-        "rows": data.rows, "segments": len(data.epoch_values), "lr": data.lr is not None,
-        "generation": generation})
+        write_atomic(folder / "lr.f32", lambda f: data.lr.astype("<f4", copy=False).tofile(f), sync=False)
+    write_json_atomic(folder / "meta.json", _meta(folder, path, offset, data.rows, len(data.epoch_values),
+                                                  data.lr is not None, generation))
+    return generation
+
+
+def _append(folder: Path, path: Path, old: BatchArrays, meta: dict, new: BatchArrays, offset: int) -> BatchArrays | None:
+    """Append ``new`` (the rows parsed after ``old``) to the arrays and the meta; returns the whole,
+    or None when the files are not as the meta says (then the cache is rebuilt)."""
+    values, starts = new.epoch_values, new.starts + old.rows
+    if len(values) and len(old.epoch_values) and values[0] == old.epoch_values[-1]:
+        values, starts = values[1:], starts[1:]  # the last epoch goes on
+    files = [folder / "loss.f32"] + ([folder / "lr.f32"] if old.lr is not None else [])
+    if (new.lr is None) != (old.lr is None) or any(f.stat().st_size != 4 * old.rows for f in files):
+        return None
+    (folder / "meta.json").unlink(missing_ok=True)
+    with open(folder / "epochs.i64", "ab") as f:
+        f.write(_pairs(values, starts))
+    for file, part in zip(files, (new.loss, new.lr)):
+        with open(file, "ab") as f:
+            part.astype("<f4", copy=False).tofile(f)
+    rows = old.rows + new.rows
+    all_values = np.r_[old.epoch_values, values].astype(np.int64)
+    all_starts = np.r_[old.starts, starts].astype(np.int64)
+    write_json_atomic(folder / "meta.json", _meta(folder, path, offset, rows, len(all_values), old.lr is not None,
+                                                  meta["generation"]))
+    return BatchArrays(path, all_values, all_starts, np.diff(np.r_[all_starts, rows]).astype(np.int64),
+                       _mapped(files[0], rows), _mapped(files[1], rows) if len(files) > 1 else None, None)
 
 
 @dataclass(frozen=True)
@@ -136,24 +160,30 @@ class Slot:
     generation: str
 
     def load(self, name: str) -> dict[str, np.ndarray] | None:
-        """The arrays saved as ``name`` for this generation (with ``rows``: how many rows they
-        cover), or None."""
+        """The arrays saved as ``name`` for this generation, or None."""
+        arrays = {}
         try:
-            with np.load(self.folder / f"{name}.npz", allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError, KeyError, EOFError):
+            with open(self.folder / f"{name}.arrays", "rb") as f:
+                names = json.loads(f.readline())
+                for key in names:
+                    arrays[key] = np.load(f, allow_pickle=False)
+        except (OSError, ValueError, EOFError, TypeError):
             return None
         if str(arrays.pop("generation", "")) != self.generation:
             return None
         return arrays
 
     def save(self, name: str, arrays: dict[str, np.ndarray]) -> None:
-        """Keep ``arrays`` as ``name`` for this generation (atomically; a read-only project is
-        left alone)."""
-        buf = io.BytesIO()
-        np.savez(buf, generation=np.array(self.generation), **arrays)
+        """Keep ``arrays`` as ``name`` for this generation (one file: a line of their names, then
+        each as ``.npy``; written atomically; a read-only project is left alone)."""
+        arrays = {"generation": np.array(self.generation), **arrays}
+
+        def write(f) -> None:
+            f.write(json.dumps(list(arrays)).encode() + b"\n")
+            for value in arrays.values():
+                np.save(f, np.asarray(value), allow_pickle=False)
         try:
-            write_atomic(self.folder / f"{name}.npz", buf.getvalue())
+            write_atomic(self.folder / f"{name}.arrays", write)
         except OSError:
             pass
 
@@ -178,21 +208,42 @@ def cached_batch_arrays(path: str | os.PathLike, cache_dir: str | os.PathLike | 
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
         return read_batch_arrays(path), None
+    try:
+        return _through(folder, path, size)
+    except OSError:  # a read-only project: the analysis goes on without a cache
+        return read_batch_arrays(path), None
+
+
+def _stamp(folder: Path) -> tuple[int, int] | None:
+    """Which meta file is there (inode, change time), to tell whether it changed."""
+    try:
+        st = (folder / "meta.json").stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _through(folder: Path, path: Path, size: int) -> tuple[BatchArrays, Slot | None]:
     with _locked(folder, exclusive=False):
-        cached = _load(folder, path, size)
+        seen, cached = _stamp(folder), _load(folder, path, size)
     if cached is not None and cached[1]["offset"] == size:
         return keep_last_epochs(cached[0]), Slot(folder, cached[1]["generation"])
     with _locked(folder, exclusive=True):
-        cached = _load(folder, path, size)  # another process may have updated it meanwhile
-        if cached is None:
-            data = read_batch_arrays(path, limit=size, keep_last=False)
-            append, generation = None, secrets.token_hex(8)
-        else:
-            old, meta = cached
-            data, _ = _join(old, read_batch_arrays(path, begin=meta["offset"], limit=size, keep_last=False))
-            append, generation = (old.rows, len(old.epoch_values)), meta["generation"]
+        if _stamp(folder) != seen:  # another process updated it meanwhile
+            cached = _load(folder, path, size)
         try:
-            _save(folder, path, data, size, append, generation)
-        except OSError:
-            return keep_last_epochs(data), None  # a read-only project: the analysis goes on without a cache
+            data = None
+            if cached is not None:
+                old, meta = cached
+                if meta["offset"] == size:
+                    return keep_last_epochs(old), Slot(folder, meta["generation"])
+                new = read_batch_arrays(path, begin=meta["offset"], limit=size, keep_last=False)
+                data, generation = _append(folder, path, old, meta, new, size), meta["generation"]
+            if data is None:
+                data = read_batch_arrays(path, limit=size, keep_last=False)
+                generation = _rebuild(folder, path, data, size)
+        except OSError:  # a read-only project: the analysis goes on without a cache
+            if data is None:
+                raise
+            return keep_last_epochs(data), None
     return keep_last_epochs(data), Slot(folder, generation)

@@ -3,7 +3,8 @@ showing a path the way the user typed it.
 
 The one atomic write of medic: a temporary file in the same folder (``os.replace`` is atomic only
 within one file system), flushed and fsynced, then renamed over the target; with ``durable`` the
-folder is fsynced too, so the rename itself survives a power cut (checkpoints)."""
+folder is fsynced too, so the rename itself survives a power cut (checkpoints); with
+``sync=False`` nothing is fsynced (a cache that checks what it reads back: still atomic)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def temp_path(path: Path) -> Path:
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str | Callable[[Any], None],
-                 durable: bool = False) -> Path:
+                 durable: bool = False, sync: bool = True) -> Path:
     """Write ``data`` (bytes, text, or a function that writes to a binary file object) to
     ``path`` atomically. Returns ``path``; on failure the target is untouched and the temporary
     file removed."""
@@ -32,7 +33,8 @@ def write_atomic(path: str | os.PathLike, data: bytes | str | Callable[[Any], No
             else:
                 f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
