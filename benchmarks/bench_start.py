@@ -90,8 +90,12 @@ def import_seconds(code: str, source: Path) -> float:
 
 IMPORTS = {
     "import torch": "import torch",
+    "import torch and torch._dynamo (every torch optimizer's first step imports it)": "import torch, torch._dynamo",
     "import monai (all of it, as before)": "import torch, monai",
     "import monai (held back: what a run uses)": "from medic.train.imports import import_monai; import_monai(False)",
+    "a worker's floor: torch, torch._dynamo and MONAI as a run loads it":
+        "import torch._dynamo; from medic.train.imports import import_monai; import_monai(False)",
+    "the torchrun agent's own imports, before it starts the workers": "import torch.distributed.run",
 }
 
 
@@ -126,7 +130,7 @@ def to_markdown(results: dict) -> str:
 
 
 def run(mode: str, work: Path) -> Section:
-    rounds = {"smoke": 1, "quick": 3, "full": 5}[mode]
+    rounds = {"smoke": 1, "quick": 2, "full": 5}[mode]
     nprocs = (1,) if mode == "smoke" else (1, 2)
     results = measure(rounds, nprocs, work)
     summary = []
