@@ -116,10 +116,8 @@ print(json.dumps({"medic": medic_s, "naive": naive_s}))
 """
 
 FLOOR = """
-import sys
-from medic.analysis.batches import analyze_batch_file
+import pickle, sys
 from medic.analysis.figures import batch_figure, save_figure
-import pickle
 result = pickle.load(open(sys.argv[1], "rb"))
 save_figure(batch_figure(result), sys.argv[2] + "/floor.png")
 """

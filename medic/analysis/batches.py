@@ -95,13 +95,12 @@ class Summary:
         full buckets."""
         segs, full = len(data.counts) - 1, data.rows // self.bucket
         edge = int(data.starts[segs]) if segs > 0 else 0
-        below = lambda rows: rows < edge  # noqa: E731
-        keep = below(self.spike_rows)
+        keep = self.spike_rows < edge
         return Summary(self.bucket, *(a[:segs] for a in (self.seg_sum, self.seg_sq, self.seg_min,
                                                           self.seg_max, self.seg_good)),
-                       self.spike_rows[keep], self.spike_z[keep], self.bad_rows[below(self.bad_rows)],
-                       *(a[:full] for a in (self.bk_sum, self.bk_good, self.bk_lo, self.bk_hi)),
-                       *(a[:full] for a in (self.lr_lo, self.lr_hi)))
+                       self.spike_rows[keep], self.spike_z[keep], self.bad_rows[self.bad_rows < edge],
+                       *(a[:full] for a in (self.bk_sum, self.bk_good, self.bk_lo, self.bk_hi,
+                                            self.lr_lo, self.lr_hi)))
 
 
 def bucket_for(rows: int) -> int:
@@ -125,12 +124,13 @@ def _segment_stats(data: BatchArrays, s0: int) -> tuple[np.ndarray, ...]:
         r0, r1 = starts[lo], starts[hi - 1] + counts[hi - 1]
         v, local = loss[r0:r1], starts[lo:hi] - r0
         fin = np.isfinite(v)
+        vz = v
         if not fin.all():
             bad = ~fin
             bad_rows.append(np.flatnonzero(bad) + r0)
             good[lo:hi] -= np.add.reduceat(bad, local, dtype=np.int64)
-            v = np.where(fin, v, np.nan)  # fmin/fmax skip NaN; sums use zeros
-        vz = np.nan_to_num(v, nan=0.0) if not fin.all() else v
+            v = np.where(fin, v, np.nan)  # fmin/fmax skip NaN
+            vz = np.where(fin, v, 0)  # sums skip them as zeros
         sums[lo:hi] = np.add.reduceat(vz, local, dtype=np.float64)
         sq[lo:hi] = np.add.reduceat(np.square(vz, dtype=np.float64), local)
         mins[lo:hi] = np.fmin.reduceat(v, local)
@@ -188,9 +188,8 @@ def _bucket_stats(values: np.ndarray | None, r0: int, bucket: int, with_sums: bo
         if with_sums:
             part = [np.where(fin, v, 0).sum(axis=1, dtype=np.float64), count] + part
         parts.append(part)
-    width = 4 if with_sums else 2
-    empty = [np.zeros(0), np.zeros(0, np.int64)] + [np.zeros(0, np.int64)] * 2 if with_sums else [np.zeros(0, np.int64)] * 2
-    return tuple(np.concatenate([p[i] for p in parts]) if parts else empty[i] for i in range(width))
+    dtypes = (np.float64, np.int64, np.int64, np.int64) if with_sums else (np.int64, np.int64)
+    return tuple(np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, d) for i, d in enumerate(dtypes))
 
 
 def summarize(data: BatchArrays, bucket: int, prior: Summary | None = None) -> Summary:
@@ -317,7 +316,7 @@ def analyze_batch_arrays(data: BatchArrays, max_points: int = MAX_POINTS,
     if data.lr is not None:
         per_epoch["Learning_Rate"] = data.lr[starts].astype(np.float64)
     good = s.seg_good.sum()
-    first_ok, last_ok = _first_finite(bad, n), n - 1 - _first_finite(np.sort(n - 1 - bad), n)
+    first_ok, last_ok = _first_finite(bad, n), n - 1 - _first_finite(n - 1 - bad[::-1], n)
     first_ok, last_ok = (first_ok, last_ok) if first_ok < n else (0, n - 1)
     return BatchAnalysis(
         path=data.path, rows=n, batches_per_epoch=bpe, per_epoch=per_epoch, x=x, y=y,

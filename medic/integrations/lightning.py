@@ -88,10 +88,8 @@ class MedicLogger(Logger):
         """Lightning calls this at the start of every fit with the module: where the entry point
         did not attach ``MedicCallback``, the logger attaches it here."""
         trainer = getattr(model, "_trainer", None)
-        if trainer is not None and not any(isinstance(c, MedicCallback) for c in trainer.callbacks):
-            callback = MedicCallback()
-            trainer.callbacks.append(callback)
-            callback.setup(trainer, model, "fit")
+        if trainer is not None:
+            attach(trainer, model)
 
     def finalize(self, status: str) -> None:
         """Lightning's end of a fit: ``success`` (completed), ``finished`` (stopped by a signal,
@@ -255,12 +253,16 @@ class MedicAttach(Callback):
     attached callback."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if stage != "fit" or any(isinstance(c, MedicCallback) for c in trainer.callbacks):
-            return
-        if any(isinstance(lg, MedicLogger) for lg in trainer.loggers):
-            callback = MedicCallback()
-            trainer.callbacks.append(callback)
-            callback.setup(trainer, pl_module, stage)
+        if stage == "fit" and any(isinstance(lg, MedicLogger) for lg in trainer.loggers):
+            attach(trainer, pl_module)
+
+
+def attach(trainer, pl_module) -> None:
+    """Give ``trainer`` a ``MedicCallback`` (set up for the fit) unless it has one already."""
+    if not any(isinstance(c, MedicCallback) for c in trainer.callbacks):
+        callback = MedicCallback()
+        trainer.callbacks.append(callback)
+        callback.setup(trainer, pl_module, "fit")
 
 
 def callbacks_factory() -> list[Callback]:
