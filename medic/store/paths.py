@@ -64,6 +64,14 @@ class Project:
     def sidecar(self, run_id: str) -> Path:
         return self.metrics / f"run_{run_id}.json"
 
+    def heartbeat(self, run_id: str) -> Path:
+        """Rank 0's heartbeat (``medic.store.control``)."""
+        return self.metrics / f"run_{run_id}.heartbeat"
+
+    def stop_request(self, run_id: str) -> Path:
+        """A pending stop request (``medic.store.control``)."""
+        return self.metrics / f"run_{run_id}.stop"
+
     def log_file(self, run_id: str) -> Path:
         return self.log / f"training_{run_id}.log"
 

@@ -20,7 +20,18 @@ from typing import Any
 
 from medic.procs import pid_alive
 
-FINISHED = ("completed", "failed", "stopped", "interrupted")
+# The one status table of a run (every reader shows these words and no others):
+#   starting     claimed (the sidecar exists), processes starting, no epoch yet begun
+#   queued       submitted to a scheduler (SLURM), waiting for resources (``reason`` says why)
+#   running      training; its processes are alive (local pid) or its heartbeat is fresh
+#   completed    every epoch done (or early stopping ended it)
+#   stopped      stopped on request (medic stop, Stop button, SIGINT), with a checkpoint
+#   failed       ended by an error that medic recorded
+#   interrupted  its processes are gone without an end record (SIGKILL, OOM, a crash, a node lost)
+#   timeout      a scheduler's time limit ended it after the last allowed requeue
+STATUSES = ("starting", "queued", "running", "completed", "stopped", "failed", "interrupted", "timeout")
+ACTIVE = ("starting", "queued", "running")
+FINISHED = ("completed", "stopped", "failed", "interrupted", "timeout")
 STALE_AFTER_S = 3600.0
 
 
