@@ -247,7 +247,16 @@ def build_parser(prog: str = "medic train") -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None, prog: str = "medic train") -> tuple[TrainConfig, list[str]]:
     """Parse training flags; unknown ``--rdzv*``/``--nnodes``-style flags are returned for
     torchrun. A bad flag or value becomes a ``MedicError`` (one line, no usage dump)."""
+    values, torchrun_flags = parse_values(argv, prog)
+    return TrainConfig(**values).validate(), torchrun_flags
+
+
+def parse_values(argv: list[str] | None, prog: str, extend=None) -> tuple[dict[str, Any], list[str]]:
+    """The parsed flags as a dict, and torchrun's flags; ``extend(parser)`` adds more flags
+    (``medic train``'s launcher options)."""
     parser = build_parser(prog)
+    if extend is not None:
+        extend(parser)
     parser.exit_on_error = False
     try:
         ns, rest = parser.parse_known_args(argv)
@@ -258,8 +267,7 @@ def parse_args(argv: list[str] | None, prog: str = "medic train") -> tuple[Train
         close = difflib.get_close_matches(bad[0].split("=")[0].lstrip("-").replace("-", "_"),
                                           [f.name for f in fields(TrainConfig)], n=1)
         raise MedicError(f"unrecognized argument {bad[0]!r}" + (f"; did you mean --{close[0]}?" if close else ""))
-    values = {k: " ".join(v) if isinstance(v, list) else v for k, v in vars(ns).items()}
-    return TrainConfig(**values).validate(), torchrun_flags
+    return {k: " ".join(v) if isinstance(v, list) else v for k, v in vars(ns).items()}, torchrun_flags
 
 
 TORCHRUN_FLAGS = {"nnodes", "node_rank", "rdzv_endpoint", "rdzv_backend", "rdzv_id", "rdzv_conf",
@@ -281,3 +289,4 @@ def _split_torchrun_flags(rest: list[str]) -> tuple[list[str], list[str]]:
             bad.append(tok)
         i += 1
     return passed, bad
+

@@ -29,7 +29,7 @@ from typing import Any
 from medic.errors import MedicError, RunNotFoundError
 from medic.procs import descendants, pid_alive, process_start_ticks, send_signal
 from medic.store.paths import RUN_ID_RE, Project, reserve_run_id
-from medic.store.files import write_json_atomic
+from medic.store.files import tail_lines, write_json_atomic
 from medic.store.sidecar import now_str, read_sidecar, written_at
 
 # what an attached job reports as its exit code when only the sidecar's status is known
@@ -167,13 +167,7 @@ class Job:
 
     def log_tail(self, n: int = 20) -> str:
         """The last ``n`` lines the job printed (its launcher log)."""
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(max(0, f.seek(0, os.SEEK_END) - 256 * max(n, 1)))
-                lines = f.read().decode(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(lines[-n:])
+        return "\n".join(tail_lines(self.log_path, n))
 
     def raise_for_status(self) -> None:
         """Raise ``MedicError`` (with the end of the log) unless the job ended and completed."""

@@ -165,19 +165,20 @@ def test_os_replace_only_in_the_atomic_write():
 
 # which parts may import which: the layers of DESIGN.md, lowest first. A part imports only
 # itself and the parts listed for it; nothing imports upwards.
-BASE = {"medic", "medic.errors", "medic.lang", "medic.procs", "medic.config", "medic.cli"}
+BASE = {"medic", "medic.errors", "medic.lang", "medic.procs", "medic.squeue", "medic.config", "medic.cli"}
 ALLOWED = {
     "base": {"base"},
     "store": {"base", "store"},
-    "train": {"base", "store", "train"},
+    "slurm": {"base", "store", "slurm"},
+    "train": {"base", "store", "slurm", "train"},
     "analysis": {"base", "store", "analysis"},
-    "jobs": {"base", "store"},
+    "jobs": {"base", "store", "slurm"},
     "integrations": {"base", "store", "integrations"},
     "export": {"base", "store", "analysis", "export"},
-    "live": {"base", "store", "analysis", "jobs", "live"},
-    "sweeps": {"base", "store", "analysis", "jobs", "live", "sweeps"},
-    "notebooks": {"base", "store", "analysis", "jobs", "live", "sweeps", "notebooks"},
-    "commands": {"base", "store", "train", "analysis", "jobs", "live", "sweeps", "integrations", "export", "commands"},
+    "live": {"base", "store", "analysis", "jobs", "slurm", "live"},
+    "sweeps": {"base", "store", "analysis", "jobs", "slurm", "live", "sweeps"},
+    "notebooks": {"base", "store", "analysis", "jobs", "slurm", "live", "sweeps", "notebooks"},
+    "commands": {"base", "store", "train", "slurm", "analysis", "jobs", "live", "sweeps", "integrations", "export", "commands"},
 }
 
 

@@ -63,3 +63,15 @@ def shown_path(path: str | os.PathLike) -> str:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def tail_lines(path: str | os.PathLike, n: int = 20) -> list[str]:
+    """The last ``n`` lines of a text file (read from its end: a long log costs no more), or []
+    when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 256 * max(n, 1)))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
+    return lines[-n:] if n > 0 else []

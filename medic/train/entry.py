@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from medic.config import TrainConfig, build_parser, parse_args
+from medic.config import TrainConfig, build_parser
 from medic.errors import MedicError
+from medic.slurm.options import SlurmOptions, parse_train_args
 from medic.store.paths import Project, reserve_run_id
 from medic.train.start import check_before_start, plan_resume
 from medic.train.torchrun import EXIT_FILE_ENV, launch
@@ -36,7 +37,9 @@ def explicit_options(argv: list[str]) -> set[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    cfg, torchrun_flags = parse_args(argv)
+    cfg, slurm, torchrun_flags = parse_train_args(argv)
+    if slurm.launcher == "slurm":
+        return submit_to_slurm(cfg, slurm, explicit_options(argv), torchrun_flags)
     if under_torchrun():
         if torchrun_flags:
             raise MedicError(f"{torchrun_flags[0]} is a torchrun flag: put it before -m medic.train")
@@ -48,6 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     explicit = explicit_options(argv)
     check_before_start(cfg, Project.at(cfg.output_dir or None), explicit)
     return worker_main(cfg, explicit)
+
+
+def submit_to_slurm(cfg: TrainConfig, slurm: SlurmOptions, explicit: set[str], torchrun_flags: list[str]) -> int:
+    """``--launcher slurm``: the same checks as a local start, then a batch job (``medic.slurm``)."""
+    if torchrun_flags:
+        raise MedicError(f"{torchrun_flags[0]}: with --launcher slurm, medic sets torchrun's rendezvous itself "
+                         "(use --nodes and --nproc_per_node)")
+    if under_torchrun():
+        raise MedicError("--launcher slurm submits a job: run it on a login node, not under torchrun")
+    from medic.slurm.submit import submit  # sbatch and the batch script: only when submitting
+    check_before_start(cfg, Project.at(cfg.output_dir or None), explicit)
+    return submit(cfg, slurm, explicit)
 
 
 def under_torchrun() -> bool:

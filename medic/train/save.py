@@ -22,7 +22,7 @@ from medic.config import TrainConfig
 from medic.errors import MedicError
 from medic.store.files import write_atomic, write_json_atomic
 from medic.store.paths import Project
-from medic.store.sidecar import mark_resumed, now_str, sweep_tags
+from medic.store.sidecar import mark_resumed, now_str, read_sidecar, sweep_tags
 from medic.train import checkpoint as ckpt
 from medic.train import dist
 from medic.train.casefiles import save_top_k
@@ -141,7 +141,8 @@ class Saver:
             return
         import monai
         from medic import __version__
-        write_json_atomic(path, {
+        claim = read_sidecar(path) or {}  # a scheduler's claim (SLURM): its job and request stay
+        write_json_atomic(path, {**{k: claim[k] for k in ("launcher", "slurm", "requeues") if k in claim},
             "run_id": self.run_id, "status": "running", "start_time": now_str(), "end_time": None,
             "epochs": cfg.epochs, "epochs_done": 0, "batches_per_epoch": steps, "world_size": r.world_size,
             "monitor": selected_name(cfg.monitor, cfg.monitor_ema),  # the column Best_Loss_So_Far tracks
