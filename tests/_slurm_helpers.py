@@ -53,3 +53,45 @@ def slurm_cluster():
     yield {"SLURM_CONF": conf}
     if not was_up:
         subprocess.run(["bash", str(START), "stop"], env=env, capture_output=True, timeout=60)
+
+
+def medic(cwd: Path, *args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``medic ARGS`` in ``cwd`` (the worktree's medic, the cluster's SLURM_CONF in ``env``)."""
+    import sys
+    return subprocess.run([sys.executable, "-m", "medic.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def submit(cwd: Path, *args: str, env: dict) -> tuple[str, str]:
+    """``medic train --launcher slurm ARGS``: the run id and job id it prints."""
+    import re
+    proc = medic(cwd, "train", "--launcher", "slurm", *args, env=env)
+    found = re.search(r"run (\S+): SLURM job (\d+) submitted", proc.stdout)
+    assert proc.returncode == 0 and found, f"{proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return found.group(1), found.group(2)
+
+
+def job_state(job_id: str, env: dict) -> str:
+    """The job's state in squeue, or '' once squeue no longer lists it."""
+    out = subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"], env=env,
+                         capture_output=True, text=True, timeout=30)
+    return out.stdout.strip()
+
+
+def wait_for(condition, timeout: float, every: float = 0.5, what: str = ""):
+    """Poll ``condition()`` until it returns something true; fail after ``timeout`` seconds."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what or condition}")
+
+
+def job_done(job_id: str, env: dict, timeout: float = 180) -> None:
+    """Wait until the job has ended for good (no longer pending, running or completing)."""
+    wait_for(lambda: job_state(job_id, env) not in ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING",
+                                                    "REQUEUED", "SUSPENDED"),
+             timeout, every=1.0, what=f"job {job_id} to end")

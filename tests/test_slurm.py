@@ -1,22 +1,66 @@
-"""``medic train --launcher slurm`` against a real two-node SLURM cluster on this machine."""
+"""``medic train --launcher slurm`` against a real two-node SLURM cluster on this machine
+(``tests/slurm/start_cluster.sh``, started once per session). Both nodes share this host's name,
+so nothing here relies on host names."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from _slurm_helpers import slurm_cluster  # noqa: F401  (the session fixture)
+from _slurm_helpers import job_done, medic, slurm_cluster, submit  # noqa: F401  (slurm_cluster: the fixture)
+from _train_helpers import read_csv, train
+from conftest import child_env
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
+TINY = ["--num_samples", "16", "--image_size", "32", "--log_interval", "1", "--threads", "1"]
 
-def test_cluster_has_two_idle_nodes(slurm_cluster):
-    env = dict(os.environ, **slurm_cluster)
+
+@pytest.fixture
+def env(slurm_cluster):
+    return child_env(MEDIC_HEARTBEAT="1", **slurm_cluster)
+
+
+def sidecar(root: Path, run_id: str) -> dict:
+    return json.loads((root / "metrics" / f"run_{run_id}.json").read_text())
+
+
+def numbers(path: Path, columns: tuple[str, ...]) -> list[float]:
+    """The values of ``columns``, row after row, in one flat list."""
+    return [float(r[c]) for r in read_csv(path)[1] for c in columns]
+
+
+def test_cluster_has_two_idle_nodes(env):
     nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %t"], env=env, capture_output=True, text=True,
                            timeout=30).stdout.split("\n")
     assert sorted(set(n for n in nodes if n)) == ["n1 idle", "n2 idle"]
     out = subprocess.run(["srun", "-N2", "--time=1", "bash", "-c", "echo $SLURMD_NODENAME"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert sorted(out.stdout.split()) == ["n1", "n2"], out.stderr
+
+
+def test_two_nodes_equal_one_node_with_two_processes(tmp_path, env):
+    args = ["--epochs", "2", *TINY, "--log_batch_metrics"]
+    slurm_root, local_root = tmp_path / "slurm", tmp_path / "local"
+    slurm_root.mkdir()
+    local_root.mkdir()
+    run_id, job_id = submit(slurm_root, "--nodes", "2", *args, env=env)
+    train(local_root, "--nproc_per_node", "2", *args, env=env)
+    job_done(job_id, env)
+    side = sidecar(slurm_root, run_id)
+    assert side["status"] == "completed", side.get("message")
+    assert side["launcher"] == "slurm" and side["slurm"]["job_id"] == job_id
+    assert side["slurm"]["nodes"] == ["n1", "n2"] and side["world_size"] == 2 and side["requeues"] == 0
+    local_id = next(local_root.glob("metrics/epoch_metrics_*.csv")).stem.removeprefix("epoch_metrics_")
+    for kind, columns in (("epoch", ("Epoch", "Avg_Loss", "Min_Batch_Loss", "Max_Batch_Loss", "Best_Loss_So_Far")),
+                          ("batch", ("Epoch", "Batch", "Loss"))):
+        got = numbers(slurm_root / "metrics" / f"{kind}_metrics_{run_id}.csv", columns)
+        want = numbers(local_root / "metrics" / f"{kind}_metrics_{local_id}.csv", columns)
+        assert len(got) == len(want) > 0
+        assert got == pytest.approx(want, abs=1e-5)
+    out = (slurm_root / "log" / f"slurm_{run_id}_{job_id}.out").read_text()
+    assert "Epoch [2/2] completed" in out
