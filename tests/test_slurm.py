@@ -64,3 +64,23 @@ def test_two_nodes_equal_one_node_with_two_processes(tmp_path, env):
         assert got == pytest.approx(want, abs=1e-5)
     out = (slurm_root / "log" / f"slurm_{run_id}_{job_id}.out").read_text()
     assert "Epoch [2/2] completed" in out
+
+
+def files_in(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("case", ["no sbatch", "refused", "nodes without slurm"])
+def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, env, case):
+    args = {"no sbatch": ["--launcher", "slurm"], "refused": ["--launcher", "slurm", "--partition", "nosuch"],
+            "nodes without slurm": ["--nodes", "2"]}[case]
+    jobs_before = subprocess.run(["squeue", "-h", "-t", "all"], env=env, capture_output=True, text=True).stdout
+    proc = medic(tmp_path, "train", *args, "--epochs", "1", *TINY,
+                 env=dict(env, PATH=str(tmp_path / "empty")) if case == "no sbatch" else env)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("medic: error: "), proc.stderr
+    assert {"no sbatch": "no sbatch on PATH", "refused": "Invalid partition name specified",
+            "nodes without slurm": "--nodes 2 needs --launcher slurm"}[case] in lines[0]
+    assert files_in(tmp_path) == []
+    assert subprocess.run(["squeue", "-h", "-t", "all"], env=env, capture_output=True, text=True).stdout == jobs_before
