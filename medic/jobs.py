@@ -18,6 +18,7 @@ its own, so killing the agent alone would leave them training.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import site
 import subprocess
@@ -26,14 +27,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from medic import squeue
 from medic.errors import MedicError, RunNotFoundError
 from medic.procs import descendants, pid_alive, process_start_ticks, send_signal
 from medic.store.paths import RUN_ID_RE, Project, reserve_run_id
 from medic.store.files import tail_lines, write_json_atomic
-from medic.store.sidecar import now_str, read_sidecar, written_at
+from medic.store.control import request_stop
+from medic.store.sidecar import now_str, read_sidecar, update_sidecar, written_at
+from medic.store.status import FINISHED, effective_status
 
 # what an attached job reports as its exit code when only the sidecar's status is known
-STATUS_RETURNCODES = {"completed": 0, "stopped": 130, "failed": 1}
+STATUS_RETURNCODES = {"completed": 0, "stopped": 130, "failed": 1, "interrupted": 1, "timeout": 1}
 
 
 def pidfile_path(project: Project, run_id: str) -> Path:
@@ -182,10 +186,65 @@ class Job:
                              + f"\n--- last lines of {self.log_path} ---\n{self.log_tail(15)}")
 
 
+class SlurmJob(Job):
+    """A training job that SLURM runs: its state comes from ``squeue`` and the run's files, never
+    from a pid (the processes live on compute nodes). ``stop`` goes through the run's files (the
+    trainer saves a checkpoint and the run is marked stopped); a job still waiting is cancelled."""
+
+    def __init__(self, run_id: str, project: Project, job_id: str):
+        super().__init__(run_id, project, None)
+        self.job_id = job_id
+
+    def __repr__(self) -> str:
+        return f"<SlurmJob run {self.run_id}, SLURM job {self.job_id} ({self.status}) in {self.project.root}>"
+
+    @property
+    def status(self) -> str | None:
+        """queued, starting, running, then completed, stopped, failed, interrupted or timeout."""
+        side = self.sidecar
+        return effective_status(side) if side is not None else None
+
+    @property
+    def log_path(self) -> Path:
+        """SLURM's output file of the job (every rank-0 line, and the job's own errors)."""
+        return self.project.log / f"slurm_{self.run_id}_{self.job_id}.out"
+
+    def poll(self) -> int | None:
+        if self._returncode is None and self.status in FINISHED:
+            self._returncode = STATUS_RETURNCODES.get(self.status or "", 1)
+        return self._returncode
+
+    def stop(self, timeout: float = 60.0, kill_after: float = 60.0) -> int | None:
+        """Stop the run: a job that waits is cancelled (``scancel``) and nothing trains; a running
+        one is asked through the files to save a checkpoint and stop. After ``timeout`` s without
+        an end, the job is cancelled; ``kill_after`` s more are left for SLURM to end it."""
+        if self.poll() is not None:
+            return self.returncode
+        state = squeue.job(self.job_id, refresh=True)
+        if (self.sidecar or {}).get("status") == "queued" and (state is None or state.waiting):
+            error = squeue.cancel(self.job_id)
+            if error:
+                raise MedicError(f"could not cancel SLURM job {self.job_id}: {error}")
+            update_sidecar(self.project.sidecar(self.run_id), status="stopped", end_time=now_str(),
+                           message="cancelled while queued (scancel): nothing trained")
+            return self.poll()
+        request_stop(self.project, self.run_id, "stop", reason="stop requested")
+        for wait_s, cancel in ((timeout, True), (kill_after, False)):
+            deadline = time.monotonic() + wait_s
+            while self.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.5)
+                squeue.jobs(refresh=True)
+            if self.poll() is not None:
+                break
+            if cancel:
+                squeue.cancel(self.job_id)
+        return self.poll()
+
+
 # -- launch / attach -------------------------------------------------------------------------------
 
 def _child_env(run_id: str) -> dict[str, str]:
-    env = dict(os.environ, MEDIC_RUN_ID=run_id, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **({"MEDIC_RUN_ID": run_id} if run_id else {}))
     # the job runs the same medic as this process, even when it is imported from a source tree
     src = str(Path(__file__).resolve().parent.parent)
     if src not in site.getsitepackages():
@@ -215,15 +274,29 @@ def _sweep_run_id(project: Project) -> str | None:
     return run_id
 
 
-def launch(config, root: str | os.PathLike | None = None) -> Job:
+def launch(config, root: str | os.PathLike | None = None, launcher: str = "local",
+           slurm: dict[str, Any] | None = None) -> Job:
     """Start training for ``config`` (a ``TrainConfig`` or a dict of its options) in the background
-    and return its ``Job`` at once. ``root`` is the project root (default: the working directory)."""
+    and return its ``Job`` at once.
+
+    Args:
+        config: the training options.
+        root: the project root (default: the working directory).
+        launcher: ``"local"`` (processes on this machine) or ``"slurm"`` (a batch job; returns
+            once SLURM has accepted it, with a ``SlurmJob``).
+        slurm: the SLURM request, ``medic train``'s SLURM options by name
+            (``{"nodes": 2, "gpus_per_node": 4, "time": "12:00:00", "partition": "gpu"}``).
+    """
     from medic.config import TrainConfig
+    from medic.slurm.options import SlurmOptions
     config = TrainConfig.from_dict(config) if isinstance(config, dict) else config.validate()
+    options = SlurmOptions.from_dict({**(slurm or {}), "launcher": launcher})
     cwd = Path(root if root is not None else os.getcwd()).resolve()
     if not cwd.is_dir():
         raise MedicError(f"project root {cwd} is not a folder")
     project = Project.at(cwd / config.output_dir if config.output_dir else cwd)
+    if options.launcher == "slurm":
+        return _submit(config, options, project, cwd)
     project.make_dirs()
     reserved = not config.resume
     run_id = (_sweep_run_id(project) or reserve_run_id(project)) if reserved \
@@ -246,6 +319,19 @@ def launch(config, root: str | os.PathLike | None = None) -> Job:
     return Job(run_id, project, popen.pid, ticks, popen=popen)
 
 
+def _submit(config, options, project: Project, cwd: Path) -> "SlurmJob":
+    """``medic train --launcher slurm`` in a child process (the same checks and claim as in a
+    shell); it returns once SLURM has accepted the job."""
+    argv = [sys.executable, "-m", "medic.train", *config.to_args(include_launcher=True), *options.to_args()]
+    proc = subprocess.run(argv, cwd=cwd, env=_child_env(""), stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=300)
+    found = re.search(r"run (\S+): SLURM job (\S+) submitted", proc.stdout)
+    if proc.returncode != 0 or not found:
+        lines = (proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}").splitlines()
+        raise MedicError(lines[-1].removeprefix("medic: error: "))
+    return SlurmJob(found.group(1), project, found.group(2))
+
+
 def attach(run_id: str | None = None, root: str | os.PathLike | None = None) -> Job:
     """A ``Job`` for a run started earlier (by ``launch``, or ``medic train`` in a shell), found by
     its id (default: the newest run) in the project at ``root``."""
@@ -256,6 +342,9 @@ def attach(run_id: str | None = None, root: str | os.PathLike | None = None) -> 
             raise RunNotFoundError(f"no runs in {project.metrics}")
         run_id = ids[-1]
     run_id = str(run_id)
+    side = read_sidecar(project.sidecar(run_id)) or {}
+    if side.get("launcher") == "slurm" and isinstance(side.get("slurm"), dict) and side["slurm"].get("job_id"):
+        return SlurmJob(run_id, project, str(side["slurm"]["job_id"]))
     info = read_sidecar(pidfile_path(project, run_id))
     if info and isinstance(info.get("pid"), int):
         rc = info.get("returncode")

@@ -30,7 +30,8 @@ class SlurmOptions:
     qos: str = opt("", "SLURM quality of service")
     mem: str = opt("", "memory per node, as SLURM writes it (64G)")
     cpus_per_task: int = opt(0, "CPUs for each node's task (0 = SLURM's default)")
-    slurm_args: str = opt("", "any other sbatch options, in one string (\"--exclusive --constraint=a100\")")
+    slurm_args: str = opt("", "any other sbatch options, in one string: --slurm_args=\"--exclusive --constraint=a100\" "
+                              "(with '=', so that the value is not read as a flag)")
     slurm_setup: str = opt("", "shell lines run on the node before training (\"module load cuda/12.4\")")
     requeue_grace: int = opt(120, "seconds before the time limit at which SLURM warns the job: it then saves "
                                   "a checkpoint and requeues itself")
@@ -73,6 +74,16 @@ class SlurmOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def to_args(self) -> list[str]:
+        """The ``medic train`` flags of these options (only values that differ from the default)."""
+        args: list[str] = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value != f.default:
+                # --name=value: a value such as "--exclusive" must not read as a flag of its own
+                args.append(f"--{f.name}" if value is True else f"--{f.name}={value}")
+        return args
 
 
 def add_slurm_flags(parser: argparse.ArgumentParser) -> None:

@@ -18,6 +18,7 @@ import socket
 import time
 from typing import Any
 
+from medic import squeue
 from medic.procs import pid_alive
 
 # The one status table of a run (every reader shows these words and no others):
@@ -51,6 +52,8 @@ def effective_status(sidecar: dict[str, Any] | None, *, sidecar_mtime: float | N
     if sidecar is None:
         return "unknown"
     status = str(sidecar.get("status") or "unknown")
+    if sidecar.get("launcher") == "slurm" and status in ACTIVE:
+        return slurm_status(sidecar, status)
     if status != "running":
         return status
     pid = sidecar.get("pid")
@@ -60,3 +63,21 @@ def effective_status(sidecar: dict[str, Any] | None, *, sidecar_mtime: float | N
     if last_update is not None and now - last_update > max(STALE_AFTER_S, 3 * longest_epoch_s):
         return "stale"
     return "running"
+
+
+def slurm_status(sidecar: dict[str, Any], status: str) -> str:
+    """An active SLURM run's status, from its job's state in ``squeue`` (one call per listing,
+    cached): not from a pid or a host name, which belong to a compute node. Without ``squeue``
+    (a machine outside the cluster that reads the shared files) the record stands."""
+    info = sidecar.get("slurm") if isinstance(sidecar.get("slurm"), dict) else {}
+    listing = squeue.jobs()
+    if listing is None or not info.get("job_id"):
+        return status
+    state = listing.get(str(info["job_id"]))
+    if state is not None and state.waiting:
+        return "queued"  # waiting, for the first time or after a requeue
+    if state is not None and state.alive:
+        return status
+    if state is not None and state.state == "CANCELLED" and status == "queued":
+        return "stopped"  # cancelled (scancel) before it started, or while waiting for its requeue
+    return "interrupted"  # the job ended, and nothing recorded how
