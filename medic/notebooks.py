@@ -17,6 +17,7 @@ import ast
 import difflib
 import io
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import fields
@@ -33,7 +34,7 @@ NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 LITERAL_TYPES = (bool, int, float, str, list, dict, type(None))
 # each notebook's parameters (name -> type); 01_train also takes every training option
 COMMON = {"project_root": str, "interactive": bool}
-TRAIN_NOTEBOOK_PARAMETERS = {**COMMON, "refresh_seconds": float}
+TRAIN_NOTEBOOK_PARAMETERS = {**COMMON, "refresh_seconds": float, "launcher": str, "slurm": dict}
 MONITOR_PARAMETERS = {"run_id": str, **COMMON, "refresh_seconds": float, "timeout_seconds": float}
 COMPARE_PARAMETERS = {"run_ids": list, "where": dict, "sweep": str, "metrics": list, **COMMON}
 SWEEP_PARAMETERS = {"grid": dict, "space": dict, "trials": int, "fixed": dict, "slots": int, "prune": str,
@@ -105,6 +106,26 @@ def train_config(namespace: dict[str, Any]):
     spec = {f.name: object for f in fields(TrainConfig)}  # TrainConfig checks their types itself
     values = parameters(namespace, {**spec, **TRAIN_NOTEBOOK_PARAMETERS})
     return TrainConfig.from_dict({k: v for k, v in values.items() if k in spec})
+
+
+def launch_settings(namespace: dict[str, Any]) -> dict[str, Any]:
+    """Where the training notebook's run goes (``launcher`` and the ``slurm`` request), checked,
+    as keyword arguments of ``medic.launch``."""
+    from medic.config import TrainConfig
+    from medic.slurm.options import SlurmOptions
+    spec = {f.name: object for f in fields(TrainConfig)}
+    p = parameters(namespace, {**spec, **TRAIN_NOTEBOOK_PARAMETERS})
+    options = SlurmOptions.from_dict({**p.get("slurm", {}), "launcher": p.get("launcher", "local")})
+    return {"launcher": options.launcher, "slurm": dict(p.get("slurm", {}))}
+
+
+def shell_command(config, where: dict[str, Any]) -> str:
+    """The ``medic train`` command line of the same run (``where``: from ``launch_settings``)."""
+    from medic.slurm.options import SlurmOptions
+    args = config.to_args(include_launcher=True)
+    if where.get("launcher") == "slurm":
+        args += SlurmOptions.from_dict({**where.get("slurm", {}), "launcher": "slurm"}).to_args()
+    return " ".join(["medic", "train", *(shlex.quote(a) for a in args)])
 
 
 def monitor_settings(namespace: dict[str, Any]) -> dict[str, Any]:

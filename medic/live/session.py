@@ -26,7 +26,7 @@ from medic.jobs import Job, attach
 from medic.live.feed import Progress, RunFeed, format_seconds
 from medic.live.strip import newest_strip
 from medic.store.paths import Project
-from medic.store.status import effective_status
+from medic.store.status import ACTIVE, effective_status
 
 STALE_SECONDS = 60.0  # a run with neither process nor sidecar counts as ended after this much quiet
 _SHOWN: dict[str, "LiveMonitor"] = {}  # the interactive monitor on show for each run id
@@ -77,8 +77,8 @@ class LiveMonitor:
         the trainer wrote its verdict just before exiting."""
         if self.job is not None:
             rc = self.job.poll()
-            if rc is None:
-                return "running", False
+            if rc is None:  # a scheduler's job (no local pid) is queued, starting or running
+                return ("running" if self.job.pid is not None else self.job.status or "queued"), False
             final = (self.feed.read_sidecar() or {}).get("status")
             return (final if final not in (None, "running") else f"ended (exit code {rc})"), True
         sc = self.feed.sidecar or self.feed.read_sidecar()
@@ -86,7 +86,7 @@ class LiveMonitor:
             status = effective_status(sc)
             if status == "interrupted":
                 status = effective_status(self.feed.read_sidecar())
-            return status, status != "running"
+            return status, status not in ACTIVE
         try:  # no sidecar (yet, or a CSV written by another program): quiet for long means ended
             quiet = time.time() - os.stat(self.project.epoch_csv(self.run_id)).st_mtime
         except OSError:
