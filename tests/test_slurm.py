@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from _slurm_helpers import job_done, medic, slurm_cluster, submit  # noqa: F401  (slurm_cluster: the fixture)
+from _slurm_helpers import job_done, medic, slurm_cluster, submit, wait_for  # noqa: F401  (slurm_cluster: the fixture)
 from _train_helpers import read_csv, train
 from conftest import child_env
 
@@ -68,6 +68,57 @@ def test_two_nodes_equal_one_node_with_two_processes(tmp_path, env):
 
 def files_in(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+# long enough (12 epochs of 8 steps) for a requeue to land mid-run, short enough to finish soon after
+LONG = ["--epochs", "12", "--num_samples", "32", "--image_size", "32", "--log_interval", "1", "--threads", "1",
+        "--log_batch_metrics", "--save_interval", "100"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The same training as LONG, run locally in one go: the history a requeued run must have."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    train(root, *LONG, env=child_env())
+    run_id = next(root.glob("metrics/epoch_metrics_*.csv")).stem.removeprefix("epoch_metrics_")
+    return root, run_id
+
+
+def rows_written(root: Path, run_id: str) -> int:
+    try:
+        return max(0, len((root / "metrics" / f"epoch_metrics_{run_id}.csv").read_text().splitlines()) - 1)
+    except OSError:
+        return 0
+
+
+def assert_one_history(root: Path, run_id: str, baseline) -> None:
+    """Every epoch and batch once, with the values of the uninterrupted run."""
+    base_root, base_id = baseline
+    for kind, key, columns in (("epoch", ("Epoch",), ("Avg_Loss", "Min_Batch_Loss", "Max_Batch_Loss")),
+                               ("batch", ("Epoch", "Batch"), ("Loss",))):
+        got = read_csv(root / "metrics" / f"{kind}_metrics_{run_id}.csv")[1]
+        want = read_csv(base_root / "metrics" / f"{kind}_metrics_{base_id}.csv")[1]
+        assert [tuple(r[k] for k in key) for r in got] == [tuple(r[k] for k in key) for r in want]
+        assert numbers_of(got, columns) == pytest.approx(numbers_of(want, columns), abs=1e-5)
+
+
+def numbers_of(rows, columns) -> list[float]:
+    return [float(r[c]) for r in rows for c in columns]
+
+
+def test_scontrol_requeue_mid_run_continues_the_same_run(tmp_path, env, uninterrupted):
+    run_id, job_id = submit(tmp_path, *LONG, env=env)
+    wait_for(lambda: rows_written(tmp_path, run_id) >= 2, 120, what="two epochs")
+    subprocess.run(["scontrol", "requeue", job_id], env=env, check=True, timeout=30)
+    job_done(job_id, env, timeout=240)
+    side = sidecar(tmp_path, run_id)
+    assert side["status"] == "completed", side.get("message")
+    assert side["requeues"] == 1 and len(side["resumed"]) == 1
+    assert 2 <= side["resumed"][0]["from_epoch"] < 12
+    assert sorted(p.name for p in tmp_path.glob("metrics/epoch_metrics_*.csv")) == [f"epoch_metrics_{run_id}.csv"]
+    assert_one_history(tmp_path, run_id, uninterrupted)
+    out = (tmp_path / "log" / f"slurm_{run_id}_{job_id}.out").read_text()
+    assert "DUE TO JOB REQUEUE" in out and f"Resuming run {run_id}" in out
 
 
 @pytest.mark.parametrize("case", ["no sbatch", "refused", "nodes without slurm"])

@@ -73,12 +73,12 @@ def batch_script(cfg: TrainConfig, slurm: SlurmOptions, run_id: str, root: str, 
         lines.append(f"export SRUN_CPUS_PER_TASK={slurm.cpus_per_task}")
     lines += [f"cd {q(root)} || exit 1",
               f"HOOK=({hook})",
-              "# the run starts (again): its node names and requeues; --max_requeues ends the chain here",
-              'RESUME=$("${HOOK[@]}" begin) || exit 0',
               "# the time limit is near: a checkpoint, then this script requeues the job",
               "trap '\"${HOOK[@]}\" warn' USR2",
               "# scontrol requeue, preemption: the training processes get SIGTERM themselves and checkpoint",
-              "trap 'true' TERM"]
+              "trap 'true' TERM",
+              "# the run starts (again): its node names and requeues; --max_requeues ends the chain here",
+              'RESUME=$("${HOOK[@]}" begin) || exit 0']
     if slurm.nodes > 1:
         lines += ['HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
                   'HEAD_ADDR=$(scontrol show node "$HEAD" | grep -o "NodeAddr=[^ ]*" | cut -d= -f2)',

@@ -139,6 +139,8 @@ class RankRun:
             stopped = self.epochs(step, ts, data, resumed)
             status, code = ("stopped", 130) if stopped else ("completed", 0)
             message = self.early_stop
+            if stopped and self.stop.requeue:
+                status, message = "queued", "checkpointed for a requeue"
         except NonFiniteLoss as err:
             message = f"non-finite loss ({err.value}) at epoch {err.epoch}, batch {err.batch}"
             key = "nan_stop" if err.epoch > 1 else "nan_stop_none"  # nothing is saved before epoch 1 ends

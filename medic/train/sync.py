@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from medic.slurm.script import REQUEUE_ENV
 from medic.train import dist
 
 
@@ -36,6 +37,7 @@ class StopFlag:
 
     def __init__(self):
         self.requested = False
+        self.action = ""  # "stop" or "requeue" when a stop request (a file) asked for it
         self.signals = 0
         self._counted_at = -math.inf
         self._parent = os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None
@@ -50,6 +52,12 @@ class StopFlag:
         self.requested = True
         if self.signals >= 3:
             raise KeyboardInterrupt
+
+    @property
+    def requeue(self) -> bool:
+        """Under medic's SLURM batch script a stop is a requeue (the time-limit warning, an admin's
+        scontrol requeue, a preemption: the job continues the run), unless a stop was asked for."""
+        return bool(os.environ.get(REQUEUE_ENV)) and self.action != "stop"
 
     def local(self) -> bool:
         if self._parent is not None and os.getppid() != self._parent:
