@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from _slurm_helpers import job_done, medic, slurm_cluster, submit, wait_for  # noqa: F401  (slurm_cluster: the fixture)
+from _slurm_helpers import job_done, job_state, medic, slurm_cluster, submit, wait_for  # noqa: F401  (slurm_cluster: the fixture)
 from _train_helpers import read_csv, train
 from conftest import child_env
 
@@ -135,3 +135,43 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, env, case):
             "nodes without slurm": "--nodes 2 needs --launcher slurm"}[case] in lines[0]
     assert files_in(tmp_path) == []
     assert subprocess.run(["squeue", "-h", "-t", "all"], env=env, capture_output=True, text=True).stdout == jobs_before
+
+
+def test_a_queued_run_cannot_be_resumed_and_stops_without_training(tmp_path, env):
+    run_id, job_id = submit(tmp_path, "--epochs", "1", *TINY, "--slurm_args=--begin=now+1hour", env=env)
+    side = sidecar(tmp_path, run_id)
+    assert side["status"] == "queued" and side["launcher"] == "slurm" and side["slurm"]["job_id"] == job_id
+    assert side["slurm"]["request"]["slurm_args"] == "--begin=now+1hour"
+    before = files_in(tmp_path), (tmp_path / "metrics" / f"run_{run_id}.json").read_bytes()
+    runs = medic(tmp_path, "runs", env=env)
+    assert run_id in runs.stdout and "queued" in runs.stdout, runs.stdout + runs.stderr
+    proc = medic(tmp_path, "train", "--launcher", "slurm", "--resume", run_id, env=env)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert f"run {run_id} is still queued (SLURM job {job_id})" in proc.stderr
+    assert (files_in(tmp_path), (tmp_path / "metrics" / f"run_{run_id}.json").read_bytes()) == before
+    stop = medic(tmp_path, "stop", run_id, env=env)
+    assert stop.returncode == 0, stop.stderr
+    side = sidecar(tmp_path, run_id)
+    assert side["status"] == "stopped" and "nothing trained" in side["message"]
+    assert job_state(job_id, env) in ("CANCELLED", "")
+    assert not (tmp_path / "log" / f"training_{run_id}.log").exists()
+    assert (tmp_path / "metrics" / f"epoch_metrics_{run_id}.csv").read_text() == ""
+
+
+def test_a_job_killed_through_slurm_reads_interrupted(tmp_path, env):
+    run_id, job_id = submit(tmp_path, *LONG, env=env)
+    wait_for(lambda: rows_written(tmp_path, run_id) >= 1, 120, what="an epoch")
+    subprocess.run(["scancel", "--signal=KILL", job_id], env=env, check=True, timeout=30)
+    seen = []
+
+    def status() -> bool:
+        runs = medic(tmp_path, "runs", env=env).stdout
+        line = next(line for line in runs.splitlines() if run_id in line)
+        seen.append(next(s for s in ("interrupted", "running", "queued", "completed", "failed", "stopped")
+                         if s in line))
+        return seen[-1] == "interrupted"
+
+    wait_for(status, 120, every=2.0, what="the run to read interrupted")
+    job_done(job_id, env, timeout=60)
+    assert status()  # and it stays so once the job has ended
+    assert sidecar(tmp_path, run_id)["status"] not in ("completed", "stopped")

@@ -78,6 +78,6 @@ def slurm_status(sidecar: dict[str, Any], status: str) -> str:
         return "queued"  # waiting, for the first time or after a requeue
     if state is not None and state.alive:
         return status
-    if state is not None and state.state == "CANCELLED" and status == "queued":
-        return "stopped"  # cancelled (scancel) before it started, or while waiting for its requeue
-    return "interrupted"  # the job ended, and nothing recorded how
+    # the job ended and nothing recorded how: cancelled or killed through SLURM (scancel; the
+    # training may have saved a checkpoint on the SIGTERM that comes first), a node lost
+    return "interrupted"
