@@ -132,6 +132,9 @@ class LiveMonitor:
                 facts["samples/s"] = f.samples_per_s()
         if self.job is not None and self.job.poll() is not None:
             facts["exit code"] = self.job.poll()
+        message = (self.feed.read_sidecar() or {}).get("message")
+        if message:  # why it ended (a job that died before training shows its output's last lines)
+            facts["message"] = message
         return pd.DataFrame({"value": [str(v) if not isinstance(v, float) else f"{v:.6g}"
                                        for v in facts.values()]}, index=list(facts))
 
