@@ -175,3 +175,38 @@ def test_a_job_killed_through_slurm_reads_interrupted(tmp_path, env):
     job_done(job_id, env, timeout=60)
     assert status()  # and it stays so once the job has ended
     assert sidecar(tmp_path, run_id)["status"] not in ("completed", "stopped")
+
+
+def test_medic_stop_of_a_running_run_saves_a_checkpoint(tmp_path, env):
+    run_id, job_id = submit(tmp_path, *LONG, env=env)
+    wait_for(lambda: rows_written(tmp_path, run_id) >= 1, 120, what="an epoch")
+    stop = medic(tmp_path, "stop", run_id, env=env, timeout=180)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    job_done(job_id, env, timeout=60)
+    side = sidecar(tmp_path, run_id)
+    assert side["status"] == "stopped" and side["requeues"] == 0, side
+    assert (tmp_path / "checkpoints" / run_id / "last.pth").is_file()
+    assert 1 <= rows_written(tmp_path, run_id) < 12
+    assert not (tmp_path / "metrics" / f"run_{run_id}.stop").exists()
+
+
+def test_the_time_limit_warning_requeues_the_same_run(tmp_path, env, uninterrupted):
+    # a 1-minute limit: SLURM warns at its first time check after the start (its resolution is a
+    # minute), so each allocation is warned; --max_requeues 1 ends the chain after one requeue
+    run_id, job_id = submit(tmp_path, *LONG, "--time", "1", "--requeue_grace", "30", "--max_requeues", "1",
+                            env=env)
+    job_done(job_id, env, timeout=240)
+    side = sidecar(tmp_path, run_id)
+    assert side["requeues"] == 1 and side["status"] in ("timeout", "completed"), side
+    if side["status"] == "timeout":
+        assert "--max_requeues" in side["message"] and f"--resume {run_id}" in side["message"]
+    assert sorted(p.name for p in tmp_path.glob("metrics/run_*.json")) == [f"run_{run_id}.json"]
+    out = (tmp_path / "log" / f"slurm_{run_id}_{job_id}.out").read_text()
+    assert f"Resuming run {run_id}" in out and "TIME LIMIT" not in out
+    base_root, base_id = uninterrupted
+    for kind, key in (("epoch", ("Epoch",)), ("batch", ("Epoch", "Batch"))):
+        got = read_csv(tmp_path / "metrics" / f"{kind}_metrics_{run_id}.csv")[1]
+        want = read_csv(base_root / "metrics" / f"{kind}_metrics_{base_id}.csv")[1][:len(got)]
+        assert [tuple(r[k] for k in key) for r in got] == [tuple(r[k] for k in key) for r in want]
+        column = "Avg_Loss" if kind == "epoch" else "Loss"
+        assert numbers_of(got, (column,)) == pytest.approx(numbers_of(want, (column,)), abs=1e-5)
