@@ -30,7 +30,7 @@ from typing import Any
 from medic import squeue
 from medic.errors import MedicError, RunNotFoundError
 from medic.procs import descendants, pid_alive, process_start_ticks, send_signal
-from medic.store.paths import RUN_ID_RE, Project, reserve_run_id
+from medic.store.paths import RUN_ID_RE, Project, reserve_run_id, resumed_run_id
 from medic.store.files import tail_lines, write_json_atomic
 from medic.store.control import request_stop
 from medic.store.sidecar import now_str, read_sidecar, update_sidecar, written_at
@@ -191,9 +191,11 @@ class SlurmJob(Job):
     from a pid (the processes live on compute nodes). ``stop`` goes through the run's files (the
     trainer saves a checkpoint and the run is marked stopped); a job still waiting is cancelled."""
 
-    def __init__(self, run_id: str, project: Project, job_id: str):
-        super().__init__(run_id, project, None)
-        self.job_id = job_id
+    @property
+    def job_id(self) -> str:
+        """SLURM's job id (the same across requeues), from the run's sidecar."""
+        info = (self.sidecar or {}).get("slurm")
+        return str(info.get("job_id") or "") if isinstance(info, dict) else ""
 
     def __repr__(self) -> str:
         return f"<SlurmJob run {self.run_id}, SLURM job {self.job_id} ({self.status}) in {self.project.root}>"
@@ -252,18 +254,6 @@ def _child_env(run_id: str) -> dict[str, str]:
     return env
 
 
-def _resumed_run_id(project: Project, resume: str) -> str:
-    if resume == "latest":  # the trainer's choice (the same function decides)
-        run_id = project.newest_resumable()
-        if run_id is None:
-            raise RunNotFoundError(f"resume=latest but no run in {project.root} has a checkpoint to resume from")
-        return run_id
-    found = RUN_ID_RE.search(str(resume))
-    if not found:
-        raise RunNotFoundError(f"cannot tell which run {resume!r} continues; give a run id")
-    return found.group(0)
-
-
 def _sweep_run_id(project: Project) -> str | None:
     """The run id a sweep driver reserved for this trial (``MEDIC_SWEEP_RUN_ID``), while unused."""
     run_id = os.environ.get("MEDIC_SWEEP_RUN_ID", "")
@@ -300,7 +290,7 @@ def launch(config, root: str | os.PathLike | None = None, launcher: str = "local
     project.make_dirs()
     reserved = not config.resume
     run_id = (_sweep_run_id(project) or reserve_run_id(project)) if reserved \
-        else _resumed_run_id(project, config.resume)
+        else resumed_run_id(project, config.resume)
     argv = [sys.executable, "-m", "medic.train", *config.to_args(include_launcher=True)]
     log_path = launcher_log_path(project, run_id)
     try:
@@ -325,11 +315,11 @@ def _submit(config, options, project: Project, cwd: Path) -> "SlurmJob":
     argv = [sys.executable, "-m", "medic.train", *config.to_args(include_launcher=True), *options.to_args()]
     proc = subprocess.run(argv, cwd=cwd, env=_child_env(""), stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, timeout=300)
-    found = re.search(r"run (\S+): SLURM job (\S+) submitted", proc.stdout)
+    found = re.search(r"run (\S+): SLURM job \S+ submitted", proc.stdout)
     if proc.returncode != 0 or not found:
         lines = (proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}").splitlines()
         raise MedicError(lines[-1].removeprefix("medic: error: "))
-    return SlurmJob(found.group(1), project, found.group(2))
+    return SlurmJob(found.group(1), project, None)
 
 
 def attach(run_id: str | None = None, root: str | os.PathLike | None = None) -> Job:
@@ -344,7 +334,7 @@ def attach(run_id: str | None = None, root: str | os.PathLike | None = None) -> 
     run_id = str(run_id)
     side = read_sidecar(project.sidecar(run_id)) or {}
     if side.get("launcher") == "slurm" and isinstance(side.get("slurm"), dict) and side["slurm"].get("job_id"):
-        return SlurmJob(run_id, project, str(side["slurm"]["job_id"]))
+        return SlurmJob(run_id, project, None)
     info = read_sidecar(pidfile_path(project, run_id))
     if info and isinstance(info.get("pid"), int):
         rc = info.get("returncode")

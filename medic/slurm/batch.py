@@ -86,17 +86,14 @@ def end(project: Project, run_id: str, code: int) -> int:
     job_id = os.environ.get("SLURM_JOB_ID", str(info.get("job_id", "")))
     if status == "queued" and info.get("warned"):
         info.pop("warned", None)
-        if restarts() >= limit:
-            update_sidecar(path, status="timeout", slurm=info, end_time=now_str(),
-                           message=f"time limit reached after {limit} requeues (--max_requeues): "
-                                   f"resume it with medic train --resume {run_id}")
-            return 0
-        out = subprocess.run(["scontrol", "requeue", job_id], env=clean_env(), capture_output=True, text=True)
-        if out.returncode != 0:
-            update_sidecar(path, status="interrupted", slurm=info, end_time=now_str(),
-                           message=f"checkpointed for a requeue, but scontrol requeue failed "
-                                   f"({out.stderr.strip()}): resume it with medic train --resume {run_id}")
-            return 1
+        out = subprocess.run(["scontrol", "requeue", job_id], env=clean_env(), capture_output=True, text=True) \
+            if restarts() < limit else None
+        if out is None or out.returncode != 0:  # the chain ends here; --resume continues it
+            why = f"time limit reached after {limit} requeues (--max_requeues)" if out is None else \
+                f"checkpointed for a requeue, but scontrol requeue failed ({out.stderr.strip()})"
+            update_sidecar(path, status="timeout" if out is None else "interrupted", slurm=info, end_time=now_str(),
+                           message=f"{why}: resume it with medic train --resume {run_id}")
+            return 0 if out is None else 1
         info["reason"] = "requeued before the time limit"
         update_sidecar(path, slurm=info)
     elif status == "running":

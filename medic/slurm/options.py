@@ -17,26 +17,31 @@ from medic.errors import MedicError
 @dataclass
 class SlurmOptions:
     """Where and how ``medic train --launcher slurm`` runs: the request sent to ``sbatch``.
-    Launcher options: they never reach the trainer's config or the checkpoint."""
+    Launcher options (``launcher=True``): they never reach the trainer's config or a checkpoint."""
 
     launcher: str = opt("local", "'local': start the processes here; 'slurm': submit a batch job with sbatch "
-                                 "and return once SLURM accepts it", ("local", "slurm"))
-    nodes: int = opt(1, "nodes of the SLURM job (one task per node starts the node's processes)")
-    gpus_per_node: int = opt(0, "GPUs per node (--gpus-per-node); --nproc_per_node defaults to it")
-    partition: str = opt("", "SLURM partition (default: the cluster's)")
+                                 "and return once SLURM accepts it", ("local", "slurm"), launcher=True)
+    # the allocation
+    nodes: int = opt(1, "nodes of the SLURM job (one task per node starts the node's processes)", launcher=True)
+    gpus_per_node: int = opt(0, "GPUs per node (--gpus-per-node); --nproc_per_node defaults to it", launcher=True)
+    partition: str = opt("", "SLURM partition (default: the cluster's)", launcher=True)
     time: str = opt("", "time limit, passed to SLURM as it is: 10:00 means ten minutes there, "
-                        "1-00:00:00 one day (default: the partition's)")
-    account: str = opt("", "SLURM account to charge")
-    qos: str = opt("", "SLURM quality of service")
-    mem: str = opt("", "memory per node, as SLURM writes it (64G)")
-    cpus_per_task: int = opt(0, "CPUs for each node's task (0 = SLURM's default)")
+                        "1-00:00:00 one day (default: the partition's)", launcher=True)
+    # who pays, and how urgently
+    account: str = opt("", "SLURM account to charge", launcher=True)
+    qos: str = opt("", "SLURM quality of service", launcher=True)
+    # per node
+    mem: str = opt("", "memory per node, as SLURM writes it (64G)", launcher=True)
+    cpus_per_task: int = opt(0, "CPUs for each node's task (0 = SLURM's default)", launcher=True)
+    # anything else sbatch or the nodes need
     slurm_args: str = opt("", "any other sbatch options, in one string: --slurm_args=\"--exclusive --constraint=a100\" "
-                              "(with '=', so that the value is not read as a flag)")
-    slurm_setup: str = opt("", "shell lines run on the node before training (\"module load cuda/12.4\")")
+                              "(with '=', so that the value is not read as a flag)", launcher=True)
+    slurm_setup: str = opt("", "shell lines run on the node before training (\"module load cuda/12.4\")", launcher=True)
+    # time limits and preemption
     requeue_grace: int = opt(120, "seconds before the time limit at which SLURM warns the job: it then saves "
-                                  "a checkpoint and requeues itself")
-    max_requeues: int = opt(5, "requeues (time limit or preemption) after which the run ends as 'timeout'")
-    dry_run: bool = opt(False, "print the batch script and submit nothing")
+                                  "a checkpoint and requeues itself", launcher=True)
+    max_requeues: int = opt(5, "requeues (time limit or preemption) after which the run ends as 'timeout'", launcher=True)
+    dry_run: bool = opt(False, "print the batch script and submit nothing", launcher=True)
 
     def validate(self, explicit: set[str] = frozenset()) -> "SlurmOptions":
         """Check every value; options of SLURM without ``--launcher slurm`` are an error."""

@@ -22,7 +22,7 @@ from medic.slurm.options import SlurmOptions
 from medic.slurm.script import batch_script
 from medic.squeue import clean_env, job
 from medic.store.files import write_atomic, write_json_atomic
-from medic.store.paths import OUTPUT_DIRS, RUN_ID_RE, Project, reserve_run_id
+from medic.store.paths import OUTPUT_DIRS, Project, reserve_run_id, resumed_run_id
 from medic.store.sidecar import now_str, read_sidecar, update_sidecar
 from medic.store.status import ACTIVE, effective_status
 
@@ -32,20 +32,6 @@ def source_path() -> str:
     must run this medic too."""
     src = str(Path(medic.__file__).resolve().parent.parent)
     return "" if src in site.getsitepackages() else src
-
-
-def resumed_run(project: Project, spec: str) -> str:
-    """The run a ``--resume`` continues (``latest``, a run id, or a checkpoint path), without
-    loading the checkpoint."""
-    if spec == "latest":
-        run_id = project.newest_resumable()
-        if run_id is None:
-            raise RunNotFoundError(f"--resume latest: no run with checkpoints in {project.checkpoints}")
-        return run_id
-    found = RUN_ID_RE.search(str(spec))
-    if not found:
-        raise MedicError(f"--resume {spec!r} is neither 'latest', a run id (YYYYmmdd_HHMMSS) nor a run's .pth file")
-    return found.group(0)
 
 
 def output_pattern(project: Project, run_id: str) -> str:
@@ -61,7 +47,7 @@ def submit(cfg: TrainConfig, slurm: SlurmOptions, explicit: set[str], out=print)
         cfg.nproc_per_node = slurm.gpus_per_node
     python = os.path.abspath(sys.executable)  # not resolved: a venv's python is a link into it
     if slurm.dry_run:
-        run_id = os.environ.get("MEDIC_RUN_ID") or (resumed_run(project, cfg.resume) if cfg.resume else "<run id>")
+        run_id = os.environ.get("MEDIC_RUN_ID") or (resumed_run_id(project, cfg.resume) if cfg.resume else "<run id>")
         out(batch_script(cfg, slurm, run_id, str(project.root), python, output_pattern(project, run_id),
                          source_path()))
         return 0
@@ -70,7 +56,7 @@ def submit(cfg: TrainConfig, slurm: SlurmOptions, explicit: set[str], out=print)
                          "SLURM's module first)")
     old = None
     if cfg.resume:
-        run_id = resumed_run(project, cfg.resume)
+        run_id = resumed_run_id(project, cfg.resume)
         old = read_sidecar(project.sidecar(run_id))
         if old is None and not project.epoch_csv(run_id).exists():
             raise RunNotFoundError(f"--resume: run {run_id} does not exist in {project.metrics}")

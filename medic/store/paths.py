@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from medic.errors import RunNotFoundError
+
 RUN_ID_RE = re.compile(r"\d{8}_\d{6}(?:_\d+)?")
 EPOCH_CSV_RE = re.compile(r"^epoch_metrics_(?P<id>\d{8}_\d{6}(?:_\d+)?)\.csv$")
 BATCH_CSV_RE = re.compile(r"^batch_metrics_(?P<id>\d{8}_\d{6}(?:_\d+)?)\.csv$")
@@ -111,6 +113,20 @@ def resume_points(ckpt_dir: Path) -> list[Path]:
     epochs = sorted(((int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := EPOCH_FILE_RE.match(p.name))),
                     reverse=True)
     return found + [p for _, p in epochs]
+
+
+def resumed_run_id(project: Project, spec: str) -> str:
+    """The run a ``--resume`` continues, read without loading any checkpoint: ``latest`` (the
+    newest run with a resume point, as the trainer decides), a run id, or a path naming one."""
+    if spec == "latest":
+        run_id = project.newest_resumable()
+        if run_id is None:
+            raise RunNotFoundError(f"--resume latest: no run with checkpoints in {project.checkpoints}")
+        return run_id
+    found = RUN_ID_RE.search(str(spec))
+    if not found:
+        raise RunNotFoundError(f"--resume {spec!r} is neither 'latest', a run id (YYYYmmdd_HHMMSS) nor a run's .pth file")
+    return found.group(0)
 
 
 def run_id_sort_key(run_id: str) -> tuple[str, int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from medic.config import TrainConfig
 from medic.errors import MedicError, RunNotFoundError
 from medic.procs import pid_alive
-from medic.store.paths import RUN_ID_RE, Project, resume_points
+from medic.store.paths import RUN_ID_RE, Project, resume_points, resumed_run_id
 from medic.store.sidecar import read_sidecar, written_at
 from medic.train.imagefolder import check_folder
 from medic.train.layouts import is_layout, plan_volumes
@@ -70,9 +70,7 @@ def resolve_resume(project: Project, spec: str) -> Path:
             raise RunNotFoundError(f"--resume: checkpoint {spec} does not exist")
         return path.resolve()
     if spec == "latest":
-        spec = project.newest_resumable()
-        if spec is None:
-            raise RunNotFoundError(f"--resume latest: no run with checkpoints in {project.checkpoints}")
+        spec = resumed_run_id(project, spec)
     if not RUN_ID_RE.fullmatch(spec):
         raise MedicError(f"--resume {spec!r} is neither 'latest', a run id (YYYYmmdd_HHMMSS) nor a .pth file")
     folder = project.checkpoint_dir(spec)
