@@ -35,9 +35,12 @@ def numbers(path: Path, columns: tuple[str, ...]) -> list[float]:
 
 
 def test_cluster_has_two_idle_nodes(env):
-    nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %t"], env=env, capture_output=True, text=True,
-                           timeout=30).stdout.split("\n")
-    assert sorted(set(n for n in nodes if n)) == ["n1 idle", "n2 idle"]
+    def nodes() -> list[str]:
+        out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %t"], env=env, capture_output=True, text=True,
+                             timeout=30).stdout.split("\n")
+        return sorted(set(n for n in out if n))
+    # a job of an earlier session may still be completing on one
+    wait_for(lambda: nodes() == ["n1 idle", "n2 idle"], 60, what="both nodes idle")
     out = subprocess.run(["srun", "-N2", "--time=1", "bash", "-c", "echo $SLURMD_NODENAME"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert sorted(out.stdout.split()) == ["n1", "n2"], out.stderr
