@@ -160,3 +160,16 @@ def test_a_resume_a_plug_in_or_the_environment_load_all_of_monai(monkeypatch):
     assert needs_all(TrainConfig(resume="latest"))
     monkeypatch.setenv(IMPORT_ALL_ENV, "1")
     assert needs_all(TrainConfig())
+
+
+def test_a_resume_loads_all_of_monai_only_for_a_run_with_a_plug_in(tmp_path, monkeypatch):
+    import json
+    from medic.config import TrainConfig
+    from medic.train.imports import IMPORT_ALL_ENV, needs_all
+    monkeypatch.delenv(IMPORT_ALL_ENV, raising=False)
+    (tmp_path / "metrics").mkdir()
+    for run_id, model in (("20250101_000000", ""), ("20250101_000001", "pkg:fn")):
+        (tmp_path / "metrics" / f"run_{run_id}.json").write_text(json.dumps({"config": {"model": model}}))
+    assert not needs_all(TrainConfig(resume="20250101_000000", output_dir=str(tmp_path)))
+    assert needs_all(TrainConfig(resume="20250101_000001", output_dir=str(tmp_path)))
+    assert needs_all(TrainConfig(resume="20250101_000002", output_dir=str(tmp_path)))  # no sidecar
