@@ -196,20 +196,23 @@ def test_medic_stop_of_a_running_run_saves_a_checkpoint(tmp_path, env):
 def test_the_time_limit_warning_requeues_the_same_run(tmp_path, env, uninterrupted):
     # a 1-minute limit: SLURM warns at its first time check after the start (its resolution is a
     # minute), so each allocation is warned; --max_requeues 1 ends the chain after one requeue
-    run_id, job_id = submit(tmp_path, *LONG, "--time", "1", "--requeue_grace", "30", "--max_requeues", "1",
-                            env=env)
+    # (the run is longer than both allocations: 200 epochs)
+    run_id, job_id = submit(tmp_path, *LONG, "--epochs", "200", "--time", "1", "--requeue_grace", "30",
+                            "--max_requeues", "1", env=env)
     job_done(job_id, env, timeout=240)
     side = sidecar(tmp_path, run_id)
-    assert side["requeues"] == 1 and side["status"] in ("timeout", "completed"), side
-    if side["status"] == "timeout":
-        assert "--max_requeues" in side["message"] and f"--resume {run_id}" in side["message"]
+    assert side["requeues"] == 1 and side["status"] == "timeout", side
+    assert "--max_requeues" in side["message"] and f"--resume {run_id}" in side["message"]
+    assert (tmp_path / "checkpoints" / run_id / "last.pth").is_file()
     assert sorted(p.name for p in tmp_path.glob("metrics/run_*.json")) == [f"run_{run_id}.json"]
     out = (tmp_path / "log" / f"slurm_{run_id}_{job_id}.out").read_text()
     assert f"Resuming run {run_id}" in out and "TIME LIMIT" not in out
     base_root, base_id = uninterrupted
     for kind, key in (("epoch", ("Epoch",)), ("batch", ("Epoch", "Batch"))):
         got = read_csv(tmp_path / "metrics" / f"{kind}_metrics_{run_id}.csv")[1]
+        assert len({tuple(r[k] for k in key) for r in got}) == len(got)  # each once
         want = read_csv(base_root / "metrics" / f"{kind}_metrics_{base_id}.csv")[1][:len(got)]
+        got = got[:len(want)]  # the uninterrupted run has 12 epochs
         assert [tuple(r[k] for k in key) for r in got] == [tuple(r[k] for k in key) for r in want]
         column = "Avg_Loss" if kind == "epoch" else "Loss"
         assert numbers_of(got, (column,)) == pytest.approx(numbers_of(want, (column,)), abs=1e-5)

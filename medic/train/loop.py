@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from medic.config import TrainConfig
 from medic.errors import MedicError
+from medic.store.control import clear_stop_request
 from medic.store.logger import MetricsLogger, improves
 from medic.store.paths import Project, release_run_id
 from medic.store.sidecar import now_str, update_sidecar
@@ -119,6 +120,8 @@ class RankRun:
         self.start_wall = time.time()
         self.selector: Selector | None = None
         self.early_stop = ""  # the message, once patience has run out
+        if r.is_main:  # stop requests through the files, and the heartbeat
+            stop.watch(self.project, run_id)
 
     def train(self) -> int:
         status, message, code = "failed", "", 1
@@ -164,6 +167,8 @@ class RankRun:
         if self.owns_sidecar:
             update_sidecar(self.sidecar, status=status, end_time=now_str(), message=message,
                            total_time=round(time.time() - self.start_wall, 3))
+        if self.r.is_main:
+            clear_stop_request(self.project, self.run_id)  # acted on, or moot now that the run ended
         return code
 
     def open_files(self, data: Data, resumed: dict | None) -> None:

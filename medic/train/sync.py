@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from medic.slurm.script import REQUEUE_ENV
+from medic.store.control import beat, read_stop_request
 from medic.train import dist
 
 
@@ -34,10 +35,13 @@ class StopFlag:
     signals less than ``BURST`` seconds after the last counted one count as the same request."""
 
     BURST = 1.0
+    CHECK_S = 1.0
 
     def __init__(self):
         self.requested = False
         self.action = ""  # "stop" or "requeue" when a stop request (a file) asked for it
+        self.files = None  # (project, run id): rank 0 looks for a stop request and beats
+        self._check_at = 0.0
         self.signals = 0
         self._counted_at = -math.inf
         self._parent = os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None
@@ -45,6 +49,8 @@ class StopFlag:
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
+        if signum == signal.SIGTERM and os.environ.get(REQUEUE_ENV) and not self.action:
+            self.action = "requeue"  # scontrol requeue, a preemption: SLURM continues the job
         now = time.monotonic()
         if now - self._counted_at >= self.BURST:
             self.signals += 1
@@ -59,9 +65,21 @@ class StopFlag:
         scontrol requeue, a preemption: the job continues the run), unless a stop was asked for."""
         return bool(os.environ.get(REQUEUE_ENV)) and self.action != "stop"
 
+    def watch(self, project, run_id: str) -> None:
+        """Rank 0: from now on, look for the run's stop request (``medic.store.control``: medic
+        stop or a Stop button from any host, SLURM's time-limit warning) and beat its heartbeat,
+        at most every ``CHECK_S`` seconds."""
+        self.files = (project, run_id)
+
     def local(self) -> bool:
         if self._parent is not None and os.getppid() != self._parent:
             self.requested = True
+        if self.files is not None and not self.requested and time.monotonic() >= self._check_at:
+            self._check_at = time.monotonic() + self.CHECK_S
+            beat(*self.files)
+            request = read_stop_request(*self.files)
+            if request is not None:
+                self.requested, self.action = True, request["action"]
         return self.requested
 
 
