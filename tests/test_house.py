@@ -76,8 +76,7 @@ def test_resume_latest_is_the_same_run_for_the_job_and_the_trainer(project):
     """A newer run with only best_model.pth is no resume point: the notebook's Job and the
     trainer both continue the older run that has last.pth."""
     import medic
-    from medic.jobs import _resumed_run_id
-    from medic.store.paths import Project, reserve_run_id
+    from medic.store.paths import Project, reserve_run_id, resumed_run_id
 
     train(project, "--epochs", "1", *TINY, "--output_dir", str(project))
     older = only_run_id(project)
@@ -85,7 +84,7 @@ def test_resume_latest_is_the_same_run_for_the_job_and_the_trainer(project):
     (project / "checkpoints" / newer).mkdir(parents=True)
     shutil.copy(project / "checkpoints" / older / "best_model.pth", project / "checkpoints" / newer / "best_model.pth")
     assert newer > older
-    assert _resumed_run_id(Project.at(project), "latest") == older
+    assert resumed_run_id(Project.at(project), "latest") == older
 
     job = medic.launch({"resume": "latest", "epochs": 2, "lang": "en"}, root=project)
     assert job.run_id == older
