@@ -216,3 +216,12 @@ def test_the_time_limit_warning_requeues_the_same_run(tmp_path, env, uninterrupt
         assert [tuple(r[k] for k in key) for r in got] == [tuple(r[k] for k in key) for r in want]
         column = "Avg_Loss" if kind == "epoch" else "Loss"
         assert numbers_of(got, (column,)) == pytest.approx(numbers_of(want, (column,)), abs=1e-5)
+
+
+def test_a_job_that_ends_before_training_says_why(tmp_path, env):
+    run_id, job_id = submit(tmp_path, "--epochs", "1", *TINY, "--slurm_setup",
+                            "echo module cuda/99.9 not found >&2; exit 3", env=env)
+    job_done(job_id, env, timeout=60)
+    side = wait_for(lambda: (s := sidecar(tmp_path, run_id))["status"] != "queued" and s, 30)
+    assert side["status"] == "failed"
+    assert "exit code 3" in side["message"] and "module cuda/99.9 not found" in side["message"]

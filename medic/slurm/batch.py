@@ -77,7 +77,7 @@ def warn(project: Project, run_id: str) -> int:
     return 0
 
 
-def end(project: Project, run_id: str, code: int) -> int:
+def end(project: Project, run_id: str, code: int, early: bool = False) -> int:
     path = project.sidecar(run_id)
     side = read_sidecar(path) or {}
     info = slurm_info(side)
@@ -99,7 +99,7 @@ def end(project: Project, run_id: str, code: int) -> int:
     elif status == "running":
         update_sidecar(path, status="interrupted", end_time=now_str(),
                        message=f"the training processes ended without a record (exit code {code})")
-    elif status in (None, "starting"):
+    elif status in (None, "starting") or (early and status == "queued"):
         output = Path(str(info.get("output", ""))).with_name(f"slurm_{run_id}_{job_id}.out")
         last = " | ".join(tail_lines(output, 3)) if output.name else ""
         update_sidecar(path, status="failed", end_time=now_str(),
@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m medic.slurm.batch")
     parser.add_argument("action", choices=("begin", "warn", "end"))
     parser.add_argument("code", nargs="?", type=int, default=0)
+    parser.add_argument("--early", action="store_true", help="the script ended before the training step")
     parser.add_argument("--root", required=True)
     parser.add_argument("--run", required=True)
     args = parser.parse_args(argv)
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         return begin(project, args.run)
     if args.action == "warn":
         return warn(project, args.run)
-    return end(project, args.run, args.code)
+    return end(project, args.run, args.code, args.early)
 
 
 if __name__ == "__main__":

@@ -65,18 +65,20 @@ def batch_script(cfg: TrainConfig, slurm: SlurmOptions, run_id: str, root: str, 
              f"# medic run {run_id}: {slurm.nodes} node(s) x {nproc} process(es); written by "
              "medic train --launcher slurm"]
     lines += [f"#SBATCH {opt}" for opt in sbatch_lines(slurm, run_id, output, nproc)]
-    lines += ["", "# --slurm_setup", *slurm.slurm_setup.splitlines()] if slurm.slurm_setup.strip() else []
     lines += ["",
               f"export MEDIC_RUN_ID={run_id} {REQUEUE_ENV}=1 PYTHONUNBUFFERED=1"
-              + (f" PYTHONPATH={q(pythonpath)}${{PYTHONPATH:+:$PYTHONPATH}}" if pythonpath else "")]
-    if slurm.cpus_per_task:  # srun (SLURM 22.05+) no longer takes it from the job
-        lines.append(f"export SRUN_CPUS_PER_TASK={slurm.cpus_per_task}")
-    lines += [f"cd {q(root)} || exit 1",
+              + (f" PYTHONPATH={q(pythonpath)}${{PYTHONPATH:+:$PYTHONPATH}}" if pythonpath else ""),
               f"HOOK=({hook})",
               "# the time limit is near: a checkpoint, then this script requeues the job",
               "trap '\"${HOOK[@]}\" warn' USR2",
               "# scontrol requeue, preemption: the training processes get SIGTERM themselves and checkpoint",
               "trap 'true' TERM",
+              "# a job that ends before it trains (a setup line failed): the run records why",
+              "trap '\"${HOOK[@]}\" end $? --early' EXIT"]
+    lines += ["", "# --slurm_setup", *slurm.slurm_setup.splitlines(), ""] if slurm.slurm_setup.strip() else []
+    if slurm.cpus_per_task:  # srun (SLURM 22.05+) no longer takes it from the job
+        lines.append(f"export SRUN_CPUS_PER_TASK={slurm.cpus_per_task}")
+    lines += [f"cd {q(root)} || exit 1",
               "# the run starts (again): its node names and requeues; --max_requeues ends the chain here",
               'RESUME=$("${HOOK[@]}" begin) || exit 0']
     if slurm.nodes > 1:
@@ -97,5 +99,6 @@ def batch_script(cfg: TrainConfig, slurm: SlurmOptions, run_id: str, root: str, 
               "    break",
               "done",
               "trap '' USR2 TERM",
+              "trap - EXIT",
               '"${HOOK[@]}" end "$CODE"', ""]
     return "\n".join(lines)
