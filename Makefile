@@ -1,5 +1,6 @@
 # make demo   — set up .venv and run the main job (2-process DDP training on the built-in data)
 # make test   — set up .venv and run the whole test suite
+# make test-fast — the quick loop while changing code: unit tests and one short real run (a few minutes)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -9,7 +10,7 @@ TORCH  ?= torch==2.13.0
 TORCH_INDEX ?=
 DEMO_ARGS ?= --nproc_per_node 2 --epochs 3 --num_samples 128 --log_batch_metrics --log_interval 4 --save_interval 2 --val_fraction 0.125
 
-.PHONY: setup demo test test-faults lab notebooks bench clean-venv
+.PHONY: setup demo test test-fast test-faults lab notebooks bench clean-venv
 
 $(VENV)/.ready: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +36,11 @@ demo: setup
 
 test: setup $(VENV)/.bench-ready
 	$(PY) -m pytest -q tests
+
+# everything not marked slow, faults, browser, notebooks or slurm
+FAST_MARKS := not slow and not faults and not browser and not notebooks and not slurm
+test-fast: setup $(VENV)/.bench-ready
+	$(PY) -m pytest -q -m "$(FAST_MARKS)" tests
 
 test-faults: setup
 	$(PY) -m pytest -q -m faults tests
