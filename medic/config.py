@@ -1,7 +1,9 @@
 """Every training option, in one dataclass. The CLI flags, the notebook parameters and the run
 sidecar all derive from ``TrainConfig``; nothing is declared twice.
 
-Flags keep the guide's underscore spellings (``--log_batch_metrics``); dashed aliases work too.
+Flags use underscore spellings (``--log_batch_metrics``); dashed aliases work too. Every option
+explained, in the sections of ``--help`` (``group``): docs/reference/train-options.md, which
+docs/gen_options.py writes from this dataclass.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ every trainer and which acts only when a ``MedicLogger`` is among the trainer's 
 ``MedicCallback`` is there yet; or, where the entry point is not installed, by the logger itself
 when Lightning hands it the model (``log_graph``).
 
-Rows: the seed's nine columns from the step losses (``loss`` returned by ``training_step``, averaged
+Rows: the nine columns (docs/reference/files.md) from the step losses (``loss`` returned by ``training_step``, averaged
 over the ranks by the callback), then the module's epoch-level metrics (``val_dice`` stays
 ``val_dice``): those named in ``metrics=``, else those logged by the end of the first epoch,
 including the sanity-check validation. Files go to ``<output_dir>/metrics/`` as for ``medic

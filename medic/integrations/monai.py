@@ -7,7 +7,7 @@
     medic_handler.attach(evaluator)    # optional: its metrics become columns (val_mean_dice, ...)
     trainer.run()
 
-The epoch CSV has the seed's nine columns from the step losses (the ``loss`` in the trainer's
+The epoch CSV has the nine columns of docs/reference/files.md from the step losses (the ``loss`` in the trainer's
 output, averaged over the ranks under ``ignite.distributed``), then the trainer's and the
 evaluator's ``state.metrics`` (named in ``metrics=``, else those of the first epoch). An epoch's
 row is written once its validation has run (whichever handler order the engines have), or at the

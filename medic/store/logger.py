@@ -8,7 +8,7 @@
                          learning_rate=lr, epoch_time=secs, Val_Dice=0.81)
     logger.close()
 
-Files (SPEC §4): ``metrics/epoch_metrics_<id>.csv`` with exactly the nine columns below, plus
+Files (docs/reference/files.md): ``metrics/epoch_metrics_<id>.csv`` with exactly the nine columns below, plus
 the declared extra columns after them; ``metrics/batch_metrics_<id>.csv`` with exactly five.
 The header is written once; every row is one complete line written and flushed on its own, so a
 reader never needs more than the newline to know a row is whole. Only rank 0 writes: on other
