@@ -59,6 +59,9 @@ def test_readme_is_short_and_gives_the_two_commands():
     for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme):
         assert (ROOT / image).is_file(), image
         assert (ROOT / image).stat().st_size < 300 * 1024
+    for link in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme):
+        if not link.startswith(("http://", "https://")):
+            assert (ROOT / link).exists(), f"README links to {link}, which the repository does not have"
 
 
 @pytest.mark.skipif(MKDOCS is None, reason="mkdocs is not installed (pip install 'medic[docs]')")
