@@ -26,8 +26,44 @@ COMMANDS = {
 }
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """The help of every command: one spelling per option, the first flag and its value
+    (``--batch_size N``, ``--amp / --no-amp``; the dashed and other aliases still work but would
+    double the page), every default shown, and descriptions wrapped line by line."""
+
+    def __init__(self, prog: str):
+        super().__init__(prog, max_help_position=30)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(super(HelpFormatter, self)._fill_text(line, width, indent) for line in text.splitlines())
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" not in text and action.default not in (None, False, "", [], argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+    def _get_default_metavar_for_optional(self, action: argparse.Action) -> str:
+        return {int: "N", float: "X"}.get(action.type, super()._get_default_metavar_for_optional(action))
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if not action.option_strings or isinstance(action, argparse._HelpAction):
+            return super()._format_action_invocation(action)
+        first = action.option_strings[0]
+        if isinstance(action, argparse.BooleanOptionalAction):
+            return f"{first} / --no-{first[2:]}"
+        if action.nargs == 0:
+            return first
+        return f"{first} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
+
+
 class ArgParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as a ``MedicError``: one line, no usage dump."""
+    """argparse that reports a bad flag as a ``MedicError``: one line, no usage dump, and writes
+    its help with ``HelpFormatter``."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         raise MedicError(f"{self.prog}: {message}")

@@ -1,7 +1,9 @@
 """Every training option, in one dataclass. The CLI flags, the notebook parameters and the run
 sidecar all derive from ``TrainConfig``; nothing is declared twice.
 
-Flags keep the guide's underscore spellings (``--log_batch_metrics``); dashed aliases work too.
+Flags use underscore spellings (``--log_batch_metrics``); dashed aliases work too. Every option
+explained, in the sections of ``--help`` (``group``): docs/reference/train-options.md, which
+docs/gen_options.py writes from this dataclass.
 """
 
 from __future__ import annotations
@@ -15,80 +17,107 @@ from medic.errors import MedicError
 
 
 def opt(default, help: str, choices: tuple | None = None, launcher: bool = False, alias: str = "",
-        multi: bool = False):
-    # multi: the flag takes several space-separated values, kept as one space-separated string
+        multi: bool = False, group: str = ""):
+    # multi: the flag takes several space-separated values, kept as one space-separated string;
+    # group: the section of `medic train --help` and of the options reference (a key of GROUPS)
     return field(default=default, metadata={"help": help, "choices": choices, "launcher": launcher,
-                                            "alias": alias, "multi": multi})
+                                            "alias": alias, "multi": multi, "group": group})
+
+
+# the sections of `medic train --help` and docs/reference/train-options.md, in this order
+GROUPS = {
+    "data": "data",
+    "model": "model and optimisation",
+    "validation": "validation and the best model",
+    "logging": "logging",
+    "checkpoints": "checkpoints",
+    "processes": "processes and cluster",
+    "demo": "built-in demo data",
+}
+
+
+def group_of(f) -> str:
+    """A field's group key; a launcher option without one belongs to the processes."""
+    return f.metadata.get("group") or ("processes" if f.metadata.get("launcher") else "model")
+
+
+def default_text(f) -> str:
+    """The default as help and the options reference show it."""
+    if isinstance(f.default, bool):
+        return "on" if f.default else "off"
+    return "empty" if f.default == "" else str(f.default)
 
 
 @dataclass
 class TrainConfig:
     # schedule
-    epochs: int = opt(200, "number of epochs to train")
-    batch_size: int = opt(4, "batch size per process (per GPU)")
-    lr: float = opt(0.001, "learning rate of Adam")
-    lr_scheduler: str = opt("none", "learning-rate schedule", ("none", "cosine", "step", "plateau"))
-    lr_step_size: int = opt(30, "epochs between decays of the 'step' schedule")
-    lr_gamma: float = opt(0.1, "decay factor of the 'step' and 'plateau' schedules")
-    seed: int = opt(0, "random seed: data split, shuffling and weights are reproducible")
+    epochs: int = opt(200, "number of epochs to train", group="model")
+    batch_size: int = opt(4, "batch size per process (per GPU)", group="model")
+    lr: float = opt(0.001, "learning rate of Adam", group="model")
+    lr_scheduler: str = opt("none", "learning-rate schedule", ("none", "cosine", "step", "plateau"), group="model")
+    lr_step_size: int = opt(30, "epochs between decays of the 'step' schedule", group="model")
+    lr_gamma: float = opt(0.1, "decay factor of the 'step' and 'plateau' schedules", group="model")
+    seed: int = opt(0, "random seed: data split, shuffling and weights are reproducible", group="model")
     # data and model
-    num_samples: int = opt(684, "size of the built-in synthetic data set")
-    image_size: int = opt(64, "images are (resized to) image_size x image_size pixels")
-    num_classes: int = opt(2, "segmentation classes including background")
-    data: str = opt("", "folder with images/ and masks/ of matching file names (PNG, NPY, NIfTI); "
-                        "empty = built-in synthetic data")
+    num_samples: int = opt(684, "size of the built-in synthetic data set", group="demo")
+    image_size: int = opt(64, "images are (resized to) image_size x image_size pixels", group="data")
+    num_classes: int = opt(2, "segmentation classes including background", group="model")
+    data: str = opt("", "a data set folder in one of three layouts: 2D images/ and masks/ of matching "
+                        "file names (PNG, JPEG, TIFF, NPY, NIfTI); a Medical Segmentation Decathlon task "
+                        "(dataset.json, imagesTr/, labelsTr/); an nnU-Net v2 raw data set (dataset.json, "
+                        "imagesTr/<case>_0000.nii.gz, labelsTr/); empty = built-in synthetic data", group="data")
     dataset: str = opt("", "plug-in 'pkg.module:function' taking the config, returning a Dataset "
-                           "of (image, mask) tensors")
-    model: str = opt("", "plug-in 'pkg.module:function' taking the config, returning an nn.Module")
-    val_fraction: float = opt(0.0, "fraction of the data held out for validation (0 = none)")
+                           "of (image, mask) tensors", group="data")
+    model: str = opt("", "plug-in 'pkg.module:function' taking the config, returning an nn.Module", group="model")
+    val_fraction: float = opt(0.0, "fraction of the data held out for validation (0 = none)", group="validation")
     monitor: str = opt("Avg_Loss", "metric that decides the best model: Avg_Loss, Val_Loss, Val_Dice or any "
                                    "recorded column such as Val_Dice_<class> (Dice and NSD are maximised)",
                        # torchrun's own parser reads --monitor as an abbreviation of its
                        # --monitor-interval, so under torchrun spell it --monitor_metric
-                       alias="monitor_metric")
-    num_workers: int = opt(0, "DataLoader worker processes per training process")
+                       alias="monitor_metric", group="validation")
+    num_workers: int = opt(0, "DataLoader worker processes per training process", group="data")
     # logging and checkpoints
-    log_interval: int = opt(10, "print a progress line every N batches")
-    log_batch_metrics: bool = opt(False, "also write every batch's loss to the batch CSV")
-    save_interval: int = opt(10, "save model_epoch_N.pth every N epochs")
+    log_interval: int = opt(10, "print a progress line every N batches", group="logging")
+    log_batch_metrics: bool = opt(False, "also write every batch's loss to the batch CSV", group="logging")
+    save_interval: int = opt(10, "save model_epoch_N.pth every N epochs", group="checkpoints")
     output_dir: str = opt("", "project root for metrics/, log/, checkpoints/, results/ "
-                              "(empty = the working directory)")
-    resume: str = opt("", "continue a run: 'latest', a run id, or a checkpoint path")
-    lang: str = opt("", "console language, 'en' or 'zh' (empty = from the locale)", ("", "en", "zh"))
+                              "(empty = the working directory)", group="logging")
+    resume: str = opt("", "continue a run: 'latest', a run id, or a checkpoint path", group="checkpoints")
+    lang: str = opt("", "console language, 'en' or 'zh' (empty = from the locale)", ("", "en", "zh"), group="logging")
     nonfinite: str = opt("stop", "on a NaN/Inf loss: 'stop' the run or 'skip' the batch",
-                         ("stop", "skip"))
+                         ("stop", "skip"), group="model")
     # hardware
-    device: str = opt("auto", "'auto' (CUDA when available), 'cpu' or 'cuda'", ("auto", "cpu", "cuda"))
-    amp: bool = opt(False, "bf16 autocast (CUDA)")
-    channels_last: bool = opt(False, "channels-last memory format")
-    dist_timeout: float = opt(300.0, "seconds a collective may wait before the job is failed")
+    device: str = opt("auto", "'auto' (CUDA when available), 'cpu' or 'cuda'", ("auto", "cpu", "cuda"), group="processes")
+    amp: bool = opt(False, "bf16 autocast (CUDA)", group="model")
+    channels_last: bool = opt(False, "channels-last memory format", group="model")
+    dist_timeout: float = opt(300.0, "seconds a collective may wait before the job is failed", group="processes")
     # launcher only (medic train starts torchrun itself when nproc_per_node > 1 or nnodes > 1)
-    nproc_per_node: int = opt(1, "processes to start on this machine (torchrun)", launcher=True)
-    threads: int = opt(0, "OMP/torch threads per process (0 = cores / processes)", launcher=True)
+    nproc_per_node: int = opt(1, "processes to start on this machine (torchrun)", launcher=True, group="processes")
+    threads: int = opt(0, "OMP/torch threads per process (0 = cores / processes)", launcher=True, group="processes")
     # segmentation metrics, model selection and early stopping
-    val_metrics: str = opt("dice", "per-class validation metrics, comma-separated: dice, hd95, nsd")
-    nsd_tolerance: float = opt(1.0, "NSD tolerance, in mm (pixels when the data has no spacing)")
+    val_metrics: str = opt("dice", "per-class validation metrics, comma-separated: dice, hd95, nsd", group="validation")
+    nsd_tolerance: float = opt(1.0, "NSD tolerance, in mm (pixels when the data has no spacing)", group="validation")
     monitor_mode: str = opt("auto", "'min' or 'max' the monitor; 'auto': Dice and NSD max, losses and HD95 min",
-                            ("auto", "min", "max"))
-    monitor_ema: float = opt(0.0, "select on an EMA of the monitor, A*previous + (1-A)*new (0 = off; nnU-Net: 0.9)")
-    save_top_k: int = opt(0, "keep the K best checkpoints in checkpoints/<id>/top_k/ (0 = none)")
-    patience: int = opt(0, "stop after N validations without improvement of the monitor (0 = never)")
-    min_delta: float = opt(0.0, "smallest change of the monitor that counts as an improvement (--patience)")
+                            ("auto", "min", "max"), group="validation")
+    monitor_ema: float = opt(0.0, "select on an EMA of the monitor, A*previous + (1-A)*new (0 = off; nnU-Net: 0.9)", group="validation")
+    save_top_k: int = opt(0, "keep the K best checkpoints in checkpoints/<id>/top_k/ (0 = none)", group="checkpoints")
+    patience: int = opt(0, "stop after N validations without improvement of the monitor (0 = never)", group="validation")
+    min_delta: float = opt(0.0, "smallest change of the monitor that counts as an improvement (--patience)", group="validation")
     # 3D volumes: Decathlon / nnU-Net layouts, patch training, sliding-window validation
     spatial_dims: str = opt("auto", "2 or 3 spatial dimensions (auto = 3 when the volumes have more than "
-                                    "one slice; 3 with built-in data = synthetic volumes)", ("auto", "2", "3"))
+                                    "one slice; 3 with built-in data = synthetic volumes)", ("auto", "2", "3"), group="data")
     patch_size: str = opt("", "training patch and sliding window, 2 or 3 ints (e.g. 96 96 64); empty = per "
-                              "axis the largest multiple of 16 not above min(96, smallest volume)", multi=True)
+                              "axis the largest multiple of 16 not above min(96, smallest volume)", multi=True, group="data")
     spacing: str = opt("", "resample volumes to this voxel spacing in mm (e.g. 1.5 1.5 2); empty = keep",
-                       multi=True)
+                       multi=True, group="data")
     normalize: str = opt("auto", "intensity normalisation: zscore on the foreground, ct window -175..250 HU, "
-                                 "minmax; auto = ct for CT channels, else zscore", ("auto", "zscore", "ct", "minmax"))
-    augment: bool = opt(True, "random flips, 90-degree rotations and intensity shifts of training patches")
-    val_interval: int = opt(1, "validate every N epochs (other rows leave the validation columns empty)")
-    sw_overlap: float = opt(0.5, "overlap of the sliding windows of validation and prediction")
-    cache_rate: float = opt(1.0, "fraction of the preprocessed volumes kept in memory (the rest read lazily)")
+                                 "minmax; auto = ct for CT channels, else zscore", ("auto", "zscore", "ct", "minmax"), group="data")
+    augment: bool = opt(True, "random flips, 90-degree rotations and intensity shifts of training patches", group="data")
+    val_interval: int = opt(1, "validate every N epochs (other rows leave the validation columns empty)", group="validation")
+    sw_overlap: float = opt(0.5, "overlap of the sliding windows of validation and prediction", group="validation")
+    cache_rate: float = opt(1.0, "fraction of the preprocessed volumes kept in memory (the rest read lazily)", group="data")
     cache_dir: str = opt("", "keep the preprocessed volumes on disk in this folder instead of in memory "
-                             "(shared by the ranks and by later runs)")
+                             "(shared by the ranks and by later runs)", group="data")
 
     def validate(self) -> "TrainConfig":
         """Check every value; raise ``MedicError`` naming the first bad one."""
@@ -221,26 +250,40 @@ def _type_of(f) -> type:
     return {"int": int, "float": float, "str": str, "bool": bool}[f.type if isinstance(f.type, str) else f.type.__name__]
 
 
+# the value names of `medic train --help` (ints are N, floats X)
+METAVARS = {"data": "PATH", "dataset": "MODULE:FUNCTION", "model": "MODULE:FUNCTION", "monitor": "COLUMN",
+            "output_dir": "DIR", "resume": "latest|ID|PATH", "val_metrics": "LIST", "cache_dir": "DIR"}
+
+
 def build_parser(prog: str = "medic train") -> argparse.ArgumentParser:
+    from medic.cli import HelpFormatter  # the commands' help style (cli imports no module of medic)
+
     parser = argparse.ArgumentParser(
-        prog=prog, description="Train a segmentation model with DDP and record its metrics.",
-        epilog="Any other torchrun rendezvous flag (--nnodes, --node_rank, --rdzv_endpoint, "
-               "--rdzv_backend, --rdzv_id, --master_addr, --master_port, --max_restarts) is passed "
-               "to torchrun for multi-node runs.")
+        prog=prog, usage="%(prog)s [options]", formatter_class=HelpFormatter,
+        description="Train a segmentation model with DDP and record its metrics.\n"
+                    "Every flag also takes dashes (--log-batch-metrics).",
+        epilog="Any other torchrun rendezvous flag (--nnodes, --node_rank, --rdzv_endpoint,\n"
+               "--rdzv_backend, --rdzv_id, --master_addr, --master_port, --max_restarts) is passed\n"
+               "to torchrun for multi-node runs. Every option explained: docs/reference/train-options.md")
+    sections = {key: parser.add_argument_group(title) for key, title in GROUPS.items()}
     for f in fields(TrainConfig):
         flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
         if f.metadata.get("alias"):
             flags.append(f"--{f.metadata['alias']}")
         kind = _type_of(f)
-        help_text = f.metadata["help"] + (f" (default: {f.default!r})" if f.default not in ("", False) else "")
+        choices = f.metadata.get("choices")
+        metavar = None if choices else METAVARS.get(f.name, {int: "N", float: "X"}.get(kind, "TEXT"))
+        also = f"; also --{f.metadata['alias']}" if f.metadata.get("alias") else ""
+        help_text = f"{f.metadata['help']} (default: {default_text(f)}{also})".replace("%", "%%")
+        section = sections[group_of(f)]
         if kind is bool:
-            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=f.default,
-                                help=f.metadata["help"])
+            section.add_argument(*flags, action=argparse.BooleanOptionalAction, default=f.default,
+                                 help=help_text)
         elif f.metadata.get("multi"):
-            parser.add_argument(*flags, nargs="+", default=f.default, help=help_text, metavar=f.name.upper())
+            section.add_argument(*flags, nargs="+", default=f.default, help=help_text, metavar="X")
         else:
-            parser.add_argument(*flags, type=kind, default=f.default, help=help_text,
-                                choices=f.metadata.get("choices"), metavar=f.name.upper())
+            section.add_argument(*flags, type=kind, default=f.default, help=help_text,
+                                 choices=choices, metavar=metavar)
     return parser
 
 

@@ -51,6 +51,15 @@ class Job:
 
     Made by ``launch`` (it holds the ``Popen``) or ``attach`` (it polls the pid and reads the
     outcome from the sidecar); ``wait``, ``stop``, ``returncode`` and ``log_tail`` work for both.
+
+    Args:
+        run_id: the run's id (``metrics/epoch_metrics_<run_id>.csv``).
+        project: the project whose files the run writes.
+        pid: the agent process (``medic train``, or torchrun's agent); ``None`` when unknown.
+        start_ticks: the process's start time in clock ticks, so that a reused pid is not
+            taken for the job.
+        popen: the ``Popen`` when this process started the job.
+        returncode: the exit code, when already known.
     """
 
     def __init__(self, run_id: str, project: Project, pid: int | None, start_ticks: int | None = None,
@@ -117,7 +126,14 @@ class Job:
                 pass
 
     def wait(self, timeout: float | None = None) -> int:
-        """Block until the job ends and return its exit code; ``TimeoutError`` after ``timeout`` s."""
+        """Block until the job ends and return its exit code.
+
+        Args:
+            timeout: seconds to wait; ``None``: no limit.
+
+        Raises:
+            TimeoutError: the job is still running after ``timeout`` seconds.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if self._popen is not None:
@@ -136,9 +152,16 @@ class Job:
                 raise TimeoutError(f"run {self.run_id} is still running after {timeout:g} s")
 
     def stop(self, timeout: float = 60.0, kill_after: float = 10.0) -> int | None:
-        """Stop the job: SIGINT to the agent (workers save a checkpoint, the run is marked stopped);
-        after ``timeout`` s SIGTERM to the agent and every worker, after ``kill_after`` s more
-        SIGKILL. Returns the exit code."""
+        """Stop the job: SIGINT to the agent (workers save a checkpoint, the run is marked stopped).
+
+        Args:
+            timeout: seconds to wait for the graceful stop before SIGTERM goes to the agent and
+                every worker.
+            kill_after: seconds after the SIGTERM before SIGKILL.
+
+        Returns:
+            The job's exit code (130 for a graceful stop).
+        """
         if not self.running:
             return self.returncode
         known: dict[int, int | None] = {}
@@ -166,7 +189,11 @@ class Job:
         return self.poll()
 
     def log_tail(self, n: int = 20) -> str:
-        """The last ``n`` lines the job printed (its launcher log)."""
+        """The last lines the job printed (its launcher log).
+
+        Args:
+            n: how many lines.
+        """
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(max(0, f.seek(0, os.SEEK_END) - 256 * max(n, 1)))
@@ -222,8 +249,30 @@ def _sweep_run_id(project: Project) -> str | None:
 
 
 def launch(config, root: str | os.PathLike | None = None) -> Job:
-    """Start training for ``config`` (a ``TrainConfig`` or a dict of its options) in the background
-    and return its ``Job`` at once. ``root`` is the project root (default: the working directory)."""
+    """Start training in the background and return its ``Job`` at once.
+
+    The job runs in a session of its own, so it outlives the kernel that launched it; its output
+    goes to ``log/launcher_<run_id>.log``.
+
+    Args:
+        config: a ``TrainConfig``, or a dict of its options (checked like the command line's).
+        root: the project root (default: the working directory).
+
+    Returns:
+        The job; its ``run_id`` is known at once.
+
+    Raises:
+        MedicError: an unknown option or a bad value, or a root that is not a folder.
+
+    Example::
+
+        import medic
+
+        job = medic.launch({"epochs": 2, "num_samples": 32, "nproc_per_node": 2}, root=".")
+        print(job.run_id)
+        job.wait()                 # the exit code; job.status is the run's sidecar status
+        print(job.log_tail(5))
+    """
     from medic.config import TrainConfig
     config = TrainConfig.from_dict(config) if isinstance(config, dict) else config.validate()
     cwd = Path(root if root is not None else os.getcwd()).resolve()

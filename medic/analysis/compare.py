@@ -82,8 +82,30 @@ def load_comparable(spec: str | os.PathLike | Run, root) -> Run:
 
 def compare_runs(specs: Sequence[str | os.PathLike | Run] | None = None,
                  root: str | os.PathLike | None = None) -> tuple[Figure, pd.DataFrame]:
-    """The comparison figure and summary table of runs given by id, epoch CSV path or ``Run``
-    (default: the two newest runs of the project at ``root``)."""
+    """The comparison figure and summary table of several runs.
+
+    The figure overlays Avg_Loss and every extra metric the runs share, against epoch and against
+    wall time; the legend names each run by the options that differ between them.
+
+    Args:
+        specs: the runs, each a run id, an epoch CSV path or a ``Run``; default: the two newest
+            runs of the project.
+        root: the project root (default: the working directory).
+
+    Returns:
+        ``(figure, table)``: a matplotlib ``Figure`` and a DataFrame with one row per run (epochs
+        done, best value of each metric and its epoch, final loss, times, the differing options).
+
+    Raises:
+        MedicError: fewer than two runs, the same run twice, or a run that cannot be read.
+
+    Example::
+
+        import medic
+
+        figure, table = medic.compare_runs(["20251106_103015", "20251107_091500"])
+        figure.savefig("comparison.png")
+    """
     from medic.analysis.figures import comparison_figure
 
     runs = [load_comparable(s, root) for s in (specs or default_runs(Project.at(root)))]

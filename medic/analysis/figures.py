@@ -116,7 +116,7 @@ def _note(ax: "Axes", text: str) -> None:
 
 def training_figure(epochs: pd.DataFrame, monitor: str | tuple[str, str] | None = None,
                     title: str | None = None) -> "Figure":
-    """The four panels of SPEC §5 — Training Loss Curve, Loss Range, Learning Rate Schedule,
+    """The four panels of docs/reference/files.md ("Analysis outputs") — Training Loss Curve, Loss Range, Learning Rate Schedule,
     Time per Epoch — plus a Validation Metrics panel when the CSV has non-loss extra columns.
     ``monitor``: the column Best_Loss_So_Far tracks (default: guessed from the data)."""
     monitor = monitor or monitor_of(epochs)
@@ -198,7 +198,7 @@ def training_figure(epochs: pd.DataFrame, monitor: str | tuple[str, str] | None 
 
 
 def stats_figure(epochs: pd.DataFrame, title: str | None = None) -> "Figure":
-    """SPEC §5's two panels: Loss Improvement per Epoch (previous Avg_Loss minus this one:
+    """The two panels of docs/reference/files.md ("Analysis outputs"): Loss Improvement per Epoch (previous Avg_Loss minus this one:
     above zero is better) and Batch Loss Stability (max − min batch loss of each epoch)."""
     e = epochs["Epoch"].to_numpy()
     with themed() as colors:

@@ -33,7 +33,7 @@ def sidecar_for(csv_path: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def output_paths(project: Project, csv_path: str | os.PathLike, kind: str) -> dict[str, Path]:
-    """Where the analysis of ``csv_path`` goes (SPEC §4 names)."""
+    """Where the analysis of ``csv_path`` goes (the names of docs/reference/files.md)."""
     stem = Path(csv_path).stem
     if kind == "batch":
         return {"figure": project.analysis / f"batch_analysis_{stem}.png",

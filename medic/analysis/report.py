@@ -1,8 +1,8 @@
 """The text reports of ``medic analyze`` (epoch and batch CSVs), in English or Chinese.
 
-The epoch report carries every field of SPEC §5 under the guide's headings (训练分析报告,
-训练概览, Loss统计, 学习率, Top 5最佳Epochs) or their English rendering; the language defaults
-to the locale (``medic.lang``).
+The epoch report carries every field of docs/reference/files.md ("Analysis outputs") under the
+usual headings (训练分析报告, 训练概览, Loss统计, 学习率, Top 5最佳Epochs) or their English
+rendering; the language defaults to the locale (``medic.lang``).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def lr_str(v: float) -> str:
 
 
 def training_report(s: "EpochSummary", source: str | os.PathLike, lang: str | None = None) -> str:
-    """The epoch report (SPEC §5) as text."""
+    """The epoch report (docs/reference/files.md, "Analysis outputs") as text."""
     t = TEXT[pick_lang(lang)]
     planned = f" ({t['planned'].format(n=s.planned_epochs)})" if s.planned_epochs else ""
     lines = [RULE, t["title"], RULE,

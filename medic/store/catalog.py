@@ -6,7 +6,7 @@
     run.epochs.plot(x="Epoch", y="Avg_Loss")      # typed DataFrame
     run.batches                       # the batch CSV as a DataFrame (read on first use), or None
 
-Runs are found by their files; any of them may be missing (the guide's cleanup commands delete
+Runs are found by their files; any of them may be missing (the usual clean-up commands delete
 old CSVs and leave logs and checkpoints behind) and the newest may still be being written.
 pandas is imported only by the functions that return DataFrames, so ``medic watch`` stays light.
 """

@@ -8,7 +8,7 @@
                          learning_rate=lr, epoch_time=secs, Val_Dice=0.81)
     logger.close()
 
-Files (SPEC §4): ``metrics/epoch_metrics_<id>.csv`` with exactly the nine columns below, plus
+Files (docs/reference/files.md): ``metrics/epoch_metrics_<id>.csv`` with exactly the nine columns below, plus
 the declared extra columns after them; ``metrics/batch_metrics_<id>.csv`` with exactly five.
 The header is written once; every row is one complete line written and flushed on its own, so a
 reader never needs more than the newline to know a row is whole. Only rank 0 writes: on other
@@ -161,23 +161,50 @@ def improves(value: float, best: float | None, mode: str, min_delta: float = 0.0
 
 
 class MetricsLogger:
-    """Writes a run's epoch CSV (and optionally batch CSV); rank 0 only.
+    """Writes a run's epoch CSV (and optionally its batch CSV and sidecar); rank 0 only.
 
-    ``run_id``: an existing id to continue (resume) or None for a new one, reserved so that two
-    runs in the same second get distinct ids. ``extra_columns``: names of metrics added after the
-    nine epoch columns (e.g. ``["Val_Loss", "Val_Dice"]``). ``monitor_mode``: ``"min"`` or
-    ``"max"``, used when ``log_epoch`` is not told the best value itself. ``resume_epoch``: when
-    continuing a run, the last epoch whose rows are kept; ``resume_partial=(epoch, n)`` also keeps
-    the first ``n`` batch rows of an epoch that was stopped part-way.
+    Every other rank gets a logger whose methods do nothing, so the same loop runs on all ranks.
+    The run's status in its sidecar is ``running`` until ``close()`` (``completed``) or until an
+    exception leaves the ``with`` block (``failed``, with its message).
 
-    The run's sidecar (``metrics/run_<id>.json``, ``medic.store.record``): ``hparams`` (any dict)
-    become the run's options, ``epochs_planned`` its planned epochs; the status is running until
-    ``close()`` (completed) or an exception leaves the ``with`` block (failed, with its message).
-    ``resume=<run id>`` continues that run's files (with ``resume_epoch``: the rows after it go).
-    ``extra_columns=None``: the extra columns are those of the first ``log_epoch`` call.
-    ``sidecar=False``: no sidecar (``medic train`` writes its own); by default one is written unless
-    the run already has a sidecar that another writer keeps (one without ``source``, as the
-    trainer's).
+    Args:
+        output_dir: the project root; the files go to ``<output_dir>/metrics/``. Default: the
+            working directory.
+        run_id: an existing run id to continue, or ``None`` for a new one, reserved so that two
+            runs started in the same second get distinct ids.
+        log_batch_metrics: also write the batch CSV (one row per ``log_batch`` call).
+        extra_columns: names of metrics written after the nine epoch columns (e.g.
+            ``["Val_Loss", "Val_Dice"]``); ``None``: those of the first ``log_epoch`` call.
+        monitor_mode: ``"min"`` or ``"max"``: which way the logger tracks the best value when
+            ``log_epoch`` is not told it.
+        resume_epoch: when continuing a run, the last epoch whose rows are kept; later rows go.
+        resume_partial: ``(epoch, n)`` also keeps the first ``n`` batch rows of an epoch that was
+            stopped part-way.
+        best_so_far: the best value before the first logged epoch (when continuing a run).
+        rank: this process's rank; default from ``RANK`` (0 without one).
+        hparams: the run's options (any dict), stored in the sidecar as its ``config``.
+        epochs_planned: the planned epochs, for progress and ETA in the readers.
+        resume: a run id whose files to continue (with ``resume_epoch``: the rows after it go).
+        sidecar: ``False``: write no sidecar (``medic train`` writes its own). Default: write one
+            unless the run already has a sidecar that another writer keeps.
+        run_info: further sidecar keys (e.g. ``{"source": "Lightning"}``).
+
+    Raises:
+        MedicError: ``monitor_mode`` is neither ``"min"`` nor ``"max"``, an extra column is
+            invalid, or the run to resume does not exist.
+
+    Example::
+
+        from medic import MetricsLogger
+
+        with MetricsLogger(".", log_batch_metrics=True, hparams={"lr": 0.01}, epochs_planned=2) as log:
+            for epoch in (1, 2):
+                losses = [0.9 / epoch, 0.7 / epoch]
+                for i, loss in enumerate(losses):
+                    log.log_batch(epoch, i, loss, 0.01)
+                log.log_epoch(epoch, avg_loss=sum(losses) / 2, min_batch_loss=min(losses),
+                              max_batch_loss=max(losses), learning_rate=0.01, epoch_time=1.0)
+        print(log.run_id)   # metrics/epoch_metrics_<run_id>.csv
     """
 
     def __init__(self, output_dir: str | os.PathLike | None = None, run_id: str | None = None, *,

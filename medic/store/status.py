@@ -20,7 +20,8 @@ from typing import Any
 
 from medic.procs import pid_alive
 
-# The one status table of a run (every reader shows these words and no others):
+# The one status table of a run (every reader shows these words and no others; copied into
+# docs/reference/status.md):
 #   starting     claimed (the sidecar exists), processes starting, no epoch yet begun
 #   queued       submitted to a scheduler (SLURM), waiting for resources (``reason`` says why)
 #   running      training; its processes are alive (local pid) or its heartbeat is fresh

@@ -11,7 +11,7 @@
                stop vote (``sync.StepSync``, about every 0.25 s) → batch rows, a progress line
     finish     sidecar status completed / stopped / failed
 
-Metrics are global (DESIGN.md): a batch's loss is the sample-weighted mean over ranks of that
+Metrics are global (docs/reference/files.md, "Metrics are global"): a batch's loss is the sample-weighted mean over ranks of that
 step, Avg_Loss is the per-sample mean over all ranks, Min/Max are over the global batch losses.
 """
 
@@ -142,7 +142,8 @@ class RankRun:
         except NonFiniteLoss as err:
             message = f"non-finite loss ({err.value}) at epoch {err.epoch}, batch {err.batch}"
             key = "nan_stop" if err.epoch > 1 else "nan_stop_none"  # nothing is saved before epoch 1 ends
-            self.con.error(self.con.t[key].format(v=err.value, e=err.epoch, b=err.batch, k=err.epoch - 1))
+            self.con.error(self.con.t[key].format(value=err.value, epoch=err.epoch, batch=err.batch,
+                                                  checkpoint_epoch=err.epoch - 1))
             code = 3
         except MedicError as err:
             message = loader_message(str(err))
@@ -188,7 +189,7 @@ class RankRun:
                     log_interval=cfg.log_interval, log_batch=cfg.log_batch_metrics,
                     epoch_file=self.logger.epoch_path, batch_file=self.logger.batch_path)
         if resumed:
-            con.say("resumed", id=run_id, path=self.resume_path, e=resumed["epoch"])
+            con.say("resumed", run_id=run_id, path=self.resume_path, epoch=resumed["epoch"])
 
     def epochs(self, step: Step, ts: TrainState, data: Data, resumed: dict | None) -> bool:
         """Train the remaining epochs; True when a stop was agreed on."""
@@ -208,7 +209,7 @@ class RankRun:
                 es.elapsed = time.perf_counter() - t0
                 if r.is_main:
                     self.saver.partial(ts, done_epoch, epoch, es)
-                    con.say("stopped_mid", e=epoch, k=done_epoch, id=self.run_id)
+                    con.say("stopped_mid", epoch=epoch, checkpoint_epoch=done_epoch, run_id=self.run_id)
                 return True
             v0 = time.perf_counter()
             val = None
@@ -224,15 +225,15 @@ class RankRun:
             # it still goes through the stop agreement, so that no rank can be left waiting
             if agree(self.stop.local() or bool(self.early_stop), self.control):
                 if self.early_stop:
-                    con.say("early_stop", msg=self.early_stop, e=epoch)
+                    con.say("early_stop", message=self.early_stop, epoch=epoch)
                     break
                 if r.is_main:
-                    con.say("stopped", e=epoch, id=self.run_id)
+                    con.say("stopped", epoch=epoch, run_id=self.run_id)
                 return True
         if r.is_main:
-            con.say("finished", n=done_epoch, h=(time.time() - self.start_wall) / 3600,
+            con.say("finished", epochs_done=done_epoch, hours=(time.time() - self.start_wall) / 3600,
                     metric=selected_name(cfg.monitor, cfg.monitor_ema),
-                    v=f"{ts.best:.6f}" if ts.best is not None else "-", be=ts.best_epoch)
+                    value=f"{ts.best:.6f}" if ts.best is not None else "-", best_epoch=ts.best_epoch)
         return False
 
     def end_epoch(self, step: Step, ts: TrainState, data: Data, es: EpochState, epoch: int, seconds: float,
@@ -355,7 +356,7 @@ def train_epoch(step: Step, loader, es: EpochState, epoch: int, first: int, step
             # (this check is one host sync per step, paid only with --nonfinite skip)
             es.skipped += 1
             if is_main:
-                con.error(con.t["nan_skip"].format(e=epoch, b=b))
+                con.error(con.t["nan_skip"].format(epoch=epoch, batch=b))
         else:
             optimizer.step()
         n = images.shape[0]

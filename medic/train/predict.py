@@ -78,8 +78,34 @@ def load_model(path: Path, device):
 
 def predict(input: str | Path | list, output: str | Path, run: str = "latest", checkpoint: str = "best",
             root: str | Path | None = None, device: str = "auto", log=print) -> list[Path]:
-    """Segment every volume of ``input`` (a file or folder) with a run's model; write one mask per
-    case into ``output``. Returns the written paths."""
+    """Segment every volume of ``input`` with a run's model; write one mask per case into ``output``.
+
+    The run's stored options decide the preprocessing and the sliding window; each mask has its
+    input's shape and affine and its case name (nnU-Net channel files ``case_0000``, ``case_0001``
+    make one case, ``case.nii.gz``).
+
+    Args:
+        input: a NIfTI volume (or a PNG picture for a 2D data set), a folder of them, or a list.
+        output: the folder the masks go to (created); it must not hold a mask of the same name.
+        run: a run id or ``latest``; the run must have been trained on a Decathlon or nnU-Net data set.
+        checkpoint: ``best`` (``best_model.pth``), ``last`` (``last.pth``) or a checkpoint path.
+        root: the project root (default: the working directory).
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        log: called with one progress line per case.
+
+    Returns:
+        The written mask paths.
+
+    Raises:
+        MedicError: an unknown run or checkpoint, a missing input, or an output folder that
+            already holds one of the masks; nothing is written then.
+
+    Example::
+
+        import medic
+
+        masks = medic.predict("scans/", "masks/", run="latest")
+    """
     project = Project.at(root)
     path = find_checkpoint(project, run, checkpoint)
     cases = group_inputs([Path(p) for p in input] if isinstance(input, (list, tuple)) else Path(input))

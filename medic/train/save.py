@@ -60,7 +60,7 @@ class TrainState:
         ckpt.set_rng_state(state.get("rng", {}))
 
     def checkpoint(self, run_id: str, cfg: TrainConfig, epoch: int, partial: dict | None = None) -> dict:
-        """One dict of plain data: everything a resume needs (DESIGN: checkpoints)."""
+        """One dict of plain data: everything a resume needs (docs/reference/files.md, "Checkpoints and results")."""
         state = {"format": ckpt.FORMAT, "run_id": run_id, "epoch": epoch, "model": self.model.state_dict(),
                  "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
