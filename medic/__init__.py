@@ -17,6 +17,7 @@ _LAZY = {
     "load_run": ("medic.store.catalog", "load_run"),
     "Run": ("medic.store.catalog", "Run"),
     "compare_runs": ("medic.analysis.compare", "compare_runs"),
+    "compare_paired": ("medic.analysis.paired", "compare_paired"),
     "launch": ("medic.jobs", "launch"),
     "attach": ("medic.jobs", "attach"),
     "sweep": ("medic.sweeps.handle", "sweep"),

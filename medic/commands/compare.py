@@ -43,7 +43,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="*", metavar="ID_OR_FILE",
                         help="run ids or epoch CSV paths (default: the two newest runs)")
     add_root_option(parser)
+    paired = parser.add_argument_group("paired comparison of two models on the same cases")
+    paired.add_argument("--paired", action="store_true", help="B against A case by case: differences, "
+                        "bootstrap interval, Wilcoxon test, wins (A, B: runs, cv_... or eval_...)")
+    paired.add_argument("--metric", default="dice", choices=("dice", "hd95", "nsd"), help="default: dice")
+    paired.add_argument("--epoch", default="last", choices=("last", "best"),
+                        help="which kept per-case table of a run (default: last)")
+    paired.add_argument("--format", default="table", choices=("table", "csv", "markdown", "latex"),
+                        help="how the table is printed (3 decimals, p <0.001)")
+    paired.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (default: 0)")
     args = parser.parse_args(argv)
+    if args.paired:
+        from medic.commands.paired import run_paired
+        return run_paired(args, Project.at(args.root))
     if "matplotlib" not in sys.modules:  # files only: never a window (saving uses Agg anyway)
         os.environ["MPLBACKEND"] = "Agg"
     from medic.analysis.figures import save_figure  # after MPLBACKEND is set
