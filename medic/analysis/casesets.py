@@ -11,7 +11,6 @@ one of the same kind) and the same cases.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,14 +130,6 @@ def check_pairable(a: CaseSource, b: CaseSource) -> None:
                              f"{b.label}'s {len(set(right))} not in {a.label}'s (e.g. {example})")
 
 
-def read_record(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise MedicError(f"{path} cannot be read ({err})") from err
-    return data if isinstance(data, dict) else {}
-
-
 def pooled_cases(project: Project, run_ids: Sequence[str], epoch: str = "last") -> tuple[pd.DataFrame, list]:
     """Every fold run's per-case table of ``epoch``, one row per case with its ``Fold``; and
     the folds' data fingerprints. A case validated by two folds is refused."""
@@ -161,7 +152,9 @@ def cv_cases(folder: Path, epoch: str = "last") -> CaseSource:
     """A cross-validation as one side of a paired comparison: its fold runs' tables of
     ``epoch``, pooled (the stored ``cases.csv`` when the runs are gone and it is of that epoch)."""
     import pandas as pd
-    record = read_record(folder / CV_RECORD)
+    record = read_sidecar(folder / CV_RECORD)
+    if record is None:
+        raise MedicError(f"{folder / CV_RECORD} cannot be read")
     runs = [str(r) for r in record.get("runs") or []]
     project = Project.at(folder.parent.parent.parent)
     fingerprint = record.get("data_fingerprint")
