@@ -23,6 +23,7 @@ COMMANDS = {
     "export": ("medic.commands.export", "export runs to TensorBoard and MLflow (repeatable, incremental)"),
     "sweep": ("medic.commands.sweep", "many trainings of the training notebook: grid or Optuna search, resumable"),
     "predict": ("medic.commands.predict", "segment new volumes with a trained run's model"),
+    "evaluate": ("medic.commands.evaluate", "score masks against labels with the validation metrics"),
 }
 
 

@@ -25,8 +25,7 @@ import numpy as np
 
 from medic.analysis.casesets import CASES_CSV, CV_DIR, CV_RECORD, pooled_cases
 from medic.analysis.paired import METRICS
-from medic.errors import MedicError
-from medic.store.files import write_json_atomic, write_text_atomic
+from medic.store.files import new_stamped_dir, write_json_atomic, write_text_atomic
 from medic.store.paths import Project
 
 if TYPE_CHECKING:
@@ -67,21 +66,6 @@ def summary_table(pooled: pd.DataFrame, epoch: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def new_cv_dir(project: Project) -> Path:
-    """``analysis/cv/cv_<timestamp>`` (``_2``, ... when taken), created exclusively."""
-    base = project.root.joinpath(*CV_DIR)
-    base.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d_%H%M%S")
-    for k in range(1, 1000):
-        path = base / (f"cv_{stamp}" if k == 1 else f"cv_{stamp}_{k}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise MedicError(f"cannot create a new folder in {base}")
-
-
 def write_cv(run_ids: Sequence[str], root=None, epoch: str = "last", splits: str = "") -> Path:
     """The summary of the fold runs ``run_ids`` (fold i = ``run_ids[i]``) in a new
     ``analysis/cv/cv_<timestamp>/``. Returns the folder.
@@ -97,7 +81,7 @@ def write_cv(run_ids: Sequence[str], root=None, epoch: str = "last", splits: str
     project = Project.at(root)
     pooled, prints = pooled_cases(project, run_ids, epoch)  # before anything is written
     summary = summary_table(pooled, epoch)
-    folder = new_cv_dir(project)
+    folder = new_stamped_dir(project.root.joinpath(*CV_DIR), "cv")
     fingerprint = next((p[1] for p in prints if p), None)
     write_json_atomic(folder / CV_RECORD, {"runs": list(run_ids), "folds": len(run_ids), "epoch": epoch,
                                            "splits": splits, "data_fingerprint": fingerprint,
