@@ -5,6 +5,7 @@
         summary.csv   per metric, per class and for the mean over classes: mean and std over
                       the folds, and each fold's value
         cases.csv     the pooled per-case table: every case once, with its fold
+        summary.md, summary.tex   the summary for a paper (3 decimals)
         summary.png   each fold's per-case values per class, the folds' means marked
 
 The summary uses each fold's **last** epoch by default (what nnU-Net reports): the best epoch
@@ -25,6 +26,7 @@ import numpy as np
 
 from medic.analysis.casesets import CASES_CSV, CV_DIR, CV_RECORD, pooled_cases
 from medic.analysis.paired import METRICS
+from medic.analysis.papers import format_table
 from medic.store.files import new_stamped_dir, write_json_atomic, write_text_atomic
 from medic.store.paths import Project
 
@@ -87,6 +89,9 @@ def write_cv(run_ids: Sequence[str], root=None, epoch: str = "last", splits: str
                                            "splits": splits, "data_fingerprint": fingerprint,
                                            "created": time.strftime("%Y-%m-%d %H:%M:%S")})
     write_text_atomic(folder / "summary.csv", summary.to_csv(index=False))
+    paper = summary.drop(columns=["epoch", "folds"])
+    write_text_atomic(folder / "summary.md", format_table(paper, "markdown"))
+    write_text_atomic(folder / "summary.tex", format_table(paper, "latex"))
     write_text_atomic(folder / CASES_CSV, pooled.to_csv(index=False))
     save_figure(cv_figure(pooled, summary, folder.name), folder / "summary.png")
     return folder

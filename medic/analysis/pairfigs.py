@@ -57,7 +57,7 @@ def cv_figure(pooled: pd.DataFrame, summary: pd.DataFrame, title: str = "") -> F
     classes = [c for c in pooled.columns if c.startswith(prefix)]
     folds = sorted(pooled["Fold"].unique())
     with themed() as colors:
-        fig = Figure(figsize=(3.2 * max(1, len(classes)), 3.4), constrained_layout=True)
+        fig = Figure(figsize=(max(5.0, 3.2 * len(classes)), 3.4), constrained_layout=True)
         axes = fig.subplots(1, max(1, len(classes)), squeeze=False)[0]
         for ax, col in zip(axes, classes):
             row = summary[(summary["metric"] == metric) & (summary["class"] == col[len(prefix):])].iloc[0]
