@@ -15,8 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", default="dice", metavar="LIST", help="dice, hd95, nsd (default: dice)")
     parser.add_argument("--nsd_tolerance", "--nsd-tolerance", type=float, default=1.0, metavar="MM",
                         help="NSD tolerance in mm (default: 1.0)")
-    parser.add_argument("--output", metavar="DIR", help="a new or empty folder for the tables "
-                        "(default: analysis/evaluations/eval_<timestamp>/)")
+    parser.add_argument("--output", metavar="DIR",
+                        help="a new or empty folder for the tables (default: analysis/evaluations/eval_<timestamp>/)")
     add_root_option(parser)
     args = parser.parse_args(argv)
     from medic.train.evaluate import evaluate  # torch loads here, after the arguments are good

@@ -19,7 +19,6 @@ from typing import NoReturn
 from medic.config import TrainConfig, build_parser, parse_args
 from medic.errors import MedicError
 from medic.store.paths import Project, reserve_run_id
-from medic.sweeps.folds import wants_all_folds
 from medic.train.start import check_before_start, plan_resume
 from medic.train.torchrun import EXIT_FILE_ENV, launch
 
@@ -37,9 +36,8 @@ def explicit_options(argv: list[str]) -> set[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if wants_all_folds(argv):  # every fold, as a sweep, then the cross-validation's summary
-        from medic.sweeps.folds import run_all_folds
-        return run_all_folds(argv)
+    if "--fold=all" in argv or any(a == "--fold" and b == "all" for a, b in zip(argv, argv[1:])):
+        raise MedicError("--fold all runs every fold as a sweep: start it with 'medic train', not python -m medic.train")
     cfg, torchrun_flags = parse_args(argv)
     if under_torchrun():
         if torchrun_flags:

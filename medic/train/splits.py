@@ -21,6 +21,7 @@ against each other.
 from __future__ import annotations
 
 import json
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
@@ -66,10 +67,11 @@ def generate_splits(names: list[str], k: int, seed: int) -> list[dict[str, list[
 def read_splits(path: str | Path) -> list[dict[str, list[str]]]:
     """An nnU-Net ``splits_final.json``, checked for its shape."""
     path = Path(path)
-    try:
+    data = None
+    with suppress(OSError, ValueError):
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise MedicError(f"--splits {path} cannot be read ({err})") from err
+    if data is None:
+        raise MedicError(f"--splits {path} cannot be read as JSON")
     if not isinstance(data, list) or not data or not all(
             isinstance(f, dict) and isinstance(f.get("train"), list) and isinstance(f.get("val"), list) for f in data):
         raise MedicError(f"--splits {path} is not a list of {{\"train\": [...], \"val\": [...]}} folds")

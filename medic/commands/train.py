@@ -1,4 +1,5 @@
-"""``medic train --folds K --fold all``: the K fold runs as a sweep (a ``fold`` grid of ``medic
+"""``medic train``: the trainer (``medic.train.entry``), and ``medic train --folds K --fold all``:
+the K fold runs as a sweep (a ``fold`` grid of ``medic
 sweep``, so slots, resume and the sweep's launchers apply), then the cross-validation's summary
 in ``analysis/cv/cv_<timestamp>/`` (``medic.analysis.cv``).
 
@@ -8,6 +9,7 @@ in ``analysis/cv/cv_<timestamp>/`` (``medic.analysis.cv``).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Callable
@@ -16,6 +18,14 @@ from medic.errors import MedicError
 
 # options that are the sweep's, not a fold run's
 NOT_FIXED = ("fold", "resume", "output_dir", "cv_epoch")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if wants_all_folds(argv):  # every fold, as a sweep, then the cross-validation's summary
+        return run_all_folds(argv)
+    from medic.train.entry import main as train_main
+    return train_main(argv)
 
 
 def wants_all_folds(argv: list[str]) -> bool:
