@@ -20,14 +20,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from medic.errors import MedicError
 from medic.store.files import new_stamped_dir, write_json_atomic, write_text_atomic
 from medic.store.paths import Project
-from medic.train.casefiles import write_case_table
 from medic.train.layouts import ENDINGS, header, strip_ending
-from medic.train.metrics import CaseRows, Distances, confusion_counts
 from medic.train.selection import METRICS, column_safe
 
 EVAL_DIR = ("analysis", "evaluations")
@@ -159,6 +156,11 @@ def evaluate(pred: str | Path, truth: str | Path, labels: str | Path | None = No
     if top >= n_classes:
         raise MedicError(f"a mask or label holds the value {top}, beyond the {n_classes} labels of {labels}")
     classes = [column_safe(n) for n in names[1:]] if names else [f"class_{c}" for c in range(1, n_classes)]
+    # torch loads here, once the input is checked: a mistake is reported seconds sooner
+    import torch
+
+    from medic.train.casefiles import write_case_table
+    from medic.train.metrics import CaseRows, Distances, confusion_counts
     rows = CaseRows()
     for k, case in enumerate(common):
         p, t = arrays[case]

@@ -34,7 +34,7 @@ SPLITS_FILE = "splits_final.json"
 
 def kfold(n: int, k: int, seed: int) -> list[tuple[list[int], list[int]]]:
     """(train, val) positions of each fold: ``sklearn.model_selection.KFold(k, shuffle=True,
-    random_state=seed).split(range(n))``, in its order (train ascending, val as shuffled)."""
+    random_state=seed).split(range(n))``: each fold's positions ascending, as scikit-learn gives them."""
     if n < k:
         raise MedicError(f"{k} folds need at least {k} cases; the data set has {n}")
     order = np.arange(n)
@@ -46,7 +46,7 @@ def kfold(n: int, k: int, seed: int) -> list[tuple[list[int], list[int]]]:
         val = order[start:start + size]
         held = np.zeros(n, dtype=bool)
         held[val] = True
-        out.append((np.flatnonzero(~held).tolist(), val.tolist()))
+        out.append((np.flatnonzero(~held).tolist(), np.flatnonzero(held).tolist()))
         start += size
     return out
 
@@ -148,11 +148,14 @@ def data_case_names(cfg) -> tuple[list[str], str] | None:
 
 
 def check_folds(cfg) -> None:
-    """Refuse a bad fold before the start: out of range, or a split naming unknown cases."""
+    """Refuse a bad fold before the start: out of range, or a split naming unknown cases; settle
+    ``cfg.folds`` and ``cfg.splits`` (a data set's own file, by its full path)."""
     if not uses_folds(cfg):
         return
+    path = splits_path(cfg)
+    cfg.folds = fold_count(cfg)  # the run's record names K and the file, also when found in the data
+    if path is not None:
+        cfg.splits = str(path.resolve())
     found = data_case_names(cfg)
-    if found is None:
-        fold_count(cfg)
-        return
-    fold_cases(cfg, *found)
+    if found is not None:
+        fold_cases(cfg, *found)
