@@ -5,12 +5,14 @@ tables for papers, and the refusals of ``medic compare --paired``."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy
-from _analysis_helpers import cli
+from _analysis_helpers import cli, write_run
 from scipy.stats import wilcoxon
 
 import medic
@@ -18,6 +20,7 @@ from medic.analysis.paired import holm, paired_table
 from medic.analysis.papers import format_table
 
 N = 20
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def table(dice: dict[str, list[float]], cases=None, hd95: dict | None = None) -> pd.DataFrame:
@@ -28,14 +31,15 @@ def table(dice: dict[str, list[float]], cases=None, hd95: dict | None = None) ->
     return pd.DataFrame(out)
 
 
-def write_case_run(root, run_id: str, t: pd.DataFrame, epochs=(2, 3), best=2, **sidecar) -> None:
+def write_case_run(root, run_id: str, t: pd.DataFrame, epochs=(2, 3), best=2, record=True, **sidecar) -> None:
     """A run as the trainer leaves it for a comparison: its kept per-case tables and sidecar."""
     results = root / "results" / run_id
     results.mkdir(parents=True, exist_ok=True)
     for e in epochs:
         t.to_csv(results / f"validation_epoch_{e}.csv", index=False)
     (root / "metrics").mkdir(exist_ok=True)
-    (root / "metrics" / f"run_{run_id}.json").write_text(json.dumps({"run_id": run_id, "best_epoch": best, **sidecar}))
+    if record:
+        (root / "metrics" / f"run_{run_id}.json").write_text(json.dumps({"run_id": run_id, "best_epoch": best, **sidecar}))
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +180,26 @@ def test_refusals(runs, shifted, case, expected):
     proc = cli("compare", "20250101_000001", other, "--paired", *args, cwd=runs)
     assert proc.returncode == 2 and expected in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert sorted(p.name for p in runs.rglob("*")) == before
+
+
+def test_compare_notebook_paired_cell(project, shifted, monkeypatch):
+    """04_compare's paired cell: the table and the one-line-per-case figure of the two runs."""
+    import nbformat
+    import papermill as pm
+
+    from medic.notebooks import KERNEL_NAME, ensure_kernel
+    a, b = shifted
+    for run_id, values in (("20250101_000001", a), ("20250101_000002", b)):
+        write_run(project, run_id, epochs=3, extra={"Val_Dice": lambda e: 0.2 * e})
+        write_case_run(project, run_id, table({"tumour": list(values)}), record=False)
+    ensure_kernel()
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    out = project / "out.ipynb"
+    pm.execute_notebook(str(ROOT / "notebooks" / "04_compare.ipynb"), str(out), kernel_name=KERNEL_NAME,
+                        cwd=str(project), parameters={"interactive": False}, progress_bar=False,
+                        execution_timeout=300)
+    nb = nbformat.read(out, as_version=4)
+    last = nb.cells[-1]
+    assert [o for o in last.outputs if "image/png" in o.get("data", {})], last.outputs
+    html = "".join(o["data"].get("text/html", "") for o in last.outputs if "data" in o)
+    assert "wins_b" in html and "tumour" in html and "seed 0" in "".join(o.get("text", "") for o in last.outputs)

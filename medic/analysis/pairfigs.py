@@ -73,3 +73,39 @@ def cv_figure(pooled: pd.DataFrame, summary: pd.DataFrame, title: str = "") -> F
         if title:
             fig.suptitle(f"{title} ({summary['epoch'].iloc[0]} epoch of each fold)", fontsize=11)
     return fig
+
+
+def paired_comparison(runs, metric: str = "dice", epoch: str = "last", seed: int = 0, say=print):
+    """For a notebook: the paired table and figure of the first two of ``runs`` (``Run``s or ids;
+    B = the second, against A = the first), or ``(None, None)`` with the reason said when they
+    cannot be paired (fewer than two runs, no per-case tables, other cases or data).
+
+    Args:
+        runs: loaded runs or run ids; the first two are compared.
+        metric: ``dice``, ``hd95`` or ``nsd``.
+        epoch: ``last`` or ``best``: which kept per-case table of each run.
+        seed: the bootstrap's seed.
+        say: where the reason goes.
+    """
+    from pathlib import Path
+
+    from medic.analysis.casesets import check_pairable, load_cases
+    from medic.analysis.paired import paired_table
+    from medic.errors import MedicError
+    if len(runs) < 2:
+        say("paired comparison: it needs two runs")
+        return None, None
+    ids = [getattr(r, "run_id", r) for r in runs[:2]]
+    paths = getattr(runs[0], "paths", {}) or {}
+    root = Path(paths["epoch_csv"]).resolve().parent.parent if "epoch_csv" in paths else None
+    try:
+        a, b = (load_cases(i, root, epoch) for i in ids)
+        check_pairable(a, b)
+        table = paired_table(a.table, b.table, metric, seed)
+    except MedicError as err:
+        say(f"paired comparison of {ids[0]} and {ids[1]}: {err}")
+        return None, None
+    table.attrs.update(a=a.label, b=b.label, epoch=epoch)
+    say(f"paired {metric}, {epoch} epoch: B = {b.label} against A = {a.label}; 95% bootstrap CI "
+        f"({table.attrs['resamples']:,} resamples, seed {seed}), Wilcoxon signed-rank (scipy {table.attrs['scipy']})")
+    return table, paired_figure(a.table, b.table, metric, (a.label, b.label), table)
