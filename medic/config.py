@@ -43,7 +43,8 @@ class TrainConfig:
     val_fraction: float = opt(0.0, "fraction of the data held out for validation (0 = none)")
     # k-fold cross-validation (medic.train.splits): validate fold i, train on the others
     folds: int = opt(0, "K-fold cross-validation: the number of folds (0 = none; from --splits when given)")
-    fold: int = opt(-1, "the fold to validate, 0-based (medic train --fold all: every fold, as a sweep)")
+    fold: int = opt(-1, "the fold to validate, 0-based; -1 = none ('medic train --fold all [--slots N]': "
+                        "every fold, as a sweep, then the cross-validation's summary)")
     splits: str = opt("", "an nnU-Net splits_final.json of the folds (default: the data set's own, when present)")
     cv_epoch: str = opt("last", "--fold all: the summary's epoch of each fold (best is chosen on the same cases)",
                         ("last", "best"), launcher=True)

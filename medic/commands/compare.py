@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from medic.analysis.compare import compare_runs, default_runs, load_comparable, run_labels
 from medic.cli import ArgParser, add_root_option
+from medic.errors import MedicError
 from medic.store.files import shown_path, write_text_atomic
 from medic.store.paths import Project
 
@@ -56,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.paired:
         from medic.commands.paired import run_paired
         return run_paired(args, Project.at(args.root))
+    given = [f"--{n}" for n, v in (("metric", "dice"), ("epoch", "last"), ("format", "table"), ("seed", 0))
+             if getattr(args, n) != v]
+    if given:
+        raise MedicError(f"{', '.join(given)} belong(s) to a paired comparison: add --paired")
     if "matplotlib" not in sys.modules:  # files only: never a window (saving uses Agg anyway)
         os.environ["MPLBACKEND"] = "Agg"
     from medic.analysis.figures import save_figure  # after MPLBACKEND is set

@@ -4,7 +4,8 @@
 
 Prints the table (``--format table|csv|markdown|latex``, rounded as papers print it) and how it
 was computed (seed, resamples, scipy's version and method); writes the unrounded table to
-``analysis/paired_<A>_vs_<B>_<metric>_<epoch>.csv``. With ``csv``, ``markdown`` or ``latex`` only
+``analysis/paired_<A>_vs_<B>_<metric>_<epoch>.csv`` (and the printed table with how it was
+computed in ``.txt``). With ``csv``, ``markdown`` or ``latex`` only
 the table goes to stdout (ready to redirect into a file), the rest to stderr.
 """
 
@@ -41,7 +42,8 @@ def run_paired(args, project) -> int:
     path = project.analysis / f"paired_{names[0]}_vs_{names[1]}_{args.metric}_{args.epoch}.csv"
     project.analysis.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, table.to_csv(index=False))
-    info = "\n".join(provenance(table) + [f"written: {shown_path(path)}"])
+    write_text_atomic(path.with_suffix(".txt"), "\n".join(provenance(table)) + "\n\n" + format_table(table, "table"))
+    info = "\n".join(provenance(table) + [f"written: {shown_path(path)} (and .txt)"])
     if args.format == "table":
         print(f"{info}\n\n{text}", end="")
     else:
