@@ -78,9 +78,10 @@ def case_means(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> tuple[np.ndarra
 
 
 def wilcoxon_method(d: np.ndarray) -> str:
-    """The method scipy's ``wilcoxon(method="auto")`` picks for ``d`` (scipy >= 1.15): exact
-    without ties or zeros up to 50 cases; with them, a complete permutation up to 13 cases,
-    else the normal approximation."""
+    """The method scipy's ``wilcoxon(method="auto")`` picks for ``d``, by the rule of scipy 1.17
+    (the version this was checked against; the table records the version used): exact without
+    ties or zeros up to 50 cases; with them, a complete permutation up to 13 cases, else the
+    normal approximation."""
     n = len(d)
     nonzero = np.abs(d[d != 0])
     ties = len(np.unique(nonzero)) < len(nonzero)

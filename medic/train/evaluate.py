@@ -80,7 +80,7 @@ def read_mask(path: Path) -> np.ndarray:
         raise MedicError(f"{path}: cannot be read ({type(err).__name__}: {err})") from err
     while data.ndim > 2 and data.shape[-1] == 1:
         data = data[..., 0]
-    if not np.allclose(data, np.round(data)):
+    if data.size and (data.min() < 0 or not np.allclose(data, np.round(data))):
         raise MedicError(f"{path}: holds values that are not class indices")
     return np.round(data).astype(np.int64)
 
