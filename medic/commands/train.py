@@ -100,7 +100,8 @@ def run_all_folds(argv: list[str], say: Callable[[str], None] = print) -> int:
     folder = write_cv([str(r) for r in trials["run_id"]], root, cfg.cv_epoch, splits=str(splits_path(cfg) or ""))
     import pandas as pd
     summary = pd.read_csv(folder / "summary.csv")
-    say(f"cross-validation of {k} folds (sweep {sweep_id}), {cfg.cv_epoch} epoch of each fold:")
+    caveat = " (chosen on the same cases: optimistic)" if cfg.cv_epoch == "best" else ""
+    say(f"cross-validation of {k} folds (sweep {sweep_id}), {cfg.cv_epoch} epoch of each fold{caveat}:")
     say(format_table(summary[["metric", "class", "mean", "std", *[f"fold_{i}" for i in range(k)]]], "table"))
     for name in ("summary.csv", "summary.md", "summary.tex", "cases.csv", "summary.png", "cv.json"):
         say(f"written: {folder / name}")
