@@ -107,6 +107,17 @@ def test_evaluate_best_masks_equals_the_runs_dice(fold_run):
     assert ours["pred_voxels_tumour"].tolist() == run["pred_voxels_tumour"].tolist()
     summary = pd.read_csv(project / "eval_best" / "summary.csv")
     assert summary["Dice_tumour"].iloc[0] == pytest.approx(run["Dice_tumour"].mean(), abs=1e-5)
+    # medic predict --evaluate: the best checkpoint segments the two cases again and scores them alike
+    inputs = project / "inputs"
+    inputs.mkdir()
+    for case in ("case_001", "case_004"):
+        shutil.copy(data / "imagesTr" / f"{case}.nii.gz", inputs)
+    proc = cli("predict", "--run", run_id, "--input", "inputs", "--output", "masks", "--evaluate",
+               str(data / "labelsTr"), cwd=project, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "4 case(s) with no prediction left out" in proc.stdout
+    chained = pd.read_csv(next((project / "analysis" / "evaluations").iterdir()) / "cases.csv", dtype={"Case": str})
+    np.testing.assert_allclose(chained["Dice_tumour"], ours["Dice_tumour"], atol=2e-6)
     if not named:
         return
     # the evaluation pairs with the run it scored: the same cases, no difference
