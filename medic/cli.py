@@ -13,7 +13,7 @@ from medic.errors import MedicError
 
 # the module of each command, imported by name when the command runs (never at start-up)
 COMMANDS = {
-    "train": ("medic.train.entry", "train a model with DDP (CPU gloo or CUDA nccl), logging metrics to CSV"),
+    "train": ("medic.commands.train", "train a model with DDP (CPU gloo or CUDA nccl), logging metrics to CSV"),
     "analyze": ("medic.commands.analyze", "figures and a text report for a run's epoch or batch CSV"),
     "compare": ("medic.commands.compare", "overlay the curves of several runs and tabulate them"),
     "watch": ("medic.commands.watch", "follow a run's epoch CSV live in the terminal"),
@@ -23,6 +23,7 @@ COMMANDS = {
     "export": ("medic.commands.export", "export runs to TensorBoard and MLflow (repeatable, incremental)"),
     "sweep": ("medic.commands.sweep", "many trainings of the training notebook: grid or Optuna search, resumable"),
     "predict": ("medic.commands.predict", "segment new volumes with a trained run's model"),
+    "evaluate": ("medic.commands.evaluate", "score masks against labels with the validation metrics"),
 }
 
 

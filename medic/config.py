@@ -70,6 +70,15 @@ class TrainConfig:
                            "of (image, mask) tensors", group="data")
     model: str = opt("", "plug-in 'pkg.module:function' taking the config, returning an nn.Module", group="model")
     val_fraction: float = opt(0.0, "fraction of the data held out for validation (0 = none)", group="validation")
+    # k-fold cross-validation (medic.train.splits): validate fold i, train on the others
+    folds: int = opt(0, "K-fold cross-validation: the number of folds (0 = none; from --splits when given)",
+                     group="validation")
+    fold: int = opt(-1, "the fold to validate, 0-based; -1 = none ('medic train --fold all [--slots N]': "
+                        "every fold, as a sweep, then the cross-validation's summary)", group="validation")
+    splits: str = opt("", "an nnU-Net splits_final.json of the folds (default: the data set's own, when present)",
+                      group="validation")
+    cv_epoch: str = opt("last", "--fold all: the summary's epoch of each fold (best is chosen on the same cases)",
+                        ("last", "best"), launcher=True, group="validation")
     monitor: str = opt("Avg_Loss", "metric that decides the best model: Avg_Loss, Val_Loss, Val_Dice or any "
                                    "recorded column such as Val_Dice_<class> (Dice and NSD are maximised)",
                        # torchrun's own parser reads --monitor as an abbreviation of its
@@ -142,9 +151,10 @@ class TrainConfig:
             raise MedicError(f"option lr must be > 0, got {self.lr}")
         if not 0 <= self.val_fraction < 1:
             raise MedicError(f"option val_fraction must be in [0, 1), got {self.val_fraction}")
+        self.validate_folds()
         self.validate_selection()
-        if self.monitor != "Avg_Loss" and self.val_fraction == 0:
-            raise MedicError(f"monitor {self.monitor} needs validation: set val_fraction > 0")
+        if self.monitor != "Avg_Loss" and not self.validates:
+            raise MedicError(f"monitor {self.monitor} needs validation: set val_fraction > 0 (or --folds)")
         if self.image_size < 16 or self.image_size % 16:
             raise MedicError(f"option image_size must be a multiple of 16 (>= 16), got {self.image_size}")
         if self.num_classes < 2:
@@ -177,8 +187,24 @@ class TrainConfig:
             raise MedicError(f"option monitor_ema must be in [0, 1), got {self.monitor_ema}")
         if not self.min_delta >= 0 or not self.nsd_tolerance > 0:
             raise MedicError("option min_delta must be >= 0 and nsd_tolerance > 0")
-        if self.patience and self.val_fraction == 0 and self.monitor != "Avg_Loss":
+        if self.patience and not self.validates and self.monitor != "Avg_Loss":
             raise MedicError("--patience needs validation data (set val_fraction > 0), or --monitor Avg_Loss")
+
+    def validate_folds(self) -> None:
+        """--folds, --fold, --splits: a fold within range, and never with --val_fraction (which
+        holds out another split)."""
+        if self.folds < 0 or self.folds == 1:
+            raise MedicError(f"option folds must be >= 2 (or 0: none), got {self.folds}")
+        if self.fold < -1 or (self.folds and self.fold >= self.folds):
+            raise MedicError(f"--fold {self.fold} is out of range: --folds {self.folds} has folds 0..{self.folds - 1}")
+        if (self.folds or self.fold >= 0 or self.splits) and self.val_fraction > 0:
+            raise MedicError("--folds/--fold/--splits choose the validation cases: leave out --val_fraction")
+
+    @property
+    def validates(self) -> bool:
+        """Whether the run holds cases out for validation (a fraction, or a fold)."""
+        return self.val_fraction > 0 or self.folds > 0 or self.fold >= 0 or bool(self.splits)
+
     def check_volume_options(self) -> None:
         """The 3D options: patch and spacing hold 2 or 3 positive numbers, the rest their ranges."""
         patch = self.patch

@@ -63,3 +63,20 @@ def shown_path(path: str | os.PathLike) -> str:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def new_stamped_dir(base: str | os.PathLike, prefix: str) -> Path:
+    """A new folder ``base/<prefix>_<YYYYmmdd_HHMMSS>`` (``_2``, ``_3``, ... when taken), created
+    exclusively, so two processes never share one."""
+    import time
+    base = Path(base)
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d_%H%M%S")
+    for k in range(1, 1000):
+        path = base / (f"{prefix}_{stamp}" if k == 1 else f"{prefix}_{stamp}_{k}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free {prefix}_{stamp} folder in {base}")

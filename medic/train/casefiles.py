@@ -28,9 +28,9 @@ def case_table_columns(names: list[str], metrics: list[str]) -> list[str]:
         [f"{kind}_voxels_{n}" for n in names for kind in ("gt", "pred")]
 
 
-def write_case_table(folder: Path, epoch: int, cases: CaseRows, names: list[str]) -> Path:
+def write_case_table(folder: Path, epoch: int, cases: CaseRows, names: list[str], filename: str = "") -> Path:
     """One row per case, in case order; a metric left out for a case (the class in neither the
-    truth nor the prediction) is an empty cell."""
+    truth nor the prediction) is an empty cell. (``filename``: another name than the epoch's.)"""
     per_case = cases.per_case()
     metrics = [m for m in METRICS if m in per_case]
     buf = io.StringIO()
@@ -41,7 +41,7 @@ def write_case_table(folder: Path, epoch: int, cases: CaseRows, names: list[str]
         row += [int(per_case[kind][i, c]) for c in range(len(names)) for kind in ("gt", "pred")]
         w.writerow(row)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"validation_epoch_{epoch}.csv"
+    path = folder / (filename or f"validation_epoch_{epoch}.csv")
     write_text_atomic(path, buf.getvalue())
     return path
 

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from medic.config import TrainConfig
 from medic.errors import MedicError
 from medic.train import dist
+from medic.train.splits import fold_cases, uses_folds
 
 
 class SyntheticSegmentation(Dataset):
@@ -157,6 +158,10 @@ def build_data(cfg: TrainConfig, r: dist.Ranks, device: torch.device) -> Data:
     torch.manual_seed(cfg.seed)
     dataset = build_dataset(cfg)
     train_ds, val_ds = split(dataset, cfg.val_fraction, cfg.seed)
+    if uses_folds(cfg):  # --folds/--fold/--splits: the fold's cases instead (medic.train.splits)
+        names = [str(n) for n in getattr(dataset, "case_ids", range(len(dataset)))]
+        train_idx, val_idx = fold_cases(cfg, names)
+        train_ds, val_ds = Subset(dataset, train_idx), Subset(dataset, val_idx)
     sampler = ResumableSampler(train_ds, num_replicas=r.world_size, rank=r.rank, shuffle=True,
                                seed=cfg.seed, drop_last=False)
     loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler,

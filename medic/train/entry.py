@@ -36,6 +36,8 @@ def explicit_options(argv: list[str]) -> set[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--fold=all" in argv or any(a == "--fold" and b == "all" for a, b in zip(argv, argv[1:])):
+        raise MedicError("--fold all runs every fold as a sweep: start it with 'medic train', not python -m medic.train")
     cfg, torchrun_flags = parse_args(argv)
     if under_torchrun():
         if torchrun_flags:

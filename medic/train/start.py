@@ -20,6 +20,7 @@ from medic.train.imagefolder import check_folder
 from medic.train.layouts import is_layout, plan_volumes
 from medic.train.plugins import check_plugin
 from medic.train.selection import check_monitor, validation_columns
+from medic.train.splits import check_folds
 
 # options that describe the model and so must match the checkpoint being resumed
 MODEL_OPTIONS = ("model", "num_classes")
@@ -34,6 +35,7 @@ def check_before_start(cfg: TrainConfig, project: Project, explicit: set[str] | 
     if cfg.data and not is_layout(cfg.data):
         check_folder(cfg.data)
     plan_volumes(cfg, explicit)
+    check_folds(cfg)  # a fold out of range, a splits_final.json naming unknown cases
     for name in ("model", "dataset"):
         if getattr(cfg, name):
             check_plugin(getattr(cfg, name), name)

@@ -23,6 +23,7 @@ from medic.errors import MedicError
 from medic.train import dist
 from medic.train.data import Data, ResumableSampler, split_indices
 from medic.train.layouts import Layout, read_layout
+from medic.train.splits import fold_cases, uses_folds
 
 CT_WINDOW = (-175.0, 250.0)  # HU: the soft-tissue window of MONAI's abdominal CT tutorials
 FOREGROUND_RATIO = (2.0, 1.0)  # patches centred on foreground : on background
@@ -179,7 +180,8 @@ def build_volume_data(cfg: TrainConfig, r: dist.Ranks, device: torch.device) -> 
     except Exception as err:
         raise medic_error_in(err) or MedicError(f"the volumes cannot be preprocessed ({type(err).__name__}: "
                                                 f"{str(err)[:200]})") from err
-    train_idx, val_idx = split_indices(len(records), cfg.val_fraction, cfg.seed)
+    train_idx, val_idx = fold_cases(cfg, [r["case"] for r in records], layout.kind) if uses_folds(cfg) else \
+        split_indices(len(records), cfg.val_fraction, cfg.seed)
     train_ds = Cases(base, records, train_idx, cfg.seed, augmentation(cfg))
     sampler = EpochSampler(train_ds, num_replicas=r.world_size, rank=r.rank, shuffle=True, seed=cfg.seed,
                            drop_last=False)
