@@ -11,6 +11,7 @@ import os
 from typing import TYPE_CHECKING, Sequence
 
 from medic.errors import MedicError
+from medic.store import columns as C
 from medic.store.catalog import Run, differing_options, load_run, no_runs_error
 from medic.store.paths import Project
 
@@ -43,7 +44,7 @@ def shared_metrics(runs: Sequence[Run]) -> list[str]:
     from medic.analysis.stats import extra_metrics
     shared = [c for c in extra_metrics(runs[0].epochs) if all(c in extra_metrics(r.epochs) for r in runs[1:])
               and per_class_prefix(c) is None]  # per-class Dice: one panel of its own
-    return (["Avg_Loss"] + shared)[:MAX_METRIC_ROWS]
+    return ([C.AVG_LOSS] + shared)[:MAX_METRIC_ROWS]
 
 
 def summary_table(runs: Sequence[Run], metrics: Sequence[str] | None = None) -> pd.DataFrame:
@@ -58,12 +59,12 @@ def summary_table(runs: Sequence[Run], metrics: Sequence[str] | None = None) -> 
     rows = []
     for r in runs:
         e = r.epochs
-        times = e["Epoch_Time_Seconds"]
-        row = {"run_id": r.run_id, "status": r.status, "epochs_done": int(e["Epoch"].iloc[-1])}
+        times = e[C.EPOCH_TIME]
+        row = {"run_id": r.run_id, "status": r.status, "epochs_done": int(e[C.EPOCH].iloc[-1])}
         for m in metrics:
-            value, at = best_of(e[m], e["Epoch"], metric_mode(m))
+            value, at = best_of(e[m], e[C.EPOCH], metric_mode(m))
             row[f"best_{m}"], row[f"best_{m}_epoch"] = value, at
-        row.update(final_Avg_Loss=float(e["Avg_Loss"].iloc[-1]), total_time_s=round(float(times.sum()), 2),
+        row.update(final_Avg_Loss=float(e[C.AVG_LOSS].iloc[-1]), total_time_s=round(float(times.sum()), 2),
                    time_per_epoch_s=round(float(times.mean()), 3))
         row.update({k: r.config.get(k) for k in keys if k not in row})
         rows.append(row)

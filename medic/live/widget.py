@@ -11,11 +11,12 @@ import html
 import math
 import threading
 
+from medic.store import columns as C
 from medic.store.columns import per_class_prefix
 from medic.live.strip import newest_strip, per_class_text
 
 BAR_STYLES = {"completed": "success", "stopped": "warning", "failed": "danger"}
-SHOWN_VALUES = ("Epoch", "Avg_Loss", "Best_Loss_So_Far", "Learning_Rate", "Epoch_Time_Seconds", "Samples_Per_Second")
+SHOWN_VALUES = (C.EPOCH, C.AVG_LOSS, C.BEST_SO_FAR, C.LEARNING_RATE, C.EPOCH_TIME, C.SAMPLES_PER_SECOND)
 
 
 def _cell(value) -> str:

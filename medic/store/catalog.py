@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medic.errors import MedicError, RunNotFoundError
+from medic.store import columns as C
 from medic.store.paths import BATCH_CSV_RE, EPOCH_CSV_RE, RUN_ID_RE, Project, run_id_sort_key
 from medic.store.sidecar import read_sidecar
 from medic.store.status import effective_status
@@ -176,8 +177,8 @@ def _activity(paths: dict[str, Path], epochs: pd.DataFrame | None) -> dict[str, 
         except (KeyError, OSError):
             pass
     longest = 0.0
-    if epochs is not None and len(epochs) and "Epoch_Time_Seconds" in epochs:
-        value = epochs["Epoch_Time_Seconds"].max()
+    if epochs is not None and len(epochs) and C.EPOCH_TIME in epochs:
+        value = epochs[C.EPOCH_TIME].max()
         longest = float(value) if value == value else 0.0
     return {"sidecar_mtime": mtimes.get("sidecar"), "last_update": max(mtimes.values(), default=None),
             "longest_epoch_s": longest}
@@ -258,7 +259,7 @@ def summarize(project: Project, run_id: str) -> dict[str, Any]:
         if side.get("end_time") else pd.NaT,
         "epochs_done": 0, "epochs_planned": side.get("epochs") or config.get("epochs"),
         "best": float("nan"), "best_epoch": None,
-        "monitor": side.get("monitor") or config.get("monitor") or "Avg_Loss",
+        "monitor": side.get("monitor") or config.get("monitor") or C.AVG_LOSS,
         "last_loss": float("nan"), "total_time_s": 0.0, "time_per_epoch_s": float("nan"),
         "samples_per_s": float("nan"),
         "world_size": side.get("world_size"),
@@ -267,14 +268,14 @@ def summarize(project: Project, run_id: str) -> dict[str, Any]:
         "sweep": side.get("sweep") or "",
     }
     if epochs is not None and len(epochs):
-        best_rows = epochs[epochs["Is_Best_Model"]]
-        best_row = best_rows.iloc[-1] if len(best_rows) else epochs.loc[epochs["Avg_Loss"].idxmin()]
-        times = epochs["Epoch_Time_Seconds"]
-        row.update(epochs_done=int(epochs["Epoch"].iloc[-1]), best=float(epochs["Best_Loss_So_Far"].iloc[-1]),
-                   best_epoch=int(best_row["Epoch"]), last_loss=float(epochs["Avg_Loss"].iloc[-1]),
+        best_rows = epochs[epochs[C.IS_BEST]]
+        best_row = best_rows.iloc[-1] if len(best_rows) else epochs.loc[epochs[C.AVG_LOSS].idxmin()]
+        times = epochs[C.EPOCH_TIME]
+        row.update(epochs_done=int(epochs[C.EPOCH].iloc[-1]), best=float(epochs[C.BEST_SO_FAR].iloc[-1]),
+                   best_epoch=int(best_row[C.EPOCH]), last_loss=float(epochs[C.AVG_LOSS].iloc[-1]),
                    total_time_s=float(times.sum()), time_per_epoch_s=float(times.mean()))
-        if "Samples_Per_Second" in epochs.columns:
-            row["samples_per_s"] = float(pd.to_numeric(epochs["Samples_Per_Second"], errors="coerce").mean())
+        if C.SAMPLES_PER_SECOND in epochs.columns:
+            row["samples_per_s"] = float(pd.to_numeric(epochs[C.SAMPLES_PER_SECOND], errors="coerce").mean())
     for key, value in config.items():
         row.setdefault(key, value)
     return row

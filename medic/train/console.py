@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from medic.lang import pick_lang
+from medic.store import columns as C
 
 RULE = "=" * 80
 
@@ -29,7 +30,7 @@ TEXT = {
         "best_gain": "✓ New best model! {metric}: {v} (improvement: {d})",
         "saved_best": "✓ Saved best model: {name}",
         "resumed": "Resuming run {id} from {path} (epoch {e} done)",
-        "finished": "Training finished: {n} epochs in {h:.2f} h. Best {metric}: {v} (epoch {be})",
+        "finished": "Training finished: {n} epochs in {d} of training. Best {metric}: {v} (epoch {be})",
         "early_stop": "{msg} (epoch {e}); resume with a larger --epochs to train further",
         "stopped": "Stop requested: checkpoint saved after epoch {e}; resume with: medic train --resume {id}",
         "stopped_mid": "Stop requested during epoch {e}: the last checkpoint (epoch {k}) is kept; resume with: medic train --resume {id}",
@@ -55,7 +56,7 @@ TEXT = {
         "best_gain": "✓ 新的最佳模型! {metric}: {v} (提升: {d})",
         "saved_best": "✓ 已保存最佳模型: {name}",
         "resumed": "从 {path} 继续训练 {id} (已完成 {e} 个epoch)",
-        "finished": "训练完成: {n} 个epoch, 用时 {h:.2f}小时. 最佳 {metric}: {v} (Epoch {be})",
+        "finished": "训练完成: {n} 个epoch, 训练用时 {d}. 最佳 {metric}: {v} (Epoch {be})",
         "early_stop": "{msg} (第 {e} 个epoch); 用更大的 --epochs 继续训练",
         "stopped": "收到停止信号: 已保存第 {e} 个epoch后的检查点; 继续训练: medic train --resume {id}",
         "stopped_mid": "第 {e} 个epoch中收到停止信号: 保留最近的检查点 (epoch {k}); 继续训练: medic train --resume {id}",
@@ -146,9 +147,9 @@ class Console:
         self.print(f"{t['min']}: {fmt_loss(lo)}")
         self.print(f"{t['max']}: {fmt_loss(hi)}")
         self.print(f"{t['lr']}: {fmt_lr(lr)}")
-        labels = {"Val_Loss": t["val_loss"], "Val_Dice": t["val_dice"], "Nonfinite_Batches": t["nonfinite"]}
+        labels = {C.VAL_LOSS: t["val_loss"], C.VAL_DICE: t["val_dice"], C.NONFINITE_BATCHES: t["nonfinite"]}
         for name, value in extra.items():
-            shown = str(int(value)) if name == "Nonfinite_Batches" else fmt_loss(value)
+            shown = str(int(value)) if name == C.NONFINITE_BATCHES else fmt_loss(value)
             self.print(f"{labels.get(name, name)}: {shown}")
         self.say("time", t=seconds)
         if eta_hours is not None:
@@ -156,7 +157,7 @@ class Console:
         self.print(RULE)
 
     def new_best(self, metric: str, value: float, previous: float | None) -> None:
-        shown = "Loss" if metric == "Avg_Loss" else metric
+        shown = C.LOSS if metric == C.AVG_LOSS else metric
         if previous is None:
             self.say("best", metric=shown, v=fmt_loss(value))
         else:

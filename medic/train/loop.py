@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from medic.config import TrainConfig
 from medic.errors import MedicError
+from medic.store import columns as C
 from medic.store.logger import MetricsLogger, improves
 from medic.store.paths import Project, release_run_id
 from medic.store.sidecar import now_str, update_sidecar
@@ -230,7 +231,7 @@ class RankRun:
                     con.say("stopped", e=epoch, id=self.run_id)
                 return True
         if r.is_main:
-            con.say("finished", n=done_epoch, h=(time.time() - self.start_wall) / 3600,
+            con.say("finished", n=done_epoch, d=C.format_duration(C.training_seconds(ts.epoch_times)),
                     metric=selected_name(cfg.monitor, cfg.monitor_ema),
                     v=f"{ts.best:.6f}" if ts.best is not None else "-", be=ts.best_epoch)
         return False
@@ -248,9 +249,9 @@ class RankRun:
         lo, hi = (min(finite), max(finite)) if finite else (float("nan"), float("nan"))
         lr = es.lrs[0] if es.lrs else ts.optimizer.param_groups[0]["lr"]
         if cfg.nonfinite == "skip":
-            metrics["Nonfinite_Batches"] = es.skipped
-        raw = avg if cfg.monitor == "Avg_Loss" else metrics.get(cfg.monitor, float("nan"))
-        unvalidated = cfg.monitor != "Avg_Loss" and val is None  # --val_interval > 1
+            metrics[C.NONFINITE_BATCHES] = es.skipped
+        raw = avg if cfg.monitor == C.AVG_LOSS else metrics.get(cfg.monitor, float("nan"))
+        unvalidated = cfg.monitor != C.AVG_LOSS and val is None  # --val_interval > 1
         if unvalidated:  # an epoch without validation selects nothing and does not count for patience
             value = ts.best if ts.best is not None else float("nan")
         else:
@@ -319,7 +320,7 @@ def extra_columns(cfg: TrainConfig, data: Data) -> list[str]:
     val = validation_columns(class_names(data.train_ds, cfg.num_classes), cfg.val_metrics) \
         if data.val_loader is not None else []
     return val + ([f"{cfg.monitor}_EMA"] if cfg.monitor_ema else []) + \
-        (["Nonfinite_Batches"] if cfg.nonfinite == "skip" else []) + telemetry_columns(data.val_loader is not None)
+        ([C.NONFINITE_BATCHES] if cfg.nonfinite == "skip" else []) + telemetry_columns(data.val_loader is not None)
 
 
 def train_epoch(step: Step, loader, es: EpochState, epoch: int, first: int, steps: int,
@@ -372,10 +373,8 @@ def train_epoch(step: Step, loader, es: EpochState, epoch: int, first: int, step
 
 
 def eta_hours(epoch_times: list[float], remaining: int) -> float:
-    """Remaining epochs × the mean of the recent epochs (the first, warm-up epoch left out once
-    there are others)."""
-    recent = epoch_times[1:] if len(epoch_times) > 1 else epoch_times
-    return remaining * (sum(recent[-5:]) / len(recent[-5:])) / 3600 if recent else 0.0
+    """The run's ETA in hours, as the console prints it (``medic.store.columns.eta_seconds``)."""
+    return (C.eta_seconds(epoch_times, remaining) or 0.0) / 3600
 
 
 def make_scheduler(cfg: TrainConfig, optimizer):
