@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from medic.errors import MedicError
-from medic.store import columns as C
+from medic.store.columns import AVG_LOSS, direction
 
 
 def opt(default, help: str, choices: tuple | None = None, launcher: bool = False, alias: str = "",
@@ -42,7 +42,7 @@ class TrainConfig:
                            "of (image, mask) tensors")
     model: str = opt("", "plug-in 'pkg.module:function' taking the config, returning an nn.Module")
     val_fraction: float = opt(0.0, "fraction of the data held out for validation (0 = none)")
-    monitor: str = opt(C.AVG_LOSS, "metric that decides the best model: Avg_Loss, Val_Loss, Val_Dice or any "
+    monitor: str = opt(AVG_LOSS, "metric that decides the best model: Avg_Loss, Val_Loss, Val_Dice or any "
                                    "recorded column such as Val_Dice_<class> (Dice and NSD are maximised)",
                        # torchrun's own parser reads --monitor as an abbreviation of its
                        # --monitor-interval, so under torchrun spell it --monitor_metric
@@ -115,7 +115,7 @@ class TrainConfig:
         if not 0 <= self.val_fraction < 1:
             raise MedicError(f"option val_fraction must be in [0, 1), got {self.val_fraction}")
         self.validate_selection()
-        if self.monitor != C.AVG_LOSS and self.val_fraction == 0:
+        if self.monitor != AVG_LOSS and self.val_fraction == 0:
             raise MedicError(f"monitor {self.monitor} needs validation: set val_fraction > 0")
         if self.image_size < 16 or self.image_size % 16:
             raise MedicError(f"option image_size must be a multiple of 16 (>= 16), got {self.image_size}")
@@ -149,7 +149,7 @@ class TrainConfig:
             raise MedicError(f"option monitor_ema must be in [0, 1), got {self.monitor_ema}")
         if not self.min_delta >= 0 or not self.nsd_tolerance > 0:
             raise MedicError("option min_delta must be >= 0 and nsd_tolerance > 0")
-        if self.patience and self.val_fraction == 0 and self.monitor != C.AVG_LOSS:
+        if self.patience and self.val_fraction == 0 and self.monitor != AVG_LOSS:
             raise MedicError("--patience needs validation data (set val_fraction > 0), or --monitor Avg_Loss")
     def check_volume_options(self) -> None:
         """The 3D options: patch and spacing hold 2 or 3 positive numbers, the rest their ranges."""
@@ -181,7 +181,7 @@ class TrainConfig:
     def monitor_direction(self) -> str:
         """``min`` or ``max``: ``monitor_mode``, or the registry's direction of the monitor when
         it is 'auto' (``medic.store.columns.direction``)."""
-        return C.direction(self.monitor, self.monitor_mode)
+        return direction(self.monitor, self.monitor_mode)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

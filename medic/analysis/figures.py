@@ -216,7 +216,7 @@ def stats_figure(epochs: pd.DataFrame, title: str | None = None) -> "Figure":
         else:
             _note(ax_imp, "needs at least two epochs")
         ax_imp.set_title("Loss Improvement per Epoch")
-        _epoch_axis(ax_imp, "Avg_Loss decrease vs previous epoch")
+        _epoch_axis(ax_imp, f"{C.AVG_LOSS} decrease vs previous epoch")
 
         spread = (epochs[C.MAX_BATCH_LOSS] - epochs[C.MIN_BATCH_LOSS]).to_numpy()
         _line(ax_stab, e, spread, color=colors[0], lw=2, marker="o" if len(e) <= 50 else None, ms=4,

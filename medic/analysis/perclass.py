@@ -19,14 +19,15 @@ def per_class_panel(ax: "Axes", epochs: "pd.DataFrame", prefix: str, columns: li
     """One family's curves, one line per class (with Val_Dice, the mean, in the Dice panel)."""
     e = epochs[C.EPOCH].to_numpy()
     if prefix == C.DICE_PREFIX and C.VAL_DICE in epochs.columns:
-        ax.plot(e, epochs[C.VAL_DICE], color="0.2", lw=2.5, label="Val_Dice (mean)", **line)
+        ax.plot(e, epochs[C.VAL_DICE], color="0.2", lw=2.5, label=f"{C.VAL_DICE} (mean)", **line)
     for i, c in enumerate(columns):
         ax.plot(e, epochs[c], color=colors[(1 + i) % len(colors)], lw=1.8, label=c[len(prefix):], **line)
     ax.set_title(PER_CLASS[prefix])
     ax.set_xlabel(C.EPOCH)
     from matplotlib.ticker import MaxNLocator  # matplotlib: loaded only when drawing
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-    ax.set_ylabel(PER_CLASS[prefix].split()[-1] + (" (mm, or pixels)" if prefix == C.HD95_PREFIX else ""))
+    unit = C.describe(prefix[:-1]).unit
+    ax.set_ylabel(PER_CLASS[prefix].split()[-1] + (f" ({unit})" if unit else ""))
     if prefix != C.HD95_PREFIX:
         ax.set_ylim(-0.02, 1.02)
     ax.legend(loc="best", fontsize=8, ncol=2 if len(columns) > 6 else 1)

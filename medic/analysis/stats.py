@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from medic.analysis.timing import TimeSummary, summarize_time
-# the one direction rule (the registry's), under the name the analysis API has always had
 from medic.store import columns as C
+# the one direction rule (the registry's), under the name the analysis API has always had
 from medic.store.columns import direction as metric_mode  # noqa: F401
 
 MAX_POINTS = 4000  # per plotted line
@@ -54,12 +54,20 @@ def monitor_of(epochs: pd.DataFrame, sidecar: dict[str, Any] | None = None) -> t
     return C.AVG_LOSS, "min"
 
 
-def top_epochs(epochs: pd.DataFrame, monitor: str, mode: str, n: int = TOP_EPOCHS) -> pd.DataFrame:
+def top_epochs(epochs: pd.DataFrame, monitor: str, mode: str, n: int = TOP_EPOCHS,
+               full: bool = False) -> pd.DataFrame:
     """The ``n`` best epochs by the monitored metric in its direction (epochs without a value of
-    it left out): Epoch, the monitor, Avg_Loss, Learning_Rate."""
+    it left out), best first.
+
+    Args:
+        epochs: a typed epoch frame (``read_epoch_csv``).
+        monitor: the column to rank by, ``mode`` its direction (``monitor_of`` gives both).
+        n: how many epochs.
+        full: every column; else Epoch, the monitor, Avg_Loss, Learning_Rate.
+    """
     finite = epochs[np.isfinite(epochs[monitor].to_numpy(dtype=float))]
     best = finite.nsmallest(n, monitor) if mode == "min" else finite.nlargest(n, monitor)
-    shown = list(dict.fromkeys([C.EPOCH, monitor, C.AVG_LOSS, C.LEARNING_RATE]))
+    shown = list(best.columns) if full else list(dict.fromkeys([C.EPOCH, monitor, C.AVG_LOSS, C.LEARNING_RATE]))
     return best[shown].reset_index(drop=True)
 
 

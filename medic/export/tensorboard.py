@@ -31,7 +31,7 @@ from medic.store import columns as C
 from medic.store.files import write_json_atomic
 
 STATE_NAME = "medic_export.json"
-BEST_TAG = "epoch/Best_Loss_So_Far"
+BEST_TAG = f"epoch/{C.BEST_SO_FAR}"
 # epoch columns that are not metrics
 SKIPPED = (C.EPOCH, C.TIMESTAMP)
 

@@ -161,7 +161,7 @@ def _per_class_panel(ax, feed: "RunFeed", prefix: str, names: list[str]) -> None
     if not ep:
         return _empty(ax)
     if prefix == C.DICE_PREFIX and C.VAL_DICE in feed.columns:
-        ax.plot(ep, feed.epoch_values(C.VAL_DICE), "-", color="0.2", linewidth=2, label="Val_Dice (mean)")
+        ax.plot(ep, feed.epoch_values(C.VAL_DICE), "-", color="0.2", linewidth=2, label=f"{C.VAL_DICE} (mean)")
     for name in names:
         ax.plot(ep, feed.epoch_values(name), "-", marker=_marker(ep), markersize=3, label=name[len(prefix):])
     if _monitor(feed) in names:

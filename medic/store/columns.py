@@ -96,7 +96,7 @@ REGISTRY: dict[str, Column] = {c.name: c for c in (
     _col(IS_BEST, "best", None, "", "", "True when this epoch saved the best model"),
     _col(VAL_LOSS, "loss", "min", "", "loss", "the validation loss"),
     _col(VAL_DICE, "metric", "max", "", "metrics", "the validation Dice, mean over foreground classes"),
-    _col(VAL_HD95, "metric", "min", "mm (or pixels)", "metrics", "the 95th-percentile Hausdorff distance"),
+    _col(VAL_HD95, "metric", "min", "mm, or pixels", "metrics", "the 95th-percentile Hausdorff distance"),
     _col(VAL_NSD, "metric", "max", "", "metrics", "the normalised surface Dice at --nsd_tolerance"),
     _col(NONFINITE_BATCHES, "count", "min", "batches", "metrics", "batches skipped for a NaN/Inf loss"),
     _col(SAMPLES_PER_SECOND, "timing", "max", "samples/s", "throughput",
@@ -124,6 +124,11 @@ def register(column: Column) -> Column:
         raise ValueError(f"bad column description: {column}")
     REGISTRY[column.name] = column
     return column
+
+
+def ema_of(name: str) -> str:
+    """The column of ``name`` measured with the EMA weights (``--monitor_ema``)."""
+    return name + EMA_SUFFIX
 
 
 def per_class_prefix(column: str) -> str | None:

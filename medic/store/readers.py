@@ -24,7 +24,7 @@ import pandas as pd
 from medic.errors import DataFileError, RunNotFoundError
 from medic.store import columns as C
 from medic.store.files import shown_path
-from medic.store.logger import EPOCH_COLUMNS
+from medic.store.columns import EPOCH_COLUMNS
 
 # The columns an analysis cannot do without; the other standard ones are derived when absent.
 EPOCH_REQUIRED = (C.EPOCH, C.AVG_LOSS, C.MIN_BATCH_LOSS, C.MAX_BATCH_LOSS, C.LEARNING_RATE,
@@ -174,7 +174,7 @@ def read_epoch_csv(path: str | os.PathLike, *, allow_empty: bool = False) -> pd.
     bad = epoch.isna() | (epoch != epoch.round()) | (epoch < 0)
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataFileError(f"{shown_path(path)} line {i + 2}: Epoch is {frame['Epoch'].iloc[i]!r}, "
+        raise DataFileError(f"{shown_path(path)} line {i + 2}: Epoch is {frame[C.EPOCH].iloc[i]!r}, "
                             "not an epoch number")
     out[C.EPOCH] = epoch.astype("int64")
     for c in EPOCH_FLOATS:
@@ -188,7 +188,7 @@ def read_epoch_csv(path: str | os.PathLike, *, allow_empty: bool = False) -> pd.
         if unknown.any():
             i = int(np.flatnonzero(unknown.to_numpy())[0])
             raise DataFileError(f"{shown_path(path)} line {i + 2}: Is_Best_Model is "
-                                f"{frame['Is_Best_Model'].iloc[i]!r}, not True/False")
+                                f"{frame[C.IS_BEST].iloc[i]!r}, not True/False")
         out[C.IS_BEST] = flags.map(_TRUE).astype(bool)
     else:
         best = out[C.BEST_SO_FAR]

@@ -258,7 +258,7 @@ class RankRun:
             decision = self.selector.update(raw)  # on the selected value: smoothed when the EMA is on
             value, ts.selection, self.early_stop = decision.selected, self.selector.state(), decision.stop
             if decision.smoothed is not None:
-                metrics[f"{cfg.monitor}_EMA"] = decision.smoothed
+                metrics[C.ema_of(cfg.monitor)] = decision.smoothed
         previous = ts.best
         is_best = improves(value, ts.best, cfg.monitor_direction)
         if is_best:
@@ -319,7 +319,7 @@ def extra_columns(cfg: TrainConfig, data: Data) -> list[str]:
     columns."""
     val = validation_columns(class_names(data.train_ds, cfg.num_classes), cfg.val_metrics) \
         if data.val_loader is not None else []
-    return val + ([f"{cfg.monitor}_EMA"] if cfg.monitor_ema else []) + \
+    return val + ([C.ema_of(cfg.monitor)] if cfg.monitor_ema else []) + \
         ([C.NONFINITE_BATCHES] if cfg.nonfinite == "skip" else []) + telemetry_columns(data.val_loader is not None)
 
 

@@ -38,7 +38,7 @@ def validation_columns(names: list[str], val_metrics: str) -> list[str]:
 
 def selected_name(monitor: str, ema: float) -> str:
     """The name of the value that selects the model: the monitor, or its EMA column."""
-    return f"{monitor}_EMA" if ema > 0 else monitor
+    return C.ema_of(monitor) if ema > 0 else monitor
 
 
 def check_monitor(monitor: str, columns: list[str]) -> None:

@@ -25,7 +25,7 @@ import time
 import torch
 
 from medic.store import columns as C
-from medic.store.logger import TELEMETRY_COLUMNS
+from medic.store.columns import TELEMETRY_COLUMNS
 
 
 def columns(validates: bool) -> list[str]:
