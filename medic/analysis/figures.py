@@ -124,7 +124,7 @@ def training_figure(epochs: pd.DataFrame, monitor: str | tuple[str, str] | None 
     if isinstance(monitor, str):
         monitor = (monitor, metric_mode(monitor))
     extras = extra_metrics(epochs)
-    loss_extras = [c for c in extras if C.is_loss(c)]
+    loss_extras = [c for c in extras if C.drawn_with_loss(c)]
     other, per_class = split_per_class([c for c in extras if c not in loss_extras])
     # a row for the other metrics, per-class panels two to a row, and a Where the time goes panel
     # when the CSV has the timing columns

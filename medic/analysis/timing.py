@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
 from medic.store import columns as C
 
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ COLORS = {"loss": "#1f77b4", "best": "#d62728", "val": "#ff7f0e", "lr": "#2ca02c
 def loss_like(feed: "RunFeed") -> list[str]:
     """The extra columns of the loss family (the registry's): drawn with the training loss rather
     than in a panel of their own."""
-    return [c for c in feed.extra_columns if C.is_loss(c)]
+    return [c for c in feed.extra_columns if C.drawn_with_loss(c)]
 
 
 def downsample(x, y, n_out: int = MAX_POINTS):
@@ -180,7 +180,7 @@ def render_png(feed: "RunFeed", dpi: int = 72) -> bytes:
     panels = [_loss_panel, _lr_panel, _time_panel]
     if feed.logs_batches:
         panels.append(_batch_panel)
-    extras, per_class = split_per_class([c for c in feed.extra_columns if not C.is_loss(c)])
+    extras, per_class = split_per_class([c for c in feed.extra_columns if not C.drawn_with_loss(c)])
     if extras:
         panels.append(lambda ax, f: _extras_panel(ax, f, extras))
     for prefix, names in per_class.items():

@@ -15,11 +15,14 @@ Columns this module does not list (a plug-in's, a ``MetricsLogger`` user's) are 
 pattern on the *metric part* of the name: drop a stage word (``Val``, ``Train``, ``Test``) and
 an aggregate word (``Mean``, ``Avg``, ``Macro``, ...), and the first word left is the metric
 (``Val_IoU_Left_Accumbens_area`` → ``IoU``; ``val/acc_epoch`` → ``acc``). Words after it (a class
-name, a suffix) never decide anything. The metric is maximised when it is one of ``MAXIMISED``
-(Dice, accuracy, IoU, AUC, F1, precision, recall, ...), else minimised; it is a loss when it
-contains ``loss``; a timing when the name ends in ``Seconds``/``Time`` and a memory when it ends
-in ``MB``/``Memory`` (both minimised). ``--monitor_mode min|max`` overrides the direction. ``register`` adds a
-column (a plug-in's own metric) to the registry.
+name, a suffix) never decide the direction. The metric is a loss when it contains ``loss``
+(minimised), maximised when it is one of ``MAXIMISED`` (Dice, accuracy, IoU, AUC, F1, precision,
+recall, ...), else minimised; such an other metric whose name ends in ``Seconds``/``Time`` is a
+timing, in ``MB``/``Memory`` a memory. ``--monitor_mode min|max`` overrides the direction.
+``register`` adds a column (a plug-in's own metric) to the registry.
+
+A run's duration is the sum of its ``Epoch_Time_Seconds`` (``training_seconds``), shown as
+``format_duration`` renders it; the ETA is ``eta_seconds``.
 """
 
 from __future__ import annotations
@@ -158,16 +161,18 @@ def describe(name: str) -> Column:
         base = REGISTRY[prefix[:-1]]
         return Column(name, "per_class", base.direction, base.unit, base.panel,
                       f"{base.meaning}, class {name[len(prefix):]}")
-    last = re.split(r"[_/\-.\s]+", name)[-1].lower()
-    if last in ("seconds", "time", "sec"):
-        return Column(name, "timing", "min", "s", "time", "a time (by its name)")
-    if last in ("mb", "memory"):
-        return Column(name, "memory", "min", "MB", "memory", "a memory size (by its name)")
     word = metric_part(name).lower()
     if "loss" in word:
         return Column(name, "loss", "min", "", "loss", "a loss (by its name)")
     if word in MAXIMISED:
         return Column(name, "metric", "max", "", "metrics", f"a metric, higher is better ({word})")
+    # a metric word it does not know: a unit at the end makes it a time or a size (minimised,
+    # like any unknown metric: the direction still never comes from the words after the metric)
+    last = re.split(r"[_/\-.\s]+", name)[-1].lower()
+    if last in ("seconds", "time", "sec"):
+        return Column(name, "timing", "min", "s", "time", "a time (by its name)")
+    if last in ("mb", "memory"):
+        return Column(name, "memory", "min", "MB", "memory", "a memory size (by its name)")
     return Column(name, "metric", "min", "", "metrics", f"a metric, lower is better ({word})")
 
 
@@ -189,10 +194,15 @@ def is_loss(name: str) -> bool:
     return describe(name).family == "loss"
 
 
+def drawn_with_loss(name: str) -> bool:
+    """True for a column the figures draw in the loss panel, with the training loss."""
+    return describe(name).panel == "loss"
+
+
 def metric_columns(columns) -> list[str]:
-    """The columns after the nine standard ones that are metrics (losses, segmentation and
-    per-class metrics, counts): what the metric panels draw. Timing and memory are left out."""
-    return [c for c in columns if c not in EPOCH_COLUMNS and describe(c).family not in ("timing", "memory")]
+    """The columns after the nine standard ones that the loss and metric panels draw (losses,
+    segmentation and per-class metrics, counts); timing and memory have panels of their own."""
+    return [c for c in columns if c not in EPOCH_COLUMNS and describe(c).panel in ("loss", "metrics")]
 
 
 def runs_summaries() -> list[Column]:
