@@ -147,3 +147,29 @@ def test_the_console_the_live_monitor_and_watch_show_one_eta(tmp_path):
         follower = Follower(project.epoch_csv(run_id), run_id, "en", out)
         follower.poll(follower.sidecar())
         assert out.getvalue().rstrip().endswith(f"ETA {C.format_duration(eta)}")
+
+
+def test_one_duration_and_the_same_statistic_in_every_view(project):
+    run_id = "20250101_000000"
+    write_run(project, run_id, epochs=4, batches=3, epoch_time=20.0, extra={"Val_Dice": lambda e: 0.5})
+    run = load_run(run_id, root=project)
+    seconds = C.training_seconds(run.epochs["Epoch_Time_Seconds"])
+    shown = C.format_duration(seconds)
+    assert seconds == pytest.approx(81.0) and shown == "1m 21s"
+    # the report, medic runs, the live monitor's summary and compare: one number, one rendering
+    report = run_output("analyze", "--root", str(project), "--run", run_id, "--lang", "en")
+    assert f"Total training time: 0.02 hours ({shown})" in report
+    assert f" {shown} " in format_table(runs(project)).splitlines()[1]
+    with contextlib.redirect_stdout(io.StringIO()):
+        mon = monitor(run_id, project, interactive=False, refresh=0.05, min_redraw=0.0)
+    assert mon.summary().loc["training time", "value"] == shown
+    second = load_run(run_id, root=project)
+    assert list(summary_table([run, second])["total_time_s"]) == [seconds, seconds]
+    # the batch report's per-epoch statistics are pandas' own (std with ddof=1), and its mean says
+    # it weighs batches, not samples
+    batches = run_output("analyze", "--root", str(project), "--run", run_id, "--batch_metrics", "--lang", "en")
+    by_epoch = run.batches.groupby("Epoch")["Loss"].describe()
+    noisy = by_epoch["std"].idxmax()
+    assert (f"Epoch {noisy}: mean {by_epoch.loc[noisy, 'mean']:.6f}, std {by_epoch.loc[noisy, 'std']:.6f} "
+            "(ddof=1, as pandas)") in batches
+    assert "Mean (every logged batch counts once; Avg_Loss weights every sample)" in batches

@@ -80,7 +80,9 @@ class WidgetView:
             self.per_class.value = "<br>".join(html.escape(line) for line in per_class.splitlines())
         self._update_strip()
         if names:
-            head = "".join(f"<th style='padding:0 8px'>{html.escape(n)}</th>" for n in names)
+            # "best" is the monitored metric's: say which
+            shown = {C.BEST_SO_FAR: f"best {self.monitor.feed.monitor}"}
+            head = "".join(f"<th style='padding:0 8px'>{html.escape(shown.get(n, n))}</th>" for n in names)
             row = "".join(f"<td style='padding:0 8px'>{_cell(latest[n])}</td>" for n in names)
             self.values.value = f"<table><tr>{head}</tr><tr>{row}</tr></table>"
         if png:
