@@ -160,7 +160,7 @@ class RankRun:
             elif self.r.is_main and not self.resume_path:
                 release_run_id(self.project, self.run_id)
             self.con.close()
-        if self.owns_sidecar:
+        if self.owns_sidecar:  # total_time: the process's wall time; the run's duration is its epochs' sum
             update_sidecar(self.sidecar, status=status, end_time=now_str(), message=message,
                            total_time=round(time.time() - self.start_wall, 3))
         return code
