@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from medic.errors import MedicError
+from medic.store.columns import AVG_LOSS, direction
 
 
 def opt(default, help: str, choices: tuple | None = None, launcher: bool = False, alias: str = "",
@@ -79,7 +80,7 @@ class TrainConfig:
                       group="validation")
     cv_epoch: str = opt("last", "--fold all: the summary's epoch of each fold (best is chosen on the same cases)",
                         ("last", "best"), launcher=True, group="validation")
-    monitor: str = opt("Avg_Loss", "metric that decides the best model: Avg_Loss, Val_Loss, Val_Dice or any "
+    monitor: str = opt(AVG_LOSS, "metric that decides the best model: Avg_Loss, Val_Loss, Val_Dice or any "
                                    "recorded column such as Val_Dice_<class> (Dice and NSD are maximised)",
                        # torchrun's own parser reads --monitor as an abbreviation of its
                        # --monitor-interval, so under torchrun spell it --monitor_metric
@@ -153,7 +154,7 @@ class TrainConfig:
             raise MedicError(f"option val_fraction must be in [0, 1), got {self.val_fraction}")
         self.validate_folds()
         self.validate_selection()
-        if self.monitor != "Avg_Loss" and not self.validates:
+        if self.monitor != AVG_LOSS and not self.validates:
             raise MedicError(f"monitor {self.monitor} needs validation: set val_fraction > 0 (or --folds)")
         if self.image_size < 16 or self.image_size % 16:
             raise MedicError(f"option image_size must be a multiple of 16 (>= 16), got {self.image_size}")
@@ -187,7 +188,7 @@ class TrainConfig:
             raise MedicError(f"option monitor_ema must be in [0, 1), got {self.monitor_ema}")
         if not self.min_delta >= 0 or not self.nsd_tolerance > 0:
             raise MedicError("option min_delta must be >= 0 and nsd_tolerance > 0")
-        if self.patience and not self.validates and self.monitor != "Avg_Loss":
+        if self.patience and not self.validates and self.monitor != AVG_LOSS:
             raise MedicError("--patience needs validation data (set val_fraction > 0), or --monitor Avg_Loss")
 
     def validate_folds(self) -> None:
@@ -233,10 +234,9 @@ class TrainConfig:
 
     @property
     def monitor_direction(self) -> str:
-        """``min`` or ``max``: ``monitor_mode``, or from the monitor's name when it is 'auto'."""
-        if self.monitor_mode != "auto":
-            return self.monitor_mode
-        return "max" if self.monitor.startswith(("Val_Dice", "Val_NSD")) else "min"
+        """``min`` or ``max``: ``monitor_mode``, or the registry's direction of the monitor when
+        it is 'auto' (``medic.store.columns.direction``)."""
+        return direction(self.monitor, self.monitor_mode)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

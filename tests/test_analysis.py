@@ -124,7 +124,7 @@ def test_chinese_report_from_the_locale(real, monkeypatch, capsys):
     text = (real / "analysis" / f"training_report_epoch_metrics_{run_id}.txt").read_text()
     for heading in ["训练分析报告", "数据文件:", "生成时间:", "训练概览:", "总Epoch数: 3", "总训练时间:", "小时",
                     "平均每Epoch时间:", "Loss统计:", "初始Loss:", "最终Loss:", "最佳Loss:", "Loss改善:",
-                    "学习率:", "初始学习率:", "最终学习率:", "Top 3最佳Epochs:", ": Loss=", ", LR="]:
+                    "学习率:", "初始学习率:", "最终学习率:", "Top 3最佳Epochs (按 ", ": Loss=", ", LR="]:
         assert heading in text, heading
     assert "分析报告已保存" in capsys.readouterr().out
 

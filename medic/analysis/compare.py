@@ -11,6 +11,7 @@ import os
 from typing import TYPE_CHECKING, Sequence
 
 from medic.errors import MedicError
+from medic.store import columns as C
 from medic.store.catalog import Run, differing_options, load_run, no_runs_error
 from medic.store.paths import Project
 
@@ -43,32 +44,37 @@ def shared_metrics(runs: Sequence[Run]) -> list[str]:
     from medic.analysis.stats import extra_metrics
     shared = [c for c in extra_metrics(runs[0].epochs) if all(c in extra_metrics(r.epochs) for r in runs[1:])
               and per_class_prefix(c) is None]  # per-class Dice: one panel of its own
-    return (["Avg_Loss"] + shared)[:MAX_METRIC_ROWS]
+    return ([C.AVG_LOSS] + shared)[:MAX_METRIC_ROWS]
 
 
 def summary_table(runs: Sequence[Run], metrics: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per run: epochs, best of each metric and its epoch, final loss, total time and
-    time per epoch, then the options that differ between the runs."""
+    """One row per run: epochs, the metric it selects its best model by (``monitor``) with its
+    best value and epoch, the best of each metric and its epoch (in the metric's direction: the
+    run's ``--monitor_mode`` for its monitor, the registry's for the rest), final loss, training
+    time (the sum of the epoch times) and time per epoch, then the options that differ."""
     import pandas as pd
 
-    from medic.analysis.stats import best_of, metric_mode
+    from medic.analysis.stats import best_of, monitor_of
 
     metrics = list(metrics or shared_metrics(runs))
     keys = differing_options([r.config for r in runs]) if len(runs) > 1 else []
     rows = []
     for r in runs:
         e = r.epochs
-        times = e["Epoch_Time_Seconds"]
-        row = {"run_id": r.run_id, "status": r.status, "epochs_done": int(e["Epoch"].iloc[-1])}
+        times = e[C.EPOCH_TIME]
+        row = {"run_id": r.run_id, "status": r.status, "epochs_done": int(e[C.EPOCH].iloc[-1])}
+        monitor, mode = monitor_of(e, r.sidecar)
+        row["monitor"] = monitor
+        row["best_monitored"], row["best_monitored_epoch"] = best_of(e[monitor], e[C.EPOCH], mode)
         for m in metrics:
-            value, at = best_of(e[m], e["Epoch"], metric_mode(m))
+            value, at = best_of(e[m], e[C.EPOCH], mode if m == monitor else C.direction(m))
             row[f"best_{m}"], row[f"best_{m}_epoch"] = value, at
-        row.update(final_Avg_Loss=float(e["Avg_Loss"].iloc[-1]), total_time_s=round(float(times.sum()), 2),
+        row.update(final_Avg_Loss=float(e[C.AVG_LOSS].iloc[-1]), total_time_s=round(C.training_seconds(times), 2),
                    time_per_epoch_s=round(float(times.mean()), 3))
         row.update({k: r.config.get(k) for k in keys if k not in row})
         rows.append(row)
     table = pd.DataFrame(rows)
-    for m in metrics:
+    for m in ["monitored", *metrics]:
         table[f"best_{m}_epoch"] = table[f"best_{m}_epoch"].astype("Int64")
     return table
 

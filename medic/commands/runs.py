@@ -7,22 +7,20 @@ import sys
 import pandas as pd
 
 from medic.cli import ArgParser, add_root_option
-from medic.store.catalog import SUMMARY_COLUMNS, is_missing, no_runs_error, all_run_ids, differing_options, runs
+from medic.store import columns as C
+from medic.store.catalog import is_missing, no_runs_error, all_run_ids, differing_options, runs, summary_columns
 from medic.store.paths import Project
 
 
-def _hms(seconds: float) -> str:
-    if seconds != seconds or seconds <= 0:
-        return "-"
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+def _duration(seconds: float) -> str:
+    return "-" if seconds != seconds or seconds <= 0 else C.format_duration(seconds)
 
 
 def format_table(frame: pd.DataFrame, all_columns: bool = False) -> str:
     """The readable table ``medic runs`` prints."""
     if all_columns:
         return frame.to_string(index=False)
-    options = [c for c in frame.columns if c not in SUMMARY_COLUMNS]
+    options = [c for c in frame.columns if c not in summary_columns()]
     shown = differing_options([{k: r[k] for k in options if not is_missing(r[k])}
                                for _, r in frame.iterrows()]) if len(frame) > 1 else []
     out = pd.DataFrame({
@@ -33,8 +31,9 @@ def format_table(frame: pd.DataFrame, all_columns: bool = False) -> str:
                                                                         frame["epochs_planned"])],
         "best": [f"{b:.6g} @{e}" if pd.notna(e) else "-" for b, e in zip(frame["best"], frame["best_epoch"])],
         "monitor": frame["monitor"],
-        "time": frame["total_time_s"].map(_hms),
-        "samples/s": frame["samples_per_s"].map(lambda v: f"{v:.1f}" if v == v else "-"),
+        "time": frame["total_time_s"].map(_duration),
+        **{col.runs[1]: frame[col.runs[0]].map(lambda v: f"{v:.1f}" if v == v else "-")
+           for col in C.runs_summaries() if col.runs[0] in frame},
         "files": frame["files"],
     })
     if "sweep" in frame and frame["sweep"].fillna("").astype(bool).any():  # runs a sweep started

@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 
 from medic.errors import MedicError
 from medic.export.source import RunSource, number, parse_time, prepare_dir
+from medic.store import columns as C
 
 # MLflow's HTTP client retries for minutes by default; one try and a short timeout answer in seconds
 HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
@@ -124,11 +125,11 @@ class MlflowTarget:
         resumed = [RunTag(f"medic.resume.{k}", v) for k, v in options.items() if k in params and params[k] != v]
         metrics = []
         for row in rows.dicts(start):
-            epoch, stamp = number(row.get("Epoch")), _ms(parse_time(row.get("Timestamp", "")))
+            epoch, stamp = number(row.get(C.EPOCH)), _ms(parse_time(row.get(C.TIMESTAMP, "")))
             if epoch is None:
                 continue
             metrics += [Metric(_KEY_RE.sub("_", k), v, stamp or 0, int(epoch)) for k, v in
-                        ((k, number(c)) for k, c in row.items()) if k not in ("Epoch", "Timestamp") and v is not None]
+                        ((k, number(c)) for k, c in row.items()) if k not in (C.EPOCH, C.TIMESTAMP) and v is not None]
         for i in range(0, len(metrics), _BATCH):
             self.client.log_batch(run.info.run_id, metrics=metrics[i:i + _BATCH])
         for i in range(0, len(new_params), 100):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medic.errors import MedicError
+from medic.store import columns as C
 from medic.store.paths import Project
 from medic.store.sidecar import read_sidecar
 from medic.store.status import effective_status
@@ -113,7 +114,7 @@ class RunSource:
 
     @property
     def monitor(self) -> str:
-        return str(self.sidecar.get("monitor") or "Avg_Loss")
+        return str(self.sidecar.get("monitor") or C.AVG_LOSS)
 
     def options(self) -> dict[str, Any]:
         """The run's options, as plain values (bool, int, float, str)."""
@@ -130,7 +131,7 @@ class RunSource:
         steps = []
         for i, row in enumerate(self.batches.dicts(start), start):
             try:
-                steps.append((int(row["Epoch"]) - 1) * int(per_epoch) + int(row["Batch"]))
+                steps.append((int(row[C.EPOCH]) - 1) * int(per_epoch) + int(row[C.BATCH]))
             except (KeyError, TypeError, ValueError):
                 steps.append(i)
         return steps

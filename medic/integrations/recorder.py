@@ -20,7 +20,8 @@ from typing import Any, Iterable, Mapping
 import torch
 import torch.distributed as torch_dist
 
-from medic.store.logger import EPOCH_COLUMNS, MetricsLogger
+from medic.store.columns import EPOCH_COLUMNS
+from medic.store.logger import MetricsLogger
 
 FLUSH_EVERY = 10
 

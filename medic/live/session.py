@@ -25,6 +25,7 @@ from typing import Any
 from medic.jobs import Job, attach
 from medic.live.feed import Progress, RunFeed, format_seconds
 from medic.live.strip import newest_strip
+from medic.store import columns as C
 from medic.store.paths import Project
 from medic.store.status import effective_status
 
@@ -118,14 +119,15 @@ class LiveMonitor:
         p, f = self.progress(), self.feed
         facts: dict[str, Any] = {"run": self.run_id, "status": self.status,
                                  "epochs": f"{p.epochs_done}/{p.epochs_total or '?'}"}
-        loss, best = f.epoch_values("Avg_Loss"), f.epoch_values("Best_Loss_So_Far")
+        loss, best = f.epoch_values(C.AVG_LOSS), f.epoch_values(C.BEST_SO_FAR)
         if loss:
-            flags = f.epoch_values("Is_Best_Model")
-            best_epochs = [int(e) for e, fl in zip(f.epoch_values("Epoch"), flags) if fl]
-            facts.update({"final Avg_Loss": loss[-1], "best": best[-1] if best else min(loss),
+            flags = f.epoch_values(C.IS_BEST)
+            best_epochs = [int(e) for e, fl in zip(f.epoch_values(C.EPOCH), flags) if fl]
+            facts.update({f"final {C.AVG_LOSS}": loss[-1], "monitor": f.monitor,
+                          "best": best[-1] if best else min(loss),
                           "best epoch": best_epochs[-1] if best_epochs else None,
-                          "final LR": f.epoch_values("Learning_Rate")[-1],
-                          "training time": format_seconds(sum(f.epoch_values("Epoch_Time_Seconds")))})
+                          "final LR": f.epoch_values(C.LEARNING_RATE)[-1],
+                          "training time": format_seconds(C.training_seconds(f.epoch_values(C.EPOCH_TIME)))})
             for name in f.extra_columns:
                 facts[f"final {name}"] = f.epoch_values(name)[-1]
             if math.isfinite(f.samples_per_s()):
@@ -201,15 +203,15 @@ class LiveMonitor:
 
     def _print_new_epochs(self) -> None:
         f = self.feed
-        ep = f.epoch_values("Epoch")
+        ep = f.epoch_values(C.EPOCH)
         for i in range(self._epochs_printed, len(ep)):
             line = (f"Epoch {int(ep[i])}/{self.progress().epochs_total or '?'}  "
-                    f"Avg_Loss {f.epoch_values('Avg_Loss')[i]:.6f}  "
-                    f"best {f.epoch_values('Best_Loss_So_Far')[i]:.6f}  "
-                    f"LR {f.epoch_values('Learning_Rate')[i]:.8f}  "
-                    f"{f.epoch_values('Epoch_Time_Seconds')[i]:.2f}s")
+                    f"{C.AVG_LOSS} {f.epoch_values(C.AVG_LOSS)[i]:.6f}  "
+                    f"best {f.epoch_values(C.BEST_SO_FAR)[i]:.6f}  "
+                    f"LR {f.epoch_values(C.LEARNING_RATE)[i]:.8f}  "
+                    f"{f.epoch_values(C.EPOCH_TIME)[i]:.2f}s")
             extras = "  ".join(f"{c} {f.epoch_values(c)[i]:.6g}" for c in f.extra_columns)
-            rate = f.epoch_values("Samples_Per_Second")
+            rate = f.epoch_values(C.SAMPLES_PER_SECOND)
             if len(rate) > i and rate[i] == rate[i]:
                 extras += f"{'  ' if extras else ''}{rate[i]:.1f} samples/s"
             print(line + ("  " + extras if extras else ""), flush=True)

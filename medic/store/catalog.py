@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medic.errors import MedicError, RunNotFoundError
+from medic.store import columns as C
 from medic.store.paths import BATCH_CSV_RE, EPOCH_CSV_RE, RUN_ID_RE, Project, run_id_sort_key
 from medic.store.sidecar import read_sidecar
 from medic.store.status import effective_status
@@ -176,8 +177,8 @@ def _activity(paths: dict[str, Path], epochs: pd.DataFrame | None) -> dict[str, 
         except (KeyError, OSError):
             pass
     longest = 0.0
-    if epochs is not None and len(epochs) and "Epoch_Time_Seconds" in epochs:
-        value = epochs["Epoch_Time_Seconds"].max()
+    if epochs is not None and len(epochs) and C.EPOCH_TIME in epochs:
+        value = epochs[C.EPOCH_TIME].max()
         longest = float(value) if value == value else 0.0
     return {"sidecar_mtime": mtimes.get("sidecar"), "last_update": max(mtimes.values(), default=None),
             "longest_epoch_s": longest}
@@ -222,6 +223,11 @@ SUMMARY_COLUMNS = ("run_id", "status", "start", "end", "epochs_done", "epochs_pl
                    "world_size", "files", "problem", "sweep")
 
 
+def summary_columns() -> tuple[str, ...]:
+    """``SUMMARY_COLUMNS``, plus the summaries of the columns registered since (``medic.store.columns``)."""
+    return SUMMARY_COLUMNS + tuple(c.runs[0] for c in C.runs_summaries() if c.runs[0] not in SUMMARY_COLUMNS)
+
+
 def _start_of(run_id: str, sidecar: dict[str, Any] | None):
     import pandas as pd
     text = (sidecar or {}).get("start_time")
@@ -258,23 +264,25 @@ def summarize(project: Project, run_id: str) -> dict[str, Any]:
         if side.get("end_time") else pd.NaT,
         "epochs_done": 0, "epochs_planned": side.get("epochs") or config.get("epochs"),
         "best": float("nan"), "best_epoch": None,
-        "monitor": side.get("monitor") or config.get("monitor") or "Avg_Loss",
+        "monitor": side.get("monitor") or config.get("monitor") or C.AVG_LOSS,
         "last_loss": float("nan"), "total_time_s": 0.0, "time_per_epoch_s": float("nan"),
-        "samples_per_s": float("nan"),
+        **{col.runs[0]: float("nan") for col in C.runs_summaries()},
         "world_size": side.get("world_size"),
         "files": ",".join(tag for key, tag in _FILE_TAGS if key in files),
         "problem": problem,
         "sweep": side.get("sweep") or "",
     }
     if epochs is not None and len(epochs):
-        best_rows = epochs[epochs["Is_Best_Model"]]
-        best_row = best_rows.iloc[-1] if len(best_rows) else epochs.loc[epochs["Avg_Loss"].idxmin()]
-        times = epochs["Epoch_Time_Seconds"]
-        row.update(epochs_done=int(epochs["Epoch"].iloc[-1]), best=float(epochs["Best_Loss_So_Far"].iloc[-1]),
-                   best_epoch=int(best_row["Epoch"]), last_loss=float(epochs["Avg_Loss"].iloc[-1]),
-                   total_time_s=float(times.sum()), time_per_epoch_s=float(times.mean()))
-        if "Samples_Per_Second" in epochs.columns:
-            row["samples_per_s"] = float(pd.to_numeric(epochs["Samples_Per_Second"], errors="coerce").mean())
+        best_rows = epochs[epochs[C.IS_BEST]]
+        best_row = best_rows.iloc[-1] if len(best_rows) else epochs.loc[epochs[C.AVG_LOSS].idxmin()]
+        times = epochs[C.EPOCH_TIME]
+        row.update(epochs_done=int(epochs[C.EPOCH].iloc[-1]), best=float(epochs[C.BEST_SO_FAR].iloc[-1]),
+                   best_epoch=int(best_row[C.EPOCH]), last_loss=float(epochs[C.AVG_LOSS].iloc[-1]),
+                   total_time_s=C.training_seconds(times), time_per_epoch_s=float(times.mean()))
+        for col in C.runs_summaries():  # the registry says which columns medic runs sums up, and how
+            if col.name in epochs.columns:
+                values = pd.to_numeric(epochs[col.name], errors="coerce")
+                row[col.runs[0]] = float(values.iloc[-1] if col.runs[2] == "last" else getattr(values, col.runs[2])())
     for key, value in config.items():
         row.setdefault(key, value)
     return row
@@ -293,7 +301,7 @@ def runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
 
     project = Project.at(root)
     rows = [summarize(project, run_id) for run_id in all_run_ids(project)]
-    frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS) + _option_columns(rows))
+    frame = pd.DataFrame(rows, columns=list(summary_columns()) + _option_columns(rows))
     frame["epochs_done"] = frame["epochs_done"].astype("int64")
     for c in ("epochs_planned", "best_epoch", "world_size"):
         frame[c] = frame[c].astype("Int64")
@@ -303,7 +311,7 @@ def runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
 def _option_columns(rows: list[dict[str, Any]]) -> list[str]:
     seen: list[str] = []
     for row in rows:
-        seen += [k for k in row if k not in SUMMARY_COLUMNS and k not in seen]
+        seen += [k for k in row if k not in summary_columns() and k not in seen]
     return seen
 
 

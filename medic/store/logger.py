@@ -25,14 +25,10 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from medic.errors import MedicError
+from medic.store.columns import BATCH_COLUMNS, EPOCH_COLUMNS, TELEMETRY_COLUMNS  # noqa: F401 (re-exported)
 from medic.store.paths import Project, reserve_run_id
 from medic.store.record import RunRecord, exit_status
 
-EPOCH_COLUMNS = ("Epoch", "Avg_Loss", "Min_Batch_Loss", "Max_Batch_Loss", "Learning_Rate",
-                 "Epoch_Time_Seconds", "Best_Loss_So_Far", "Is_Best_Model", "Timestamp")
-BATCH_COLUMNS = ("Epoch", "Batch", "Loss", "Learning_Rate", "Timestamp")
-# where an epoch's time goes: last in the row, after the validation columns (medic.train.telemetry)
-TELEMETRY_COLUMNS = ("Samples_Per_Second", "Data_Seconds", "Val_Seconds", "Peak_Memory_MB")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
+from medic.store import columns as C
 from medic.store.files import write_json_atomic
 from medic.store.sidecar import mark_resumed, now_str, read_sidecar, update_sidecar
 
@@ -84,7 +85,7 @@ class RunRecord:
         from medic import __version__
         record = {"run_id": self.run_id, "status": "running", "start_time": now_str(), "end_time": None,
                   "epochs": None, "epochs_done": 0, "batches_per_epoch": None,
-                  "world_size": world_size_from_env(), "monitor": "Avg_Loss", "monitor_mode": monitor_mode,
+                  "world_size": world_size_from_env(), "monitor": C.AVG_LOSS, "monitor_mode": monitor_mode,
                   "extra_columns": list(extra_columns) if extra_columns is not None else None,
                   "log_batch_metrics": bool(log_batch_metrics), "best": None, "best_epoch": None,
                   "source": "MetricsLogger", "config": {},

@@ -20,6 +20,7 @@ from typing import Any
 
 from medic.jobs import Job, attach
 from medic.procs import descendants, pid_alive, process_start_ticks, send_signal
+from medic.store import columns as C
 from medic.store.files import write_json_atomic
 from medic.store.paths import Project, reserve_run_id, resume_points
 from medic.store.sidecar import read_sidecar
@@ -141,7 +142,7 @@ class TrialRun:
         found = []
         for row in self.tail.poll_dicts() if self.tail else []:
             try:
-                epoch, value = int(row["Epoch"]), float(row[self.spec.monitor])
+                epoch, value = int(row[C.EPOCH]), float(row[self.spec.monitor])
             except (KeyError, ValueError):
                 continue
             if epoch not in self.reported and math.isfinite(value):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from medic.lang import pick_lang
+from medic.store import columns as C
 
 RULE = "=" * 80
 
@@ -29,7 +30,7 @@ TEXT = {
         "best_gain": "✓ New best model! {metric}: {value} (improvement: {improvement})",
         "saved_best": "✓ Saved best model: {name}",
         "resumed": "Resuming run {run_id} from {path} (epoch {epoch} done)",
-        "finished": "Training finished: {epochs_done} epochs in {hours:.2f} h. Best {metric}: {value} (epoch {best_epoch})",
+        "finished": "Training finished: {epochs_done} epochs in {duration} of training. Best {metric}: {value} (epoch {best_epoch})",
         "early_stop": "{message} (epoch {epoch}); resume with a larger --epochs to train further",
         "stopped": "Stop requested: checkpoint saved after epoch {epoch}; resume with: medic train --resume {run_id}",
         "stopped_mid": "Stop requested during epoch {epoch}: the last checkpoint (epoch {checkpoint_epoch}) is kept; resume with: medic train --resume {run_id}",
@@ -55,7 +56,7 @@ TEXT = {
         "best_gain": "✓ 新的最佳模型! {metric}: {value} (提升: {improvement})",
         "saved_best": "✓ 已保存最佳模型: {name}",
         "resumed": "从 {path} 继续训练 {run_id} (已完成 {epoch} 个epoch)",
-        "finished": "训练完成: {epochs_done} 个epoch, 用时 {hours:.2f}小时. 最佳 {metric}: {value} (Epoch {best_epoch})",
+        "finished": "训练完成: {epochs_done} 个epoch, 训练用时 {duration}. 最佳 {metric}: {value} (Epoch {best_epoch})",
         "early_stop": "{message} (第 {epoch} 个epoch); 用更大的 --epochs 继续训练",
         "stopped": "收到停止信号: 已保存第 {epoch} 个epoch后的检查点; 继续训练: medic train --resume {run_id}",
         "stopped_mid": "第 {epoch} 个epoch中收到停止信号: 保留最近的检查点 (epoch {checkpoint_epoch}); 继续训练: medic train --resume {run_id}",
@@ -146,9 +147,9 @@ class Console:
         self.print(f"{t['min']}: {fmt_loss(lo)}")
         self.print(f"{t['max']}: {fmt_loss(hi)}")
         self.print(f"{t['lr']}: {fmt_lr(lr)}")
-        labels = {"Val_Loss": t["val_loss"], "Val_Dice": t["val_dice"], "Nonfinite_Batches": t["nonfinite"]}
+        labels = {C.VAL_LOSS: t["val_loss"], C.VAL_DICE: t["val_dice"], C.NONFINITE_BATCHES: t["nonfinite"]}
         for name, value in extra.items():
-            shown = str(int(value)) if name == "Nonfinite_Batches" else fmt_loss(value)
+            shown = str(int(value)) if name == C.NONFINITE_BATCHES else fmt_loss(value)
             self.print(f"{labels.get(name, name)}: {shown}")
         self.say("time", seconds=seconds)
         if eta_hours is not None:
@@ -156,7 +157,7 @@ class Console:
         self.print(RULE)
 
     def new_best(self, metric: str, value: float, previous: float | None) -> None:
-        shown = "Loss" if metric == "Avg_Loss" else metric
+        shown = C.LOSS if metric == C.AVG_LOSS else metric
         if previous is None:
             self.say("best", metric=shown, value=fmt_loss(value))
         else:

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from medic.config import TrainConfig
 from medic.errors import MedicError
+from medic.store import columns as C
 from medic.store.logger import MetricsLogger, improves
 from medic.store.paths import Project, release_run_id
 from medic.store.sidecar import now_str, update_sidecar
@@ -160,7 +161,7 @@ class RankRun:
             elif self.r.is_main and not self.resume_path:
                 release_run_id(self.project, self.run_id)
             self.con.close()
-        if self.owns_sidecar:
+        if self.owns_sidecar:  # total_time: the process's wall time; the run's duration is its epochs' sum
             update_sidecar(self.sidecar, status=status, end_time=now_str(), message=message,
                            total_time=round(time.time() - self.start_wall, 3))
         return code
@@ -231,7 +232,7 @@ class RankRun:
                     con.say("stopped", epoch=epoch, run_id=self.run_id)
                 return True
         if r.is_main:
-            con.say("finished", epochs_done=done_epoch, hours=(time.time() - self.start_wall) / 3600,
+            con.say("finished", epochs_done=done_epoch, duration=C.format_duration(C.training_seconds(ts.epoch_times)),
                     metric=selected_name(cfg.monitor, cfg.monitor_ema),
                     value=f"{ts.best:.6f}" if ts.best is not None else "-", best_epoch=ts.best_epoch)
         return False
@@ -249,16 +250,16 @@ class RankRun:
         lo, hi = (min(finite), max(finite)) if finite else (float("nan"), float("nan"))
         lr = es.lrs[0] if es.lrs else ts.optimizer.param_groups[0]["lr"]
         if cfg.nonfinite == "skip":
-            metrics["Nonfinite_Batches"] = es.skipped
-        raw = avg if cfg.monitor == "Avg_Loss" else metrics.get(cfg.monitor, float("nan"))
-        unvalidated = cfg.monitor != "Avg_Loss" and val is None  # --val_interval > 1
+            metrics[C.NONFINITE_BATCHES] = es.skipped
+        raw = avg if cfg.monitor == C.AVG_LOSS else metrics.get(cfg.monitor, float("nan"))
+        unvalidated = cfg.monitor != C.AVG_LOSS and val is None  # --val_interval > 1
         if unvalidated:  # an epoch without validation selects nothing and does not count for patience
             value = ts.best if ts.best is not None else float("nan")
         else:
             decision = self.selector.update(raw)  # on the selected value: smoothed when the EMA is on
             value, ts.selection, self.early_stop = decision.selected, self.selector.state(), decision.stop
             if decision.smoothed is not None:
-                metrics[f"{cfg.monitor}_EMA"] = decision.smoothed
+                metrics[C.ema_of(cfg.monitor)] = decision.smoothed
         previous = ts.best
         is_best = improves(value, ts.best, cfg.monitor_direction)
         if is_best:
@@ -319,8 +320,8 @@ def extra_columns(cfg: TrainConfig, data: Data) -> list[str]:
     columns."""
     val = validation_columns(class_names(data.train_ds, cfg.num_classes), cfg.val_metrics) \
         if data.val_loader is not None else []
-    return val + ([f"{cfg.monitor}_EMA"] if cfg.monitor_ema else []) + \
-        (["Nonfinite_Batches"] if cfg.nonfinite == "skip" else []) + telemetry_columns(data.val_loader is not None)
+    return val + ([C.ema_of(cfg.monitor)] if cfg.monitor_ema else []) + \
+        ([C.NONFINITE_BATCHES] if cfg.nonfinite == "skip" else []) + telemetry_columns(data.val_loader is not None)
 
 
 def train_epoch(step: Step, loader, es: EpochState, epoch: int, first: int, steps: int,
@@ -373,10 +374,8 @@ def train_epoch(step: Step, loader, es: EpochState, epoch: int, first: int, step
 
 
 def eta_hours(epoch_times: list[float], remaining: int) -> float:
-    """Remaining epochs × the mean of the recent epochs (the first, warm-up epoch left out once
-    there are others)."""
-    recent = epoch_times[1:] if len(epoch_times) > 1 else epoch_times
-    return remaining * (sum(recent[-5:]) / len(recent[-5:])) / 3600 if recent else 0.0
+    """The run's ETA in hours, as the console prints it (``medic.store.columns.eta_seconds``)."""
+    return (C.eta_seconds(epoch_times, remaining) or 0.0) / 3600
 
 
 def make_scheduler(cfg: TrainConfig, optimizer):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from medic.store import columns as C
 from medic.train.selection import COLUMN_PREFIX, METRICS, column_safe
 
 CASE_PREFIX = {"dice": "Dice_", "hd95": "HD95_", "nsd": "NSD_"}
@@ -179,7 +180,7 @@ class CaseRows:
         per_class = {m: nan_mean(cases[m]) if len(self.counts) else np.full(len(names), np.nan)
                      for m in METRICS if m in cases}
         dice = per_class["dice"]
-        out["Val_Dice"] = float(nan_mean(dice)) if not np.all(np.isnan(dice)) else float("nan")
+        out[C.VAL_DICE] = float(nan_mean(dice)) if not np.all(np.isnan(dice)) else float("nan")
         for m in METRICS:
             if m in per_class:
                 out.update({COLUMN_PREFIX[m] + n: float(v) for n, v in zip(names, per_class[m])})

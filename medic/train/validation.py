@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from medic.store import columns as C
 from medic.train import dist
 from medic.train.metrics import CaseRows, Distances, base_dataset, case_ids, confusion_counts
 
@@ -66,7 +67,7 @@ def validate(model: torch.nn.Module, loader, loss_fn, device: torch.device, num_
     loss_sum, n = dist.all_reduce_sum(acc).tolist()
     model.train(was_training)
     cases = rows.gathered()
-    return Validation({"Val_Loss": loss_sum / n if n else float("nan"), **cases.summary(names)}, cases, strip)
+    return Validation({C.VAL_LOSS: loss_sum / n if n else float("nan"), **cases.summary(names)}, cases, strip)
 
 
 def middle(t: torch.Tensor) -> np.ndarray:
