@@ -22,15 +22,10 @@ import numpy as np
 import pandas as pd
 
 from medic.analysis.timing import TimeSummary, summarize_time
+from medic.store.columns import metric_mode
 from medic.store.logger import EPOCH_COLUMNS, TELEMETRY_COLUMNS
 
 MAX_POINTS = 4000  # per plotted line
-_MAXIMISED = ("dice", "acc", "iou", "auc", "f1", "precision", "recall", "score", "jaccard", "nsd")
-
-
-def metric_mode(name: str) -> str:
-    """``"max"`` for metrics where higher is better (Dice, accuracy, IoU, ...), else ``"min"``."""
-    return "max" if any(k in name.lower() for k in _MAXIMISED) else "min"
 
 
 def extra_metrics(epochs: pd.DataFrame) -> list[str]:

@@ -3,7 +3,13 @@ which columns they are, and a compact one-line rendering for the console readers
 
 from __future__ import annotations
 
+_MAXIMISED = ("dice", "acc", "iou", "auc", "f1", "precision", "recall", "score", "jaccard", "nsd")
 PER_CLASS = {"Val_Dice_": "Per-class Dice", "Val_HD95_": "Per-class HD95", "Val_NSD_": "Per-class NSD"}
+
+
+def metric_mode(name: str) -> str:
+    """``"max"`` for metrics where higher is better (Dice, accuracy, IoU, ...), else ``"min"``."""
+    return "max" if any(k in name.lower() for k in _MAXIMISED) else "min"
 
 
 def per_class_prefix(column: str) -> str | None:
