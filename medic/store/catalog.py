@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from medic.errors import MedicError, RunNotFoundError
 from medic.store.paths import BATCH_CSV_RE, EPOCH_CSV_RE, RUN_ID_RE, Project
-from medic.store.runlist import NOT_BEGUN, SUMMARY_COLUMNS, base_row, frame, listing
+from medic.store.runlist import SUMMARY_COLUMNS, base_row, frame, listing, problem_of
 from medic.store.sidecar import read_sidecar
 from medic.store.status import effective_status
 
@@ -221,11 +221,7 @@ def summarize(project: Project, run_id: str) -> dict[str, Any]:
         except MedicError as err:
             problem = str(err)
     status = effective_status(sidecar, **_activity(files, epochs))
-    if "epoch_csv" not in files and status not in NOT_BEGUN:
-        problem = "epoch CSV missing"
-    if "sidecar" in files and sidecar is None:
-        problem = problem or "sidecar unreadable"
-    row = base_row(run_id, status, sidecar, list(files), problem)
+    row = base_row(run_id, status, sidecar, list(files), problem_of(problem, list(files), status, sidecar))
     if epochs is not None and len(epochs):
         best_rows = epochs[epochs["Is_Best_Model"]]
         best_row = best_rows.iloc[-1] if len(best_rows) else epochs.loc[epochs["Avg_Loss"].idxmin()]

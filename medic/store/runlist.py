@@ -6,6 +6,7 @@ does not record a finished run is read again whole, and its files' times looked 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from datetime import datetime
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from medic.store.catalogcache import Entry, Reads, refresh
 from medic.store.paths import BATCH_CSV_RE, EPOCH_CSV_RE, RUN_ID_RE, SIDECAR_RE, Project, run_id_sort_key
-from medic.store.sidecar import read_sidecar
+from medic.store.sidecar import read_sidecar, written_at
 from medic.store.status import FINISHED, effective_status
 
 if TYPE_CHECKING:
@@ -109,11 +110,21 @@ def base_row(run_id: str, status: str, sidecar: dict[str, Any] | None, files: li
     }
 
 
-def _mtime(path: os.PathLike) -> float | None:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return None
+def _mtimes(*paths: str | os.PathLike | None) -> list[float]:
+    """The modification times of those of ``paths`` that exist."""
+    found = []
+    for path in paths:
+        with contextlib.suppress(OSError, TypeError):
+            found.append(os.stat(path).st_mtime)
+    return found
+
+
+def problem_of(problem: str, files: list[str], status: str, sidecar: dict[str, Any] | None) -> str:
+    """A run's ``problem``: its CSV's, else a missing CSV (not yet one for a run that has not
+    begun), else an unreadable sidecar."""
+    if "epoch_csv" not in files and status not in NOT_BEGUN:
+        problem = "epoch CSV missing"
+    return problem or ("sidecar unreadable" if "sidecar" in files and sidecar is None else "")
 
 
 def live_status(project: Project, run_id: str, entry: Entry, files: list[str],
@@ -124,10 +135,10 @@ def live_status(project: Project, run_id: str, entry: Entry, files: list[str],
     mtimes = [m for m in (entry.csv_mtime, side_mtime) if m is not None]
     if sidecar is not None and sidecar.get("status") not in FINISHED:
         sidecar = read_sidecar(project.sidecar(run_id))
-        side_mtime = _mtime(project.sidecar(run_id))
-        mtimes = [m for m in (entry.csv_mtime, side_mtime,
-                              _mtime(project.batch_csv(run_id)) if "batch_csv" in files else None,
-                              _mtime(project.log_file(run_id)) if "log" in files else None) if m is not None]
+        side_mtime = written_at(project.sidecar(run_id))
+        mtimes = [m for m in (entry.csv_mtime, side_mtime) if m is not None] + _mtimes(
+            project.batch_csv(run_id) if "batch_csv" in files else None,
+            project.log_file(run_id) if "log" in files else None)
     status = effective_status(sidecar, sidecar_mtime=side_mtime, last_update=max(mtimes, default=None),
                               longest_epoch_s=longest_epoch_s)
     return status, sidecar
@@ -147,12 +158,7 @@ def rows(project: Project, *, use_cache: bool = True, reads: Reads | None = None
         numbers = entry.figures
         status, sidecar = live_status(project, run_id, entry, files,
                                       numbers["longest_epoch_s"] if numbers else 0.0)
-        problem = entry.problem
-        if "epoch_csv" not in files and status not in NOT_BEGUN:
-            problem = "epoch CSV missing"
-        if "sidecar" in files and sidecar is None:
-            problem = problem or "sidecar unreadable"
-        row = base_row(run_id, status, sidecar, files, problem)
+        row = base_row(run_id, status, sidecar, files, problem_of(entry.problem, files, status, sidecar))
         if numbers and numbers["n"]:
             for k in _FIGURE_COLUMNS:
                 row[k] = numbers[k]
