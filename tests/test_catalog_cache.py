@@ -18,6 +18,8 @@ from _analysis_helpers import cli, write_run
 from conftest import child_env
 
 import medic
+from medic.errors import RunNotFoundError
+from medic.notebooks import compare_settings
 from medic.store.catalog import runs
 from medic.store.catalogcache import Cached, Reads, cache_path
 from medic.store.paths import Project
@@ -205,3 +207,10 @@ def test_filters_of_medic_runs_and_catalog(five):
         assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
     out = cli("runs", "--sweep", "nope", cwd=five)
     assert out.returncode == 0 and "no run matches --sweep nope" in out.stdout
+    # 04_compare's picker: the same filters, from the same catalog
+    chosen = compare_settings({"status": "completed", "top": 2, "by": "Val_Dice", "project_root": str(five)})
+    assert [r.run_id for r in chosen["runs"]] == ["20250107_000000", "20250102_000000"]
+    chosen = compare_settings({"where": {"lr": 0.01}, "project_root": str(five)})
+    assert [r.run_id for r in chosen["runs"]] == ["20250107_000000"]
+    with pytest.raises(RunNotFoundError, match="matches status='failed'"):
+        compare_settings({"status": "failed", "project_root": str(five)})
