@@ -161,14 +161,13 @@ def run(mode: str, work: Path) -> Section:
         r = measure(runs, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    scale = runs / 10_000  # the goals are for 10,000 runs
-    summary = [[f"`medic runs`, {runs:,} runs, {name}", f"{r['seconds'][name]:.2f} s",
-                f"≤ {GOALS[name]:g} s at 10,000 runs",
-                "met" if r["seconds"][name] <= max(GOALS[name] * scale, GOALS["unchanged"]) else "not met"]
+    full = runs >= 10_000  # the goals are for 10,000 runs: a smaller folder only checks the wiring
+    summary = [[f"`medic runs`, {runs:,} runs, {name}", f"{r['seconds'][name]:.2f} s", f"≤ {GOALS[name]:g} s",
+                ("met" if r["seconds"][name] <= GOALS[name] else "not met") if full else "n/a (10,000 runs: --full)"]
                for name in ("cold", "unchanged", "grown")]
     peak = max(r["peak_mb"][k] for k in ("cold", "unchanged", "grown"))
     summary.append([f"`medic runs` peak memory, {runs:,} runs", f"{peak:.0f} MB", f"≤ {PEAK_GOAL_MB:.0f} MB",
-                    "met" if peak <= PEAK_GOAL_MB else "not met"])
+                    ("met" if peak <= PEAK_GOAL_MB else "not met") if full else "n/a (10,000 runs: --full)"])
     return Section("Run catalog at scale", to_markdown(r), summary, r)
 
 
