@@ -214,3 +214,20 @@ def test_filters_of_medic_runs_and_catalog(five):
     assert [r.run_id for r in chosen["runs"]] == ["20250107_000000"]
     with pytest.raises(RunNotFoundError, match="matches status='failed'"):
         compare_settings({"status": "failed", "project_root": str(five)})
+
+
+def test_two_listings_at_once_each_see_whole_caches(five):
+    for k in range(40):  # enough runs that the two processes' reads and writes overlap
+        write_run(five, f"20250201_0000{k:02d}", epochs=3, status=None)
+    expected = runs(five, cached=False).to_csv(index=False)
+    script = ("import os, sys, medic\n"
+              "for _ in range(4):\n"
+              "    os.unlink(sys.argv[2]) if os.path.exists(sys.argv[2]) else None\n"
+              "    sys.stdout.write(medic.runs(sys.argv[1]).to_csv(index=False) + '\\x00')\n")
+    path = cache_path(Project.at(five))
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(five), str(path)], stdout=subprocess.PIPE,
+                              text=True, env=child_env()) for _ in range(2)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert [o for out in outputs for o in out.split("\x00") if o] == [expected] * 8
+    assert len(Cached(path).runs) == len(runs(five))  # the cache left is whole and is used

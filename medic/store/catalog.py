@@ -2,12 +2,16 @@
 
     import medic
     medic.runs()                      # one row per run: status, progress, best, time, options
+    medic.catalog(status="completed", since="2025-11-01", top=5, by="Val_Dice")   # the same, filtered
     run = medic.load_run("20251106_103015")       # or "latest", or a path to an epoch CSV
     run.epochs.plot(x="Epoch", y="Avg_Loss")      # typed DataFrame
     run.batches                       # the batch CSV as a DataFrame (read on first use), or None
 
 Runs are found by their files; any of them may be missing (the guide's cleanup commands delete
 old CSVs and leave logs and checkpoints behind) and the newest may still be being written.
+A listing reads only the runs that changed since the last one (``medic.store.catalogcache``: one
+cached summary row per run in ``analysis/.cache/catalog.json``); each run's status is decided
+afresh every time.
 pandas is imported only by the functions that return DataFrames, so ``medic watch`` stays light.
 """
 
