@@ -22,16 +22,24 @@ def _hms(seconds: float) -> str:
 
 
 def render(out: pd.DataFrame) -> str:
-    """``out.to_string(index=False)``, without its cost per cell for the text columns (a table of
-    thousands of runs): a text column is right-aligned to its widest cell, as pandas aligns it."""
+    """``out.to_string(index=False)``, without its cost per cell (a table of thousands of runs): a
+    text column is right-aligned to its widest cell, as pandas aligns it; any other column is
+    formatted by pandas from its distinct values (how pandas formats a cell depends on the set
+    of values in its column, not on how often each appears), each cell then taking its value's."""
     columns = []
     for c in out.columns:
         values = out[c].tolist()
         if all(type(v) is str for v in values):
             width = max([len(str(c))] + [len(v) for v in values])
             columns.append([str(c).rjust(width)] + [v.rjust(width) for v in values])
-        else:
-            columns.append(out[[c]].to_string(index=False).split("\n"))
+            continue
+        keys = [(type(v), repr(v)) for v in values]
+        first: dict = {}
+        for i, key in enumerate(keys):
+            first.setdefault(key, i)
+        lines = out[[c]].iloc[list(first.values())].to_string(index=False).split("\n")
+        cell = dict(zip(first, lines[1:]))
+        columns.append([lines[0]] + [cell[key] for key in keys])
     return "\n".join(" ".join(cells) for cells in zip(*columns))
 
 
@@ -46,7 +54,7 @@ def format_table(frame: pd.DataFrame, all_columns: bool = False, by: str | None 
     out = pd.DataFrame({
         "run": frame["run_id"],
         "status": frame["status"],
-        "start": frame["start"].map(lambda t: t.strftime("%Y-%m-%d %H:%M") if pd.notna(t) else "-"),
+        "start": frame["start"].dt.strftime("%Y-%m-%d %H:%M").fillna("-"),
         "epochs": [f"{d}/{p}" if pd.notna(p) else f"{d}" for d, p in zip(frame["epochs_done"],
                                                                         frame["epochs_planned"])],
         "best": [f"{b:.6g} @{e}" if pd.notna(e) else "-" for b, e in zip(frame["best"], frame["best_epoch"])],
@@ -62,7 +70,7 @@ def format_table(frame: pd.DataFrame, all_columns: bool = False, by: str | None 
     for c in [c for c in shown if c not in ("epochs", "monitor", by)][:6]:  # shown already
         out[c] = frame[c].map(lambda v: "-" if is_missing(v) else v)
     text = render(out)
-    problems = [f"  {r.run_id}: {r.problem}" for r in frame.itertuples() if r.problem]
+    problems = [f"  {run_id}: {problem}" for run_id, problem in zip(frame["run_id"], frame["problem"]) if problem]
     return text + ("\n\nproblems:\n" + "\n".join(problems) if problems else "")
 
 

@@ -55,12 +55,13 @@ def _key(path: str) -> tuple[list[int] | None, float | None]:
 
 
 class Cached:
-    """The cache file's two parts: the runs' figures, parsed at every listing, and the CSVs'
-    reading states, parsed only when a CSV changed (``states``)."""
+    """The cache file's parts: the runs' figures (one JSON line, parsed at every listing), then
+    one line per CSV with its reading state (``run_id state-JSON``), parsed only for a CSV that
+    changed, and copied as they are for the others when the file is written again."""
 
     def __init__(self, path: Path, use: bool = True):
         self.runs: dict[str, dict[str, Any]] = {}
-        self._states: bytes | dict[str, Any] = b"{}"
+        self._states: bytes | dict[str, bytes] = b""
         try:
             data = path.read_bytes() if use else b""
         except OSError:
@@ -78,20 +79,26 @@ class Cached:
         if isinstance(loaded, dict):
             self.runs, self._states = loaded, states
 
-    def states(self) -> dict[str, Any]:
+    def state_lines(self) -> dict[str, bytes]:
+        """Each run's state line, unparsed."""
         if isinstance(self._states, bytes):
-            try:
-                loaded = json.loads(self._states)
-            except ValueError:
-                loaded = {}
-            self._states = loaded if isinstance(loaded, dict) else {}
+            lines = (line.partition(b" ") for line in self._states.split(b"\n") if line)
+            self._states = {run_id.decode(): state for run_id, _, state in lines}
         return self._states
 
+    def state(self, run_id: str) -> dict[str, Any] | None:
+        line = self.state_lines().get(run_id)
+        try:
+            state = json.loads(line) if line else None
+        except ValueError:
+            return None
+        return state if isinstance(state, dict) else None
 
-def save(path: Path, runs: dict[str, Any], states: dict[str, Any]) -> bool:
+
+def save(path: Path, runs: dict[str, Any], states: dict[str, bytes]) -> bool:
     """Write the cache; False (and nothing written) where the project is read-only."""
-    body = json.dumps(runs, separators=(",", ":")).encode() + b"\n" + \
-        json.dumps(states, separators=(",", ":")).encode()
+    body = b"\n".join([json.dumps(runs, separators=(",", ":")).encode()] +
+                      [b"%s %s" % (run_id.encode(), line) for run_id, line in states.items()])
     head = b"%s %d %s\n" % (MAGIC, VERSION, hashlib.blake2b(body, digest_size=16).hexdigest().encode())
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,31 +145,31 @@ def refresh(project: Project, ids: list[str], names: set[str], *, use_cache: boo
     cached = Cached(path, use_cache)
     reads = reads if reads is not None else Reads()
     fresh: dict[str, dict[str, Any]] = {}
-    new_states: dict[str, Any] = {}
+    new_states: dict[str, bytes] = {}
     out: dict[str, Entry] = {}
-    metrics = str(project.metrics)
+    metrics = str(project.metrics) + os.sep
     changed = False
     for run_id in ids:
         old = cached.runs.get(run_id) or {}
         entry, new = Entry(), {}
         if f"epoch_metrics_{run_id}.csv" in names:
-            csv = os.path.join(metrics, f"epoch_metrics_{run_id}.csv")
+            csv = f"{metrics}epoch_metrics_{run_id}.csv"
             key, entry.csv_mtime = _key(csv)  # before reading: a later write shows as a change next time
             if key is not None and old.get("c") == key and "f" in old:
                 new.update(c=key, f=old["f"], x=old.get("x") or {})
             elif key is not None:
                 reads.csv.append(run_id)
                 try:
-                    state = scan_epoch_csv(csv, cached.states().get(run_id) if "c" in old else None)
+                    state = scan_epoch_csv(csv, cached.state(run_id) if "c" in old else None)
                 except MedicError as err:  # named again at every listing, never cached
                     entry.problem = str(err)
                 else:
-                    new_states[run_id] = state
+                    new_states[run_id] = json.dumps(state, separators=(",", ":")).encode()
                     new.update(c=key, f=[figures(state)[k] for k in FIGURES], x=extra_extremes(state))
             if "f" in new:
                 entry.figures, entry.extremes = dict(zip(FIGURES, new["f"])), new["x"]
         if f"run_{run_id}.json" in names:
-            side_path = os.path.join(metrics, f"run_{run_id}.json")
+            side_path = f"{metrics}run_{run_id}.json"
             key, entry.sidecar_mtime = _key(side_path)
             if key is not None and old.get("s") == key and "d" in old:
                 side = old["d"]
@@ -177,7 +184,7 @@ def refresh(project: Project, ids: list[str], names: set[str], *, use_cache: boo
             fresh[run_id] = new
         out[run_id] = entry
     if use_cache and (changed or len(fresh) != len(cached.runs)):
-        states = cached.states()
+        states = cached.state_lines()
         states = {i: new_states[i] if i in new_states else states[i] for i in fresh
                   if i in new_states or (i in states and "c" in fresh[i])}
         save(path, fresh, states)
