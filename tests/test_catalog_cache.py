@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
 
@@ -231,3 +230,18 @@ def test_two_listings_at_once_each_see_whole_caches(five):
     assert all(p.returncode == 0 for p in procs)
     assert [o for out in outputs for o in out.split("\x00") if o] == [expected] * 8
     assert len(Cached(path).runs) == len(runs(five))  # the cache left is whole and is used
+
+
+def test_the_sums_are_those_pandas_gives(five):
+    import random
+
+    from medic.store.epochscan import pairwise_sum
+    rng = random.Random(3)
+    for n in list(range(1, 140)) + [255, 256, 300, 1000]:
+        values = [round(rng.uniform(0, 100), rng.choice([2, 6])) for _ in range(n)]
+        assert pairwise_sum(values) == float(pd.Series(values).sum()), n  # bit for bit
+    write_run(five, "20250301_000000", epochs=150, status=None)  # past 128 rows: summed from all rows
+    same_as_full_reread(five)
+    with open(five / "metrics" / "epoch_metrics_20250301_000000.csv", "a") as f:
+        f.write(line(151, 0.001, 0.001))
+    assert same_as_full_reread(five).loc["20250301_000000", "epochs_done"] == 151

@@ -14,7 +14,7 @@ figures, or the same error, as ``medic runs`` always has.
 The sums are numpy's pairwise sums, kept incrementally (the eight partial sums of its unrolled
 loop and the values after the last full block of eight), so a total or a mean is bit for bit the
 one pandas computes over the whole column. Past 128 rows numpy splits the column in halves: such
-a file is parsed whole again when it grows.
+a file is summed from all its rows, and parsed whole again when it grows.
 """
 
 from __future__ import annotations
@@ -70,6 +70,19 @@ def sum_value(state: list) -> float:
     return total
 
 
+def pairwise_sum(values: list[float]) -> float:
+    """numpy's sum of ``values`` (NaN already 0), any length: halves past 128 values."""
+    n = len(values)
+    if n > PAIRWISE_MAX:
+        half = n // 2
+        half -= half % BLOCK
+        return pairwise_sum(values[:half]) + pairwise_sum(values[half:])
+    state = sum_new()
+    for v in values:
+        sum_add(state, v)
+    return sum_value(state)
+
+
 # --- the state -----------------------------------------------------------------------------------
 
 def new_state() -> dict[str, Any]:
@@ -87,14 +100,14 @@ def figures(state: dict[str, Any]) -> dict[str, Any]:
     time_per_epoch_s, samples_per_s; and n (rows), longest_epoch_s (for the liveness check),
     min_loss (for ranking by Avg_Loss)."""
     if not state["n"]:
-        return {"n": 0, "min_loss": NAN, "epochs_done": 0, "best": NAN, "best_epoch": None, "last_loss": NAN, "total_time_s": 0.0,
-                "time_per_epoch_s": NAN, "samples_per_s": NAN, "longest_epoch_s": 0.0}
+        return {"n": 0, "min_loss": NAN, "epochs_done": 0, "best": NAN, "best_epoch": None, "last_loss": NAN,
+                "total_time_s": 0.0, "time_per_epoch_s": NAN, "samples_per_s": NAN, "longest_epoch_s": 0.0}
     total = state["t_total"] if "t_total" in state else sum_value(state["t"])
     s_total = state["s_total"] if "s_total" in state else sum_value(state["s"])
     best_epoch = state["best_epoch"] if state["best_epoch"] is not None else state["min_epoch"]
     longest = state["t_max"]
-    return {"n": state["n"], "min_loss": state["min_loss"], "epochs_done": state["epoch"], "best": state["best"], "best_epoch": best_epoch,
-            "last_loss": state["last_loss"], "total_time_s": total,
+    return {"n": state["n"], "min_loss": state["min_loss"], "epochs_done": state["epoch"], "best": state["best"],
+            "best_epoch": best_epoch, "last_loss": state["last_loss"], "total_time_s": total,
             "time_per_epoch_s": total / state["t_n"] if state["t_n"] else NAN,
             "samples_per_s": s_total / state["s_n"] if state["s_n"] else NAN,
             "longest_epoch_s": longest if longest == longest else 0.0}
@@ -115,8 +128,9 @@ def _number(cell: str) -> float:
     return value
 
 
-def _parse(state: dict[str, Any], header: list[str], text: str) -> None:
-    """Fold the complete lines ``text`` into ``state``; raises _Slow for anything unusual."""
+def _parse(state: dict[str, Any], header: list[str], text: str, keep: tuple[list, list] | None = None) -> None:
+    """Fold the complete lines ``text`` into ``state`` (and each row's epoch time and samples/s
+    into the lists ``keep``); raises _Slow for anything unusual."""
     if not text.isascii() or '"' in text or "_" in text or "\r" in text:
         raise _Slow
     index = {c: i for i, c in enumerate(header)}
@@ -171,8 +185,10 @@ def _parse(state: dict[str, Any], header: list[str], text: str) -> None:
         if sps_at is not None:
             sum_add(state["s"], values[sps_at])
             state["s_n"] += values[sps_at] == values[sps_at]
-    if state["n"] > PAIRWISE_MAX:
-        raise _Slow  # numpy sums halves past 128 values: the full reader keeps the figures exact
+        if keep is not None:
+            keep[0].append(seconds)
+            if sps_at is not None:
+                keep[1].append(values[sps_at])
 
 
 def _header(head: bytes) -> list[str] | None:
@@ -187,8 +203,12 @@ def _header(head: bytes) -> list[str] | None:
 
 
 def scan_epoch_csv(path: str | os.PathLike, prior: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The catalog state of the epoch CSV ``path``; with ``prior`` (an earlier state of the same
-    file, which is not changed) only the lines added since are parsed when that is safe.
+    """The catalog state of the epoch CSV ``path``; with ``prior`` only the lines added since are
+    parsed when that is safe.
+
+    Args:
+        path: the epoch CSV.
+        prior: an earlier state of the same file (left unchanged), or None.
 
     Raises ``DataFileError`` (or ``RunNotFoundError``) for a file that ``read_epoch_csv`` rejects.
     """
@@ -214,9 +234,11 @@ def _whole(f, path: Path) -> dict[str, Any]:
     if header is None:
         return _slow(path)
     end = data.rfind(b"\n") + 1
-    state = new_state()
-    _parse(state, header, data[first + 1:end].decode("ascii") if end > first + 1 else "")
+    state, keep = new_state(), ([], [])
+    _parse(state, header, data[first + 1:end].decode("ascii") if end > first + 1 else "", keep)
     state.update(offset=end, header=header, tail=_hash(data[:end]))
+    if state["n"] > PAIRWISE_MAX:  # numpy sums halves past 128 values: summed here from all of them
+        state.update(t_total=pairwise_sum(keep[0]), s_total=pairwise_sum(keep[1]), incremental=False)
     return state
 
 
@@ -234,7 +256,7 @@ def _grown(f, prior: dict[str, Any]) -> dict[str, Any] | None:
     if end > offset:
         _parse(state, prior["header"], data[offset:end].decode("ascii"))
         state.update(offset=end, tail=_hash(data[:end]))
-    return state
+    return state if state["n"] <= PAIRWISE_MAX else None  # past 128 rows: summed from all rows
 
 
 def _slow(path: Path) -> dict[str, Any]:
@@ -253,9 +275,9 @@ def state_from_frame(epochs) -> dict[str, Any]:
     best_rows = epochs[epochs["Is_Best_Model"]]
     loss = epochs["Avg_Loss"]
     times = epochs["Epoch_Time_Seconds"]
-    state.update(n=len(epochs), epoch=int(epochs["Epoch"].iloc[-1]), best=float(epochs["Best_Loss_So_Far"].iloc[-1]),
-                 last_loss=float(loss.iloc[-1]), t_total=float(times.sum()), t_n=int(times.notna().sum()),
-                 t_max=float(times.max()))
+    state.update(n=len(epochs), epoch=int(epochs["Epoch"].iloc[-1]),
+                 best=float(epochs["Best_Loss_So_Far"].iloc[-1]), last_loss=float(loss.iloc[-1]),
+                 t_total=float(times.sum()), t_n=int(times.notna().sum()), t_max=float(times.max()))
     if len(best_rows):
         state["best_epoch"] = int(best_rows["Epoch"].iloc[-1])
     elif loss.notna().any():

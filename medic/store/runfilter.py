@@ -74,6 +74,10 @@ def select(rows: list[dict[str, Any]], **filters: Any) -> list[dict[str, Any]]:
     """The rows that pass ``filters`` (see the module docstring), ranked when ``top`` or ``by``
     is given, else in their order.
 
+    Args:
+        rows: the catalog's rows (``medic.store.runlist.rows``).
+        **filters: ``status``, ``sweep``, ``since``, ``top``, ``by``.
+
     Raises:
         MedicError: an unknown filter, or a value that is not one.
     """
@@ -97,7 +101,13 @@ def select(rows: list[dict[str, Any]], **filters: Any) -> list[dict[str, Any]]:
 
 
 def rank(rows: list[dict[str, Any]], by: str, top: int | None = None) -> list[dict[str, Any]]:
-    """The rows with a value of ``by``, best first (ties: older run first), at most ``top``."""
+    """The rows with a value of ``by``, best first (ties: older run first), at most ``top``.
+
+    Args:
+        rows: the catalog's rows.
+        by: ``best``, an epoch column, or one of RANKED.
+        top: how many to keep (None: all).
+    """
     if by == "best":
         monitors = sorted({r["monitor"] for r in rows if r["best"] == r["best"]})
         if len(monitors) > 1:

@@ -149,7 +149,13 @@ _FIGURE_COLUMNS = ("epochs_done", "best", "best_epoch", "last_loss", "total_time
 
 
 def rows(project: Project, *, use_cache: bool = True, reads: Reads | None = None) -> list[dict[str, Any]]:
-    """One dict per run (``SUMMARY_COLUMNS``, then the run's options), oldest first."""
+    """One dict per run (``SUMMARY_COLUMNS``, then the run's options), oldest first.
+
+    Args:
+        project: the project to list.
+        use_cache: False reads every file whole and keeps nothing.
+        reads: where to note the files read (``catalogcache.Reads``).
+    """
     ids, names = listing(project)
     entries = refresh(project, ids, names["metrics"], use_cache=use_cache, reads=reads)
     out = []
