@@ -157,7 +157,7 @@ def refresh(project: Project, ids: list[str], names: set[str], *, use_cache: boo
             key, entry.csv_mtime = _key(csv)  # before reading: a later write shows as a change next time
             if key is not None and old.get("c") == key and "f" in old:
                 new.update(c=key, f=old["f"], x=old.get("x") or {})
-            elif key is not None:
+            else:  # new, changed, or not even statable (then reading it names the problem)
                 reads.csv.append(run_id)
                 try:
                     state = scan_epoch_csv(csv, cached.state(run_id) if "c" in old else None)
