@@ -61,12 +61,15 @@ IN_PROCESS = """
 import json, sys, time
 import medic
 root = sys.argv[1]
-medic.catalog(root)  # the first call imports pandas
+import os, pandas
+os.unlink(os.path.join(root, "analysis", ".cache", "catalog.json"))
+t, c = time.perf_counter(), time.process_time(); medic.catalog(root)
+cold, cold_cpu = time.perf_counter() - t, time.process_time() - c
 t, c = time.perf_counter(), time.process_time(); frame = medic.catalog(root)
 warm, warm_cpu = time.perf_counter() - t, time.process_time() - c
 t, c = time.perf_counter(), time.process_time(); top = medic.catalog(root, status="completed", top=10)
 filtered, filtered_cpu = time.perf_counter() - t, time.process_time() - c
-print(json.dumps({"warm_s": warm, "warm_cpu_s": warm_cpu, "filtered_s": filtered, "filtered_cpu_s": filtered_cpu,
+print(json.dumps({"cold_s": cold, "cold_cpu_s": cold_cpu, "warm_s": warm, "warm_cpu_s": warm_cpu, "filtered_s": filtered, "filtered_cpu_s": filtered_cpu,
                   "runs": len(frame), "top": len(top)}))
 """
 
@@ -175,6 +178,9 @@ def to_markdown(r: dict) -> str:
              f"{m['grown']:.0f} MB", "", f"{r['ratio']['grown']:.1f}x", f"≤ {GOALS['grown']:.0f} s"],
             ["naive: one `pd.read_csv` per file", f"{s['naive']:.2f} s", f"{c['naive']:.2f} s", f"{m['naive']:.0f} MB",
              per_run("naive"), "1x", ""],
+            ["`medic.catalog(root)` in a running kernel, no cache", f"{ip['cold_s']:.2f} s",
+             f"{ip['cold_cpu_s']:.2f} s", "", f"{ip['cold_s'] / r['runs'] * 1e3:.2f} ms "
+             f"({ip['cold_cpu_s'] / r['runs'] * 1e3:.2f} ms CPU)", "", "≤ 1.5 ms per run"],
             ["`medic.catalog(root)` in a running kernel, cache warm", f"{ip['warm_s']:.2f} s",
              f"{ip['warm_cpu_s']:.2f} s", "", "", "", ""],
             ["`medic.catalog(root, status=\"completed\", top=10)`", f"{ip['filtered_s']:.2f} s",
