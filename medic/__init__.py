@@ -14,6 +14,7 @@ _LAZY = {
     "MedicError": ("medic.errors", "MedicError"),
     "CsvTail": ("medic.store.tail", "CsvTail"),
     "runs": ("medic.store.catalog", "runs"),
+    "catalog": ("medic.store.catalog", "catalog"),
     "load_run": ("medic.store.catalog", "load_run"),
     "Run": ("medic.store.catalog", "Run"),
     "compare_runs": ("medic.analysis.compare", "compare_runs"),
