@@ -11,7 +11,7 @@ import difflib
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from medic.errors import MedicError
+from medic.errors import MedicError, did_you_mean
 
 
 def opt(default, help: str, choices: tuple | None = None, launcher: bool = False, alias: str = "",
@@ -222,8 +222,9 @@ def _type_of(f) -> type:
 
 
 def build_parser(prog: str = "medic train") -> argparse.ArgumentParser:
+    # allow_abbrev=False: argparse would silently read --epoch as --epochs
     parser = argparse.ArgumentParser(
-        prog=prog, description="Train a segmentation model with DDP and record its metrics.",
+        prog=prog, allow_abbrev=False, description="Train a segmentation model with DDP and record its metrics.",
         epilog="Any other torchrun rendezvous flag (--nnodes, --node_rank, --rdzv_endpoint, "
                "--rdzv_backend, --rdzv_id, --master_addr, --master_port, --max_restarts) is passed "
                "to torchrun for multi-node runs.")
@@ -255,9 +256,8 @@ def parse_args(argv: list[str] | None, prog: str = "medic train") -> tuple[Train
         raise MedicError(str(err)) from None
     torchrun_flags, bad = _split_torchrun_flags(rest)
     if bad:
-        close = difflib.get_close_matches(bad[0].split("=")[0].lstrip("-").replace("-", "_"),
-                                          [f.name for f in fields(TrainConfig)], n=1)
-        raise MedicError(f"unrecognized argument {bad[0]!r}" + (f"; did you mean --{close[0]}?" if close else ""))
+        hint = did_you_mean(bad[0], parser._option_string_actions) if bad[0].startswith("-") else ""
+        raise MedicError(f"unrecognized argument {bad[0].split('=')[0]!r}" + (f"; {hint}" if hint else ""))
     values = {k: " ".join(v) if isinstance(v, list) else v for k, v in vars(ns).items()}
     return TrainConfig(**values).validate(), torchrun_flags
 
