@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -36,10 +37,11 @@ class TrainConfig:
     image_size: int = opt(64, "images are (resized to) image_size x image_size pixels")
     num_classes: int = opt(2, "segmentation classes including background")
     data: str = opt("", "folder with images/ and masks/ of matching file names (PNG, NPY, NIfTI); "
-                        "empty = built-in synthetic data")
-    dataset: str = opt("", "plug-in 'pkg.module:function' taking the config, returning a Dataset "
-                           "of (image, mask) tensors")
-    model: str = opt("", "plug-in 'pkg.module:function' taking the config, returning an nn.Module")
+                        "empty = built-in synthetic data (recorded as an absolute path)")
+    dataset: str = opt("", "plug-in 'pkg.module:function' or 'path/to/file.py:function' taking the config, "
+                           "returning a Dataset of (image, mask) tensors")
+    model: str = opt("", "plug-in 'pkg.module:function' or 'path/to/file.py:function' taking the config, "
+                         "returning an nn.Module")
     val_fraction: float = opt(0.0, "fraction of the data held out for validation (0 = none)")
     monitor: str = opt("Avg_Loss", "metric that decides the best model: Avg_Loss, Val_Loss, Val_Dice or any "
                                    "recorded column such as Val_Dice_<class> (Dice and NSD are maximised)",
@@ -91,7 +93,9 @@ class TrainConfig:
                              "(shared by the ranks and by later runs)")
 
     def validate(self) -> "TrainConfig":
-        """Check every value; raise ``MedicError`` naming the first bad one."""
+        """Check every value; raise ``MedicError`` naming the first bad one. Paths become absolute
+        (``resolve_paths``)."""
+        self.resolve_paths()
         for f in fields(self):
             value = getattr(self, f.name)
             kind = _type_of(f)
@@ -127,12 +131,29 @@ class TrainConfig:
             raise MedicError(f"option dist_timeout must be > 0, got {self.dist_timeout}")
         for name in ("model", "dataset"):
             spec = getattr(self, name)
-            if spec and (spec.count(":") != 1 or not all(spec.split(":"))):
-                raise MedicError(f"option {name} must look like 'package.module:function', got {spec!r}")
+            where, _, function = spec.rpartition(":")
+            if spec and not (where and function and (where.endswith(".py") or ":" not in where)):
+                raise MedicError(f"option {name} must look like 'package.module:function' or "
+                                 f"'path/to/file.py:function', got {spec!r}")
         if self.data and self.dataset:
             raise MedicError("give either data (a folder) or dataset (a plug-in), not both")
         self.check_volume_options()
         return self
+
+    def resolve_paths(self) -> None:
+        """``data``, ``cache_dir`` and a plug-in given as a file (``models/net.py:build``) as
+        absolute paths: the run records where they are, not where they were seen from, so a
+        resume works from any working folder and two runs on the same folder record the same
+        value. Messages show them as typed again where that is shorter (``shown_path``)."""
+        for name in PATH_OPTIONS:
+            value = getattr(self, name)
+            if value:
+                setattr(self, name, os.path.abspath(os.path.expanduser(value)))
+        for name in ("model", "dataset"):
+            spec = getattr(self, name)
+            where, _, function = spec.rpartition(":")
+            if where.endswith(".py") and function:
+                setattr(self, name, f"{os.path.abspath(os.path.expanduser(where))}:{function}")
 
     def validate_selection(self) -> None:
         """The per-class metrics, monitor, EMA, top-k and patience options."""
@@ -215,6 +236,10 @@ class TrainConfig:
             else:
                 args += [f"--{name}", str(value)]
         return args
+
+
+# options that name a file or folder: stored as absolute paths (TrainConfig.resolve_paths)
+PATH_OPTIONS = ("data", "cache_dir")
 
 
 def _type_of(f) -> type:

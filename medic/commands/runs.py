@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import fields
 
 import pandas as pd
 
 from medic.cli import ArgParser, add_root_option
+from medic.config import PATH_OPTIONS, TrainConfig
 from medic.store.catalog import SUMMARY_COLUMNS, is_missing, no_runs_error, all_run_ids, differing_options, runs
+from medic.store.files import shown_path
 from medic.store.paths import Project
+
+INT_OPTIONS = {f.name: int for f in fields(TrainConfig) if f.type in (int, "int")}
 
 
 def _hms(seconds: float) -> str:
@@ -18,11 +23,26 @@ def _hms(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+def as_recorded(column: pd.Series) -> pd.Series:
+    """An option's values as the runs recorded them: a run without the option (a MetricsLogger
+    run, an older run) turns the column into floats, so whole numbers of an int option (or of a
+    column whose every value is whole) are shown as ints again; a missing value is ``-``."""
+    if column.name in PATH_OPTIONS:  # recorded absolute; shown as typed where that is shorter
+        return column.map(lambda v: "-" if is_missing(v) or v == "" else shown_path(v))
+    kind = INT_OPTIONS.get(column.name)
+    present = [v for v in column if not is_missing(v)]
+    whole = all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer()
+                for v in present)
+    ints = kind is int or (kind is None and whole and len(present) < len(column))
+    return column.map(lambda v: "-" if is_missing(v) else int(v) if ints and isinstance(v, float)
+                      and v.is_integer() else v)
+
+
 def format_table(frame: pd.DataFrame, all_columns: bool = False) -> str:
     """The readable table ``medic runs`` prints."""
-    if all_columns:
-        return frame.to_string(index=False)
     options = [c for c in frame.columns if c not in SUMMARY_COLUMNS]
+    if all_columns:
+        return frame.assign(**{c: as_recorded(frame[c]) for c in options}).to_string(index=False)
     shown = differing_options([{k: r[k] for k in options if not is_missing(r[k])}
                                for _, r in frame.iterrows()]) if len(frame) > 1 else []
     out = pd.DataFrame({
@@ -40,7 +60,7 @@ def format_table(frame: pd.DataFrame, all_columns: bool = False) -> str:
     if "sweep" in frame and frame["sweep"].fillna("").astype(bool).any():  # runs a sweep started
         out["sweep"] = frame["sweep"].map(lambda v: v if isinstance(v, str) and v else "-")
     for c in [c for c in shown if c not in ("epochs", "monitor")][:6]:  # both shown already
-        out[c] = frame[c].map(lambda v: "-" if is_missing(v) else v)
+        out[c] = as_recorded(frame[c])
     text = out.to_string(index=False)
     problems = [f"  {r.run_id}: {r.problem}" for r in frame.itertuples() if r.problem]
     return text + ("\n\nproblems:\n" + "\n".join(problems) if problems else "")
