@@ -24,6 +24,7 @@ COMMANDS = {
     "export": ("medic.commands.export", "export runs to TensorBoard and MLflow (repeatable, incremental)"),
     "sweep": ("medic.commands.sweep", "many trainings of the training notebook: grid or Optuna search, resumable"),
     "predict": ("medic.commands.predict", "segment new volumes with a trained run's model"),
+    "check": ("medic.commands.check", "check a data set (every case at once) without training"),
 }
 
 

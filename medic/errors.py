@@ -5,6 +5,8 @@ message as one line and exits non-zero. Anything else escaping a command is a bu
 traceback.
 """
 
+from __future__ import annotations
+
 import difflib
 
 
@@ -28,3 +30,27 @@ def did_you_mean(flag: str, known) -> str:
     starts = sorted(n for n in names if n.startswith(typed)) if len(typed) >= 2 else []
     close = starts[:1] or difflib.get_close_matches(typed, list(names), n=1)
     return f"did you mean --{close[0]}?" if close else ""
+
+
+class Problems(list):
+    """Every problem found in a data set, one line each, so that all of them can be fixed in one
+    go (a long loop of fix and retry on 300 cases otherwise). ``check`` raises them as one error."""
+
+    LIMIT = 50
+
+    def add(self, err: Exception | str) -> None:
+        self.append(str(err))
+
+    def text(self, where: str) -> str:
+        """One problem as it is; several as a count and one indented line each, in case order
+        (the problems of a case together), the rest after them."""
+        if len(self) == 1:
+            return self[0]
+        ordered = sorted(self, key=lambda line: (0, line.split(":")[0]) if line.startswith("case ") else (1, ""))
+        lines = ordered[:self.LIMIT] + ([f"and {len(self) - self.LIMIT} more"] if len(self) > self.LIMIT else [])
+        return f"{len(self)} problems in {where}:\n" + "\n".join(f"  {line}" for line in lines)
+
+    def check(self, where: str) -> None:
+        """Raise a ``MedicError`` listing the problems (up to ``LIMIT``), if there are any."""
+        if self:
+            raise MedicError(self.text(where))

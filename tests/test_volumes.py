@@ -98,7 +98,7 @@ def corrupt_header(root):
     ("decathlon", listed_but_missing, [], "case case_003: image"),
     ("decathlon", four_d_image, [], "case case_001: image case_001.nii.gz is 4D (40, 36, 20, 2) where a 3D volume"),
     ("decathlon", patch_too_large, ["--patch_size", "48", "32", "16"],
-     "case case_000: --patch_size 48 32 16 is larger than the volume 40 x 36 x 20"),
+     "--patch_size 48 32 16 is larger than 4 volumes (RAS order): case case_000 40 x 36 x 20, case case_001"),
     ("decathlon", corrupt_header, [], "case case_000: cannot read"),
     ("nnunet", nnunet_channel_missing, [], "case case_002: channel 0001 (T2) is missing"),
     ("nnunet", nnunet_ignore_label, [], "the 'ignore' label is not supported yet"),
