@@ -22,6 +22,15 @@ class RunNotFoundError(MedicError):
     """A run id, file or checkpoint named by the user does not exist."""
 
 
+def one_line(text: str, limit: int = 300, tail: bool = False) -> str:
+    """A library's message on one line, cut (if at all) between words, never inside one; its end
+    rather than its start with ``tail``."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    return "… " + text[-limit:].split(" ", 1)[-1] if tail else text[:limit].rsplit(" ", 1)[0] + " …"
+
+
 def did_you_mean(flag: str, known) -> str:
     """``did you mean --epochs?`` for a mistyped or abbreviated flag (empty when nothing is close).
     Dashes and underscores are compared alike; a flag that starts a known one suggests it."""

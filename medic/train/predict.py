@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from medic.config import TrainConfig
-from medic.errors import MedicError, RunNotFoundError
+from medic.errors import MedicError, RunNotFoundError, one_line
 from medic.store.files import shown_path, write_json_atomic
 from medic.store.paths import Project
 from medic.store.sidecar import now_str
@@ -125,7 +125,7 @@ def predict(input: str | Path | list, output: str | Path, run: str = "latest", c
             out = predict_volume(model, pre, record, cfg, dev)
         except Exception as err:  # a corrupt file is found only when it is read
             raise medic_error_in(err) or MedicError(f"case {case}: cannot be segmented ({type(err).__name__}: "
-                                                    f"{whole(str(err))})") from err
+                                                    f"{one_line(str(err))})") from err
         if not written:  # the folder appears with the first mask, never empty
             out_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(out_dir / RECORD, provenance(path, cfg, cases))
@@ -135,12 +135,6 @@ def predict(input: str | Path | list, output: str | Path, run: str = "latest", c
     return written
 
 
-def whole(text: str, limit: int = 300) -> str:
-    """A library's message on one line, cut (if at all) between words, never inside one."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
-
-
 def check_input(case: str, files: list[Path], cfg: TrainConfig, in_channels: int, checkpoint: Path) -> None:
     """A case's channels and spatial dimensions against the model's, from the headers: a 2D
     slice given to a 3D model (or the reverse) is refused before anything is written."""
@@ -148,7 +142,7 @@ def check_input(case: str, files: list[Path], cfg: TrainConfig, in_channels: int
         channels, shape = _channels(files)
     except Exception as err:  # nibabel and Pillow raise many types for a file they cannot read
         raise MedicError(f"case {case}: cannot read {shown_path(files[0])} ({type(err).__name__}: "
-                         f"{whole(str(err))})") from err
+                         f"{one_line(str(err))})") from err
     if channels != in_channels:
         raise MedicError(f"case {case}: {channels} channel(s) given, the model of {shown_path(checkpoint)} "
                          f"takes {in_channels}")
