@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 MAX_METRIC_ROWS = 4  # Avg_Loss plus up to three shared extra metrics
+# options that change how a run is recorded or where it runs, never the curves: left out of the
+# legend (the table still lists every option that differs)
+NOT_SHAPING = ("log_interval", "log_batch_metrics", "save_interval", "save_top_k", "dist_timeout",
+               "cache_rate", "cache_dir", "device")
 
 
 def _value(v) -> str:
@@ -28,8 +32,9 @@ def _value(v) -> str:
 
 
 def run_labels(runs: Sequence[Run]) -> list[str]:
-    """``<run id> (lr=0.001, batch_size=4)``: each run named by the options that differ."""
-    keys = differing_options([r.config for r in runs]) if len(runs) > 1 else []
+    """``<run id> (lr=0.001, batch_size=4)``: each run named by the options that differ and
+    shape the result (not how it was logged, saved or where it ran)."""
+    keys = [k for k in differing_options([r.config for r in runs]) if k not in NOT_SHAPING] if len(runs) > 1 else []
     labels = []
     for r in runs:
         opts = ", ".join(f"{k}={_value(r.config[k])}" for k in keys[:4] if k in r.config)

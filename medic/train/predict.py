@@ -190,19 +190,31 @@ def case_files(data: str | Path, index: int = 0) -> list[Path]:
 
 
 def prediction_figure(files: list[Path], mask: Path):
-    """Image and predicted mask on the slice with the most predicted foreground."""
+    """The image and the predicted mask over it, on the slice with the most predicted foreground,
+    titled with the run and checkpoint that made it (``predict.json`` beside the mask)."""
+    import json
+
     import nibabel as nib
     import numpy as np
     from matplotlib.figure import Figure
+
+    from medic.train.overlay import DPI, PANEL_PX, legend, panel, shown
     image = np.asarray(nib.load(str(files[0])).dataobj, dtype=np.float32)
     image = image[..., 0] if image.ndim == 4 else image
     labels = np.asarray(nib.load(str(mask)).dataobj)
-    k = int((labels > 0).reshape(-1, labels.shape[-1]).sum(axis=0).argmax())
-    fig = Figure(figsize=(6, 3), constrained_layout=True)
-    for ax, data, title, cmap in zip(fig.subplots(1, 2), (image[..., k], labels[..., k]),
-                                     (f"{files[0].name}, slice {k}", f"prediction: {mask.name}"), ("gray", "viridis")):
-        ax.imshow(data.T, cmap=cmap, origin="lower", interpolation="nearest")
-        ax.set_title(title, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
+    case = shown(strip_ending(files[0].name), image, np.zeros_like(labels), labels)
+    try:
+        record = json.loads((mask.parent / RECORD).read_text())
+        made = f"Run {record['run_id']}, {Path(record['checkpoint']).name} (epoch {record['epoch']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        made = f"prediction {mask.name}"
+    classes = int(labels.max()) + 1 if labels.size else 2
+    side = PANEL_PX / DPI
+    fig = Figure(figsize=(2 * side, side + 1.1), layout="constrained")
+    where = f"{case.case}, slice {case.index}" if case.index is not None else case.case
+    left, right = fig.subplots(1, 2)
+    panel(left, case.image, None, classes, "ras", where)
+    panel(right, case.image, case.pred, classes, "ras", f"prediction: {mask.name}")
+    legend(fig, [], max(classes, 2))
+    fig.suptitle(made, fontsize=11)
     return fig
