@@ -25,15 +25,29 @@ def write_png_folder(root, n=4, size=32):
         Image.fromarray(mask * 255).save(root / "masks" / f"case{i}.png")
 
 
+TINY_MODEL = """
+from torch import nn
+
+
+def tiny(cfg):
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, cfg.num_classes, 1))
+"""
+
+
 def test_resume_from_another_folder_with_a_relative_data_folder_and_runs_shows_ints(tmp_path):
+    """A relative data folder and a plug-in file, typed in one folder; the resume from another."""
     work, elsewhere, project = tmp_path / "work", tmp_path / "elsewhere", tmp_path / "project"
     write_png_folder(work / "toy")
+    (work / "nets").mkdir()
+    (work / "nets" / "small.py").write_text(TINY_MODEL)
     elsewhere.mkdir()
-    train(work, "--data", "toy", "--epochs", "1", "--image_size", "32", "--batch_size", "2",
-          "--log_interval", "1", "--output_dir", str(project))
+    proc = train(work, "--data", "toy", "--model", "nets/small.py:tiny", "--epochs", "1", "--image_size", "32",
+                 "--batch_size", "2", "--log_interval", "1", "--output_dir", str(project))
+    assert "Data: toy" in proc.stdout  # shown as typed
     run_id = only_run_id(project)
     side = json.loads((project / "metrics" / f"run_{run_id}.json").read_text())
     assert side["config"]["data"] == str(work / "toy")
+    assert side["config"]["model"] == f"{work}/nets/small.py:tiny"
     proc = train(elsewhere, "--resume", "latest", "--epochs", "2", "--output_dir", str(project))
     assert "Epoch [2/2]" in proc.stdout
     assert [r["Epoch"] for r in read_csv(project / "metrics" / f"epoch_metrics_{run_id}.csv")[1]] == ["1", "2"]
