@@ -171,7 +171,7 @@ def test_nnunet_two_processes_equal_one_and_a_resumed_run_and_predict_round_trip
                            "--output", str(out)], cwd=two, env=child_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[1/1] scan:" in proc.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["scan.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["predict.json", "scan.nii.gz"]
     shape, affine, values = nifti(out / "scan.nii.gz")
     assert shape == SHAPE and np.allclose(affine, AFFINE) and values.dtype == np.uint8
     again = subprocess.run([PY, "-m", "medic.cli", "predict", "--input", str(inputs), "--output", str(out)],
