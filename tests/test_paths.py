@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from _analysis_helpers import cli
 from _train_helpers import only_run_id, read_csv, train
 
@@ -34,6 +35,7 @@ def tiny(cfg):
 """
 
 
+@pytest.mark.slow
 def test_resume_from_another_folder_with_a_relative_data_folder_and_runs_shows_ints(tmp_path):
     """A relative data folder and a plug-in file, typed in one folder; the resume from another."""
     work, elsewhere, project = tmp_path / "work", tmp_path / "elsewhere", tmp_path / "project"

@@ -8,6 +8,7 @@ import subprocess
 
 import nibabel as nib
 import numpy as np
+import pytest
 from _train_helpers import only_run_id, train
 from _volume_helpers import AFFINE, make_decathlon, save, volume
 from conftest import PY, child_env
@@ -18,6 +19,7 @@ def predict(*args: str, cwd) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_predict_refuses_a_2d_slice_whole_and_records_what_made_the_masks(tmp_path):
     data = make_decathlon(tmp_path / "Task01_Toy", n=3, shape=(32, 32, 16))
     project = tmp_path / "project"
