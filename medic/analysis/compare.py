@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Sequence
 
+from medic.config import PATH_OPTIONS
 from medic.errors import MedicError
 from medic.store.catalog import Run, differing_options, load_run, no_runs_error
+from medic.store.files import shown_path
 from medic.store.paths import Project
 
 if TYPE_CHECKING:
@@ -37,7 +39,8 @@ def run_labels(runs: Sequence[Run]) -> list[str]:
     keys = [k for k in differing_options([r.config for r in runs]) if k not in NOT_SHAPING] if len(runs) > 1 else []
     labels = []
     for r in runs:
-        opts = ", ".join(f"{k}={_value(r.config[k])}" for k in keys[:4] if k in r.config)
+        opts = ", ".join(f"{k}={shown_path(r.config[k]) if k in PATH_OPTIONS else _value(r.config[k])}"
+                         for k in keys[:4] if k in r.config)
         labels.append(f"{r.run_id} ({opts})" if opts else r.run_id)
     return labels
 
