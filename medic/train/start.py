@@ -44,7 +44,8 @@ def check_before_start(cfg: TrainConfig, project: Project, explicit: set[str] | 
         _collect(problems, check_monitor, cfg.monitor,
                  validation_columns([f"class_{i}" for i in range(1, cfg.num_classes)], cfg.val_metrics))
     _collect(problems, check_writable, project.root)
-    problems.check(f"data folder {shown_path(cfg.data)}" if cfg.data else "the options")
+    problems.check("the input, found before the training started"
+                   + (f" (data folder {shown_path(cfg.data)})" if cfg.data else ""))
 
 
 def check_data(cfg: TrainConfig, explicit: set[str] | None, problems: Problems):
