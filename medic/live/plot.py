@@ -159,7 +159,7 @@ def _per_class_panel(ax, feed: "RunFeed", prefix: str, names: list[str]) -> None
         ax.plot(ep, feed.epoch_values("Val_Dice"), "-", color="0.2", linewidth=2, label="Val_Dice (mean)")
     for name in names:
         ax.plot(ep, feed.epoch_values(name), "-", marker=_marker(ep), markersize=3, label=name[len(prefix):])
-    if _monitor(feed) in names:
+    if _monitor(feed) in names or (prefix == "Val_Dice_" and _monitor(feed) == "Val_Dice"):
         _best_line(ax, feed, ep)
     ax.set_title(PER_CLASS[prefix])
     ax.set_xlabel("epoch")
@@ -176,6 +176,8 @@ def render_png(feed: "RunFeed", dpi: int = 72) -> bytes:
     if feed.logs_batches:
         panels.append(_batch_panel)
     extras, per_class = split_per_class([c for c in feed.extra_columns if c not in LOSS_LIKE])
+    if "Val_Dice_" in per_class:  # its panel draws the mean already: not twice
+        extras = [c for c in extras if c != "Val_Dice"]
     if extras:
         panels.append(lambda ax, f: _extras_panel(ax, f, extras))
     for prefix, names in per_class.items():
