@@ -163,7 +163,13 @@ def _per_class_panel(ax, feed: "RunFeed", prefix: str, names: list[str]) -> None
         _best_line(ax, feed, ep)
     ax.set_title(PER_CLASS[prefix])
     ax.set_xlabel("epoch")
-    ax.legend(fontsize=7, ncol=2 if len(names) > 5 else 1)
+    # the legend in rows of 4 above the curves, in headroom made for it: the curves run across the
+    # whole panel, so no corner is free of data
+    entries = len(ax.get_legend_handles_labels()[1])
+    rows = math.ceil(entries / 4)
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, hi + (hi - lo) * (0.12 + 0.16 * rows) / (0.88 - 0.16 * rows))
+    ax.legend(fontsize=7, ncol=min(entries, 4), loc="upper left")
 
 
 def render_png(feed: "RunFeed", dpi: int = 72) -> bytes:
