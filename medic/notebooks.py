@@ -284,10 +284,10 @@ def run_all(out_dir: str | os.PathLike, root: str | os.PathLike | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m medic.notebooks",
+    parser = argparse.ArgumentParser(prog="python -m medic.notebooks", allow_abbrev=False,
                                      description="Run the notebooks headlessly with papermill.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run-all", help="train a small run, then monitor, analyse and compare it")
+    p = sub.add_parser("run-all", allow_abbrev=False, help="train a small run, then monitor, analyse and compare it")
     p.add_argument("out_dir", nargs="?", default="analysis/notebooks",
                    help="where the executed notebooks go (default: analysis/notebooks)")
     p.add_argument("--root", default="", help="project root (default: found from the working directory)")

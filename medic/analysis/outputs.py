@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from medic.analysis.cases import worst_of_epoch
-from medic.analysis.figures import batch_figure, preload, save_figure, stats_figure, training_figure
+from medic.analysis.figures import batch_figure, preload, run_title, save_figure, stats_figure, training_figure
 from medic.analysis.report import batch_report, training_report
 from medic.analysis.batches import analyze_batch_file
 from medic.analysis.stats import summarize_epochs
@@ -66,8 +66,10 @@ def analyze_epochs(csv_path: str | os.PathLike, root: str | os.PathLike | None =
     summary.message = str((sidecar or {}).get("message") or "")
     summary.worst_epoch, summary.worst_cases = worst_of_epoch(csv_path, summary.best_monitored_epoch)
     text = training_report(summary, csv_path, lang)
-    main_fig = training_figure(epochs, monitor=(summary.monitor, summary.monitor_mode))
-    stats_fig = stats_figure(epochs)
+    title = run_title(csv_path)  # every figure names its run
+    main_fig = training_figure(epochs, monitor=(summary.monitor, summary.monitor_mode),
+                               title=f"{title}: training analysis")
+    stats_fig = stats_figure(epochs, title=f"{title}: loss statistics")
     paths = output_paths(Project.at(root), csv_path, "epoch")
     write_outputs(paths, {"figure": main_fig, "stats": stats_fig}, text)
     return paths, text

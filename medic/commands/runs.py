@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import fields
 
 import pandas as pd
 
 from medic.cli import ArgParser, add_root_option
+from medic.config import PATH_OPTIONS, TrainConfig
 from medic.store import columns as C
 from medic.store.catalog import all_run_ids, catalog, differing_options, is_missing, no_runs_error
+from medic.store.files import shown_path
 from medic.store.runlist import SUMMARY_COLUMNS, added_summaries
 from medic.store.runfilter import KNOWN_STATUSES, RANKED
 from medic.store.paths import Project
+
+INT_OPTIONS = {f.name: int for f in fields(TrainConfig) if f.type in (int, "int")}
 
 
 def _duration(seconds: float) -> str:
@@ -42,12 +47,27 @@ def render(out: pd.DataFrame) -> str:
     return "\n".join(" ".join(cells) for cells in zip(*columns))
 
 
+def as_recorded(column: pd.Series) -> pd.Series:
+    """An option's values as the runs recorded them: a run without the option (a MetricsLogger
+    run, an older run) turns the column into floats, so whole numbers of an int option (or of a
+    column whose every value is whole) are shown as ints again; a missing value is ``-``."""
+    if column.name in PATH_OPTIONS:  # recorded absolute; shown as typed where that is shorter
+        return column.map(lambda v: "-" if is_missing(v) or v == "" else shown_path(v))
+    kind = INT_OPTIONS.get(column.name)
+    present = [v for v in column if not is_missing(v)]
+    whole = all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer()
+                for v in present)
+    ints = kind is int or (kind is None and whole and len(present) < len(column))
+    return column.map(lambda v: "-" if is_missing(v) else int(v) if ints and isinstance(v, float)
+                      and v.is_integer() else v)
+
+
 def format_table(frame: pd.DataFrame, all_columns: bool = False, by: str | None = None) -> str:
     """The readable table ``medic runs`` prints (``by``: the epoch metric the runs were ranked by,
     shown as a column)."""
-    if all_columns:
-        return frame.to_string(index=False)
     options = [c for c in frame.columns if c not in SUMMARY_COLUMNS + added_summaries()]
+    if all_columns:
+        return frame.assign(**{c: as_recorded(frame[c]) for c in options}).to_string(index=False)
     shown = differing_options([{k: v for k, v in r.items() if not is_missing(v)}
                                for r in frame[options].to_dict("records")]) if len(frame) > 1 else []
     out = pd.DataFrame({
@@ -68,7 +88,7 @@ def format_table(frame: pd.DataFrame, all_columns: bool = False, by: str | None 
     if by and by in frame and by not in SUMMARY_COLUMNS:  # the metric the runs were ranked by
         out[by] = frame[by].map(lambda v: f"{v:.6g}")
     for c in [c for c in shown if c not in ("epochs", "monitor", by)][:6]:  # shown already
-        out[c] = frame[c].map(lambda v: "-" if is_missing(v) else v)
+        out[c] = as_recorded(frame[c])
     text = render(out)
     problems = [f"  {run_id}: {problem}" for run_id, problem in zip(frame["run_id"], frame["problem"]) if problem]
     return text + ("\n\nproblems:\n" + "\n".join(problems) if problems else "")

@@ -168,7 +168,8 @@ def settings_lines(cfg, r, device, data, run_id: str) -> list[tuple[str, object]
     """The settings of the startup block (the usual names, values of this run)."""
     import torch.distributed
 
-    source = cfg.data or (f"plug-in {cfg.dataset}" if cfg.dataset else
+    from medic.store.files import shown_path
+    source = shown_path(cfg.data) if cfg.data else (f"plug-in {cfg.dataset}" if cfg.dataset else
                           f"synthetic ({cfg.num_samples} samples, {cfg.image_size}x{cfg.image_size})")
     lines = [("Epochs", cfg.epochs), ("Batch Size (per GPU)", cfg.batch_size), ("Learning Rate", cfg.lr),
              ("LR Scheduler", cfg.lr_scheduler), ("Processes (world size)", r.world_size),

@@ -35,10 +35,11 @@ from medic.train import checkpoint as ckpt
 from medic.train import dist, imports
 from medic.train.console import Console, settings_lines
 from medic.train.data import Data, loader_message
-from medic.train.casefiles import prune_case_tables, save_strip, write_case_table
+from medic.train.casefiles import prune_case_tables, write_case_table
 from medic.train.infer import predictor
 from medic.train.metrics import class_names
 from medic.train.models import build_loss, build_model, build_optimizer
+from medic.train.pictures import label_names, save_validation_strip
 from medic.train.save import Saver, TrainState
 from medic.train.selection import Selector, check_monitor, selected_name, validation_columns
 from medic.train.sync import EpochState, NonFiniteLoss, StepSync, StopFlag, agree, record_windows
@@ -278,12 +279,12 @@ class RankRun:
                 if data.volumes is not None:  # volumes: slices and NIfTI masks of the validation cases
                     data.volumes.snapshot(ts.model, self.project.results_dir(self.run_id), epoch, self.device)
                 else:
-                    self.saver.snapshot(ts.model, data.val_loader, self.device, epoch)
+                    self.saver.snapshot(ts.model, data.val_loader, self.device, epoch, label_names(data, cfg))
             if val is not None:
                 results = self.project.results_dir(self.run_id)
                 write_case_table(results, epoch, val.cases, class_names(data.train_ds, cfg.num_classes))
                 prune_case_tables(results, {epoch, ts.best_epoch})
-                save_strip(results / "strip" / f"epoch_{epoch}.png", val.strip, f"Run {self.run_id}, epoch {epoch}")
+                save_validation_strip(results, self.run_id, epoch, val, data, cfg)
             update_sidecar(self.sidecar, epochs_done=epoch, best=ts.best, best_epoch=ts.best_epoch,
                            updated=now_str())
 

@@ -5,7 +5,7 @@ epoch's prediction picture.
     checkpoints/<id>/best_model.pth      when the monitored value improves
     checkpoints/<id>/top_k/epoch_N_<metric>_<value>.pth   with --save_top_k K: the K best
     checkpoints/<id>/last.pth            every epoch, written last (the resume point)
-    results/<id>/best_epoch_N.png        image, ground truth and prediction of a few samples
+    results/<id>/best_epoch_N.png        image, ground truth and prediction of a few validation cases
 """
 
 from __future__ import annotations
@@ -114,20 +114,23 @@ class Saver:
                           ckpt.serialize(ts.checkpoint(self.run_id, self.cfg, done_epoch, partial)))
 
     @torch.no_grad()
-    def snapshot(self, model: torch.nn.Module, val_loader, device: torch.device, epoch: int) -> None:
-        """The new best epoch's predictions on the first validation samples, as a picture."""
+    def snapshot(self, model: torch.nn.Module, val_loader, device: torch.device, epoch: int,
+                 label_names: list[str]) -> None:
+        """The new best epoch's predictions on the first validation samples, drawn over the
+        images (``medic.train.overlay``; a volume by its slice of most foreground)."""
+        from medic.train.metrics import case_ids
+        from medic.train.overlay import best_figure, save, shown
         images, masks = next(iter(val_loader))
         images, masks = images[:4], masks[:4]
         was_training = model.training
         model.eval()
         preds = model(images.to(device)).argmax(dim=1).cpu()
         model.train(was_training)
-        if images.ndim == 5:  # volumes (the built-in 3D set): their middle slices
-            k = images.shape[-1] // 2
-            images, masks, preds = images[..., k], masks[..., k], preds[..., k]
-        save_predictions(self.project.results_dir(self.run_id) / f"best_epoch_{epoch}.png",
-                         images[:, 0].float().numpy(), masks[:, 0].numpy(), preds.numpy(),
-                         f"Run {self.run_id}, epoch {epoch} (new best)")
+        names = case_ids(val_loader)[1]
+        cases = [shown(names[i], images[i, 0].float().numpy(), masks[i, 0].numpy(), preds[i].numpy())
+                 for i in range(len(images))]
+        save(self.project.results_dir(self.run_id) / f"best_epoch_{epoch}.png", best_figure, cases, label_names,
+                  self.cfg.num_classes, f"Run {self.run_id}, epoch {epoch} (new best): validation cases")
 
     def sidecar_start(self, r: dist.Ranks, steps: int, extra: list[str], state: dict | None,
                       resume_path, labels: list[str] | None = None) -> None:
@@ -152,28 +155,3 @@ class Saver:
             "versions": {"medic": __version__, "torch": torch.__version__, "monai": monai.__version__,
                          "python": sys.version.split()[0]},
         })
-
-
-def save_predictions(path: Path, images, masks, preds, title: str) -> None:
-    """``images``: N×H×W floats; ``masks``/``preds``: N×H×W class indices (numpy arrays); one row
-    per sample: image, ground truth, prediction."""
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    n = len(images)
-    fig = Figure(figsize=(7.5, 2.5 * n), constrained_layout=True)
-    axes = fig.subplots(n, 3, squeeze=False)
-    for i in range(n):
-        for j, (data, name, cmap) in enumerate(((images[i], "Image", "gray"),
-                                                (masks[i], "Ground truth", "viridis"),
-                                                (preds[i], "Prediction", "viridis"))):
-            ax = axes[i][j]
-            ax.imshow(data, cmap=cmap, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(name)
-    fig.suptitle(title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda f: fig.savefig(f, dpi=80, format="png"))

@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 from medic.config import TrainConfig
-from medic.errors import MedicError, RunNotFoundError
+from medic.errors import MedicError, Problems, RunNotFoundError
 from medic.procs import pid_alive
+from medic.store.files import shown_path
 from medic.store.paths import RUN_ID_RE, Project, resume_points
 from medic.store.sidecar import read_sidecar, written_at
 from medic.train.imagefolder import check_folder
@@ -31,20 +32,39 @@ RUNTIME_OPTIONS = ("resume", "output_dir", "nproc_per_node", "threads", "device"
 def check_before_start(cfg: TrainConfig, project: Project, explicit: set[str] | None = None) -> None:
     """What can be known before any worker starts: the data, the plug-ins and whether the output
     folder can be written. Creates nothing: bad input leaves no trace, not even an empty folder.
-    A Decathlon/nnU-Net data set settles num_classes, spatial_dims and patch_size in ``cfg``."""
-    if cfg.data and not is_layout(cfg.data):
-        check_folder(cfg.data)
-    plan_volumes(cfg, explicit)
-    check_folds(cfg)  # a fold out of range, a splits_final.json naming unknown cases
+    Every problem is collected, then all are reported together (``check_data``). A
+    Decathlon/nnU-Net data set settles num_classes, spatial_dims and patch_size in ``cfg``."""
+    problems = Problems()
+    check_data(cfg, explicit, problems)
+    if not problems:  # folds are checked against the data's case names, so against sound data only
+        _collect(problems, check_folds, cfg)  # a fold out of range, a splits_final.json naming unknown cases
     for name in ("model", "dataset"):
         if getattr(cfg, name):
-            check_plugin(getattr(cfg, name), name)
+            _collect(problems, check_plugin, getattr(cfg, name), name)
     if cfg.val_metrics != "dice" and importlib.util.find_spec("scipy") is None:
-        raise MedicError(f"--val_metrics {cfg.val_metrics} needs scipy (MONAI's distance transforms): pip install scipy")
+        problems.add(f"--val_metrics {cfg.val_metrics} needs scipy (MONAI's distance transforms): pip install scipy")
     if not cfg.dataset:  # the class names are known now (a plug-in's, once it has loaded)
-        check_monitor(cfg.monitor, validation_columns([f"class_{i}" for i in range(1, cfg.num_classes)],
-                                                      cfg.val_metrics))
-    check_writable(project.root)
+        _collect(problems, check_monitor, cfg.monitor,
+                 validation_columns([f"class_{i}" for i in range(1, cfg.num_classes)], cfg.val_metrics))
+    _collect(problems, check_writable, project.root)
+    problems.check("the input, found before the training started"
+                   + (f" (data folder {shown_path(cfg.data)})" if cfg.data else ""))
+
+
+def check_data(cfg: TrainConfig, explicit: set[str] | None, problems: Problems):
+    """The data alone (``medic check``): an images/ + masks/ folder's rows, or the Decathlon/nnU-Net
+    layout; every problem added to ``problems``. A folder that is not a data set at all (no
+    images/, no dataset.json) is one error, raised at once."""
+    if cfg.data and not is_layout(cfg.data):
+        return check_folder(cfg.data, problems)
+    return plan_volumes(cfg, explicit, problems)
+
+
+def _collect(problems: Problems, check, *args) -> None:
+    try:
+        check(*args)
+    except MedicError as err:
+        problems.add(err)
 
 
 def check_writable(root: Path) -> None:
