@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from medic.errors import MedicError, RunNotFoundError
 from medic.store.paths import BATCH_CSV_RE, EPOCH_CSV_RE, RUN_ID_RE, Project, run_id_sort_key
 from medic.store.sidecar import read_sidecar
+from medic.store.control import read_beat
 from medic.store.status import effective_status
 
 if TYPE_CHECKING:
@@ -52,7 +53,8 @@ def run_files(project: Project, run_id: str) -> dict[str, Path]:
     """The files of a run that exist: epoch_csv, batch_csv, sidecar, log, checkpoints, results."""
     candidates = {"epoch_csv": project.epoch_csv(run_id), "batch_csv": project.batch_csv(run_id),
                   "sidecar": project.sidecar(run_id), "log": project.log_file(run_id),
-                  "checkpoints": project.checkpoint_dir(run_id), "results": project.results_dir(run_id)}
+                  "checkpoints": project.checkpoint_dir(run_id), "results": project.results_dir(run_id),
+                  "heartbeat": project.heartbeat(run_id), "stop_request": project.stop_request(run_id)}
     return {k: p for k, p in candidates.items() if p.exists()}
 
 
@@ -168,19 +170,17 @@ class Run:
                 f"{'/' + str(planned) if planned else ''}, batches={'yes' if 'batch_csv' in self.paths else 'no'})")
 
 
-def _activity(paths: dict[str, Path], epochs: pd.DataFrame | None) -> dict[str, float | None]:
+def _activity(paths: dict[str, Path], epochs: pd.DataFrame | None = None) -> dict[str, float | None]:
+    """The signs of life ``effective_status`` weighs: the sidecar's and the files' last change,
+    and the heartbeat."""
     mtimes = {}
     for key in ("epoch_csv", "batch_csv", "sidecar", "log"):
         try:
             mtimes[key] = paths[key].stat().st_mtime
         except (KeyError, OSError):
             pass
-    longest = 0.0
-    if epochs is not None and len(epochs) and "Epoch_Time_Seconds" in epochs:
-        value = epochs["Epoch_Time_Seconds"].max()
-        longest = float(value) if value == value else 0.0
     return {"sidecar_mtime": mtimes.get("sidecar"), "last_update": max(mtimes.values(), default=None),
-            "longest_epoch_s": longest}
+            "last_beat": read_beat(paths["heartbeat"]) if "heartbeat" in paths else None}
 
 
 def load_run(id_or_path: str | os.PathLike, root: str | os.PathLike | None = None) -> Run:
@@ -244,7 +244,7 @@ def summarize(project: Project, run_id: str) -> dict[str, Any]:
             epochs = read_epoch_csv(files["epoch_csv"], allow_empty=True)
         except MedicError as err:
             problem = str(err)
-    else:
+    elif (sidecar or {}).get("epochs_done"):  # a run that has not finished an epoch has no CSV yet
         problem = "epoch CSV missing"
     if "sidecar" in files and sidecar is None:
         problem = problem or "sidecar unreadable"

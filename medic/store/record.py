@@ -1,7 +1,7 @@
 """The sidecar of a run recorded by ``MetricsLogger`` in someone else's training loop (a plain
 loop, Lightning, MONAI/Ignite): the same file, with the same keys, as ``medic train`` writes.
 
-    running      written when the logger opens (pid, host, start time, options, planned epochs)
+    running      written when the logger opens (over the claim that reserved the id) (pid, host, start time, options, planned epochs)
     progress     ``epochs_done``, ``best`` and ``best_epoch`` after every epoch row
     completed    on leaving the ``with`` block normally (or ``close()``)
     failed       on an exception, with its message; ``stopped`` on Ctrl-C
@@ -14,12 +14,15 @@ atomic (``write_json_atomic``).
 from __future__ import annotations
 
 import os
-import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from medic.procs import hostname, pid_scope
+from medic.store.control import heartbeat_interval
 from medic.store.files import write_json_atomic
+from medic.store.paths import is_claim
 from medic.store.sidecar import mark_resumed, now_str, read_sidecar, update_sidecar
 
 
@@ -63,7 +66,7 @@ class RunRecord:
         """True unless ``path`` is a sidecar kept by another writer (``medic train``'s, or a
         tool's: one without ``source``)."""
         existing = read_sidecar(path)
-        return existing is None or "source" in existing
+        return existing is None or "source" in existing or is_claim(existing)
 
     def start(self, *, hparams: Mapping[str, Any] | None, epochs_planned: int | None,
               extra_columns, log_batch_metrics: bool, monitor_mode: str, resumed_from: int | None,
@@ -71,8 +74,10 @@ class RunRecord:
         """A new record, or, when the run continues (``resumed_from`` set and a record exists),
         the old record marked running again with the resume noted."""
         old = read_sidecar(self.path) if resumed_from is not None or self.path.exists() else None
+        claim = old if is_claim(old) else {}
+        old = None if claim else old
         fields: dict[str, Any] = {"status": "running", "end_time": None, "message": "", "pid": os.getpid(),
-                                  "host": socket.gethostname()}
+                                  "host": hostname(), "pid_scope": pid_scope(), "heartbeat_s": heartbeat_interval()}
         if epochs_planned is not None:
             fields["epochs"] = int(epochs_planned)
         if hparams is not None:
@@ -82,7 +87,8 @@ class RunRecord:
             mark_resumed(self.path, {"from_epoch": resumed_from}, **fields)
             return
         from medic import __version__
-        record = {"run_id": self.run_id, "status": "running", "start_time": now_str(), "end_time": None,
+        record = {"run_id": self.run_id, "status": "running", "start_time": claim.get("start_time") or now_str(),
+                  "start_epoch": claim.get("start_epoch") or round(time.time(), 3), "end_time": None,
                   "epochs": None, "epochs_done": 0, "batches_per_epoch": None,
                   "world_size": world_size_from_env(), "monitor": "Avg_Loss", "monitor_mode": monitor_mode,
                   "extra_columns": list(extra_columns) if extra_columns is not None else None,

@@ -18,6 +18,8 @@ from typing import NoReturn
 
 from medic.config import TrainConfig, build_parser, parse_args
 from medic.errors import MedicError
+from medic.stages import hold_at
+from medic.store.control import Heartbeat
 from medic.store.paths import Project, reserve_run_id
 from medic.train.start import check_before_start, plan_resume
 from medic.train.torchrun import EXIT_FILE_ENV, launch
@@ -46,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         return launch(cfg, explicit_options(argv), torchrun_flags)
     # one plain process: the launcher's checks, done before torch is imported (seconds sooner)
     explicit = explicit_options(argv)
-    check_before_start(cfg, Project.at(cfg.output_dir or None), explicit)
+    project = Project.at(cfg.output_dir or None)
+    check_before_start(cfg, project, explicit)
+    if not cfg.resume:  # claimed now, before torch loads: the run is listed from its first second
+        os.environ["MEDIC_RUN_ID"] = os.environ.get("MEDIC_RUN_ID") or reserve_run_id(project)
+        Heartbeat.of(project, os.environ["MEDIC_RUN_ID"]).start()
     return worker_main(cfg, explicit)
 
 
@@ -87,6 +93,7 @@ def worker_main(cfg: TrainConfig, explicit: set[str], checked: bool = True) -> i
     from torch.distributed.elastic.multiprocessing.errors import record
 
     from medic.train.loop import run
+    hold_at("torch")
 
     def decide():  # runs on rank 0 only
         project = Project.at(cfg.output_dir or None)

@@ -9,7 +9,7 @@
                each step: forward, backward, step; its loss stays on the device
                each log interval: its per-step losses reduced without waiting, with the
                stop vote (``sync.StepSync``, about every 0.25 s) → batch rows, a progress line
-    finish     sidecar status completed / stopped / failed
+    finish     sidecar status completed / stopped / failed (a requeue: ``RankRun.requeue``)
 
 Metrics are global (DESIGN.md): a batch's loss is the sample-weighted mean over ranks of that
 step, Avg_Loss is the per-sample mean over all ranks, Min/Max are over the global batch losses.
@@ -28,6 +28,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from medic.config import TrainConfig
 from medic.errors import MedicError
 from medic.store.logger import MetricsLogger, improves
+from medic.stages import hold_at
+from medic.store.control import clear_stop_request
 from medic.store.paths import Project, release_run_id
 from medic.store.sidecar import now_str, update_sidecar
 from medic.train import checkpoint as ckpt
@@ -35,9 +37,10 @@ from medic.train import dist, imports
 from medic.train.console import Console, settings_lines
 from medic.train.data import Data, loader_message
 from medic.train.casefiles import prune_case_tables, save_strip, write_case_table
+from medic.train.caseinfo import split_record
 from medic.train.infer import predictor
 from medic.train.metrics import class_names
-from medic.train.models import build_loss, build_model, build_optimizer
+from medic.train.models import build_loss, build_model, build_optimizer, make_scheduler
 from medic.train.save import Saver, TrainState
 from medic.train.selection import Selector, check_monitor, selected_name, validation_columns
 from medic.train.sync import EpochState, NonFiniteLoss, StepSync, StopFlag, agree, record_windows
@@ -57,6 +60,7 @@ def run(cfg: TrainConfig, decide) -> int:
     device = dist.pick_device(cfg.device, r.local_rank)
     monai = imports.load(cfg)  # in a thread, while the ranks meet
     control = dist.init(r, device, cfg.dist_timeout)
+    hold_at("rendezvous")
     plan = agree_on_plan(decide, r)
     monai.join()
     if plan is None:
@@ -119,6 +123,8 @@ class RankRun:
         self.start_wall = time.time()
         self.selector: Selector | None = None
         self.early_stop = ""  # the message, once patience has run out
+        if r.is_main:  # stop requests through the files, and the heartbeat
+            stop.watch(self.project, run_id)
 
     def train(self) -> int:
         status, message, code = "failed", "", 1
@@ -139,6 +145,8 @@ class RankRun:
             stopped = self.epochs(step, ts, data, resumed)
             status, code = ("stopped", 130) if stopped else ("completed", 0)
             message = self.early_stop
+            if stopped and self.stop.action == "requeue":
+                status, message = None, "checkpoint saved for a requeue"
         except NonFiniteLoss as err:
             message = f"non-finite loss ({err.value}) at epoch {err.epoch}, batch {err.batch}"
             key = "nan_stop" if err.epoch > 1 else "nan_stop_none"  # nothing is saved before epoch 1 ends
@@ -159,10 +167,22 @@ class RankRun:
             elif self.r.is_main and not self.resume_path:
                 release_run_id(self.project, self.run_id)
             self.con.close()
-        if self.owns_sidecar:
+        if self.owns_sidecar and status is None:
+            self.requeue(message)
+        elif self.owns_sidecar:
             update_sidecar(self.sidecar, status=status, end_time=now_str(), message=message,
                            total_time=round(time.time() - self.start_wall, 3))
+        if self.r.is_main:
+            clear_stop_request(self.project, self.run_id)  # acted on, or moot now that the run ended
         return code
+
+    def requeue(self, message: str) -> None:
+        """The end of a run asked to checkpoint for a requeue (stop request ``action="requeue"``:
+        a scheduler's time limit or preemption): the checkpoint is saved as for any stop, but the
+        run is not marked stopped. Its status stays resumable; ``requeued`` (the time) tells the
+        launcher not to mark it failed, and the scheduler to continue it from that checkpoint."""
+        update_sidecar(self.sidecar, requeued=now_str(), message=message,
+                       total_time=round(time.time() - self.start_wall, 3))
 
     def open_files(self, data: Data, resumed: dict | None) -> None:
         """Rank 0: the CSVs (cut after the resume point), the log, the sidecar, the startup block."""
@@ -178,8 +198,10 @@ class RankRun:
                                     resume_partial=(partial["epoch"], partial["batch"]) if partial else None,
                                     best_so_far=resumed.get("best") if resumed else None, rank=0,
                                     sidecar=False)  # the trainer writes its own (Saver.sidecar_start)
+        hold_at("header")
         con.open_log(project.log_file(run_id))
-        self.saver.sidecar_start(self.r, data.steps, extra, resumed, self.resume_path, labels=data.label_names)
+        self.saver.sidecar_start(self.r, data.steps, extra, resumed, self.resume_path, data.label_names,
+                                 split_record(cfg, data))
         self.owns_sidecar = True
         con.startup(root=project.root, dirs={"ckpt_dir": project.checkpoint_dir(run_id),
                     "results_dir": project.results_dir(run_id), "log_dir": project.log,
@@ -376,13 +398,3 @@ def eta_hours(epoch_times: list[float], remaining: int) -> float:
     there are others)."""
     recent = epoch_times[1:] if len(epoch_times) > 1 else epoch_times
     return remaining * (sum(recent[-5:]) / len(recent[-5:])) / 3600 if recent else 0.0
-
-
-def make_scheduler(cfg: TrainConfig, optimizer):
-    if cfg.lr_scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    if cfg.lr_scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_size, gamma=cfg.lr_gamma)
-    if cfg.lr_scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=cfg.monitor_direction, factor=cfg.lr_gamma)
-    return None
