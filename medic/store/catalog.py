@@ -244,7 +244,7 @@ def summarize(project: Project, run_id: str) -> dict[str, Any]:
             epochs = read_epoch_csv(files["epoch_csv"], allow_empty=True)
         except MedicError as err:
             problem = str(err)
-    elif (sidecar or {}).get("epochs_done"):  # a run that has not finished an epoch has no CSV yet
+    elif (sidecar or {}).get("status") not in ("starting", "queued"):  # those have no CSV yet
         problem = "epoch CSV missing"
     if "sidecar" in files and sidecar is None:
         problem = problem or "sidecar unreadable"

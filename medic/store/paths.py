@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medic.procs import hostname, pid_scope
-from medic.stages import hold_at
+from medic.store.stages import hold_at
 from medic.store.files import create_exclusive
 from medic.store.sidecar import now_str, read_sidecar, sweep_tags
 

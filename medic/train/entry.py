@@ -18,7 +18,7 @@ from typing import NoReturn
 
 from medic.config import TrainConfig, build_parser, parse_args
 from medic.errors import MedicError
-from medic.stages import hold_at
+from medic.store.stages import hold_at
 from medic.store.control import Heartbeat
 from medic.store.paths import Project, reserve_run_id
 from medic.train.start import check_before_start, plan_resume

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from medic.config import TrainConfig
 from medic.errors import MedicError
 from medic.store.logger import MetricsLogger, improves
-from medic.stages import hold_at
+from medic.store.stages import hold_at
 from medic.store.control import clear_stop_request
 from medic.store.paths import Project, release_run_id
 from medic.store.sidecar import now_str, update_sidecar
