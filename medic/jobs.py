@@ -150,7 +150,11 @@ class Job:
         code (None when a run elsewhere has not ended by then)."""
         if not self.running:
             return self.returncode
-        request_stop(self.project, self.run_id, "stop", reason="medic stop")
+        try:
+            request_stop(self.project, self.run_id, "stop", reason="medic stop")
+        except OSError:
+            if self.pid is None:
+                raise
         if self.pid is None:  # elsewhere: the request is the only way
             deadline = time.monotonic() + timeout
             while self.poll() is None and time.monotonic() < deadline:

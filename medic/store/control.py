@@ -94,14 +94,17 @@ class Heartbeat:
         return True
 
     def start(self) -> "Heartbeat":
-        """Beat in a daemon thread from now on (once: a second call changes nothing)."""
-        if self._thread is None:
-            def loop():
-                while not self._stop.is_set():
-                    self.beat_if_due()
-                    self._stop.wait(self.interval)
-            self._thread = threading.Thread(target=loop, name="medic-heartbeat", daemon=True)
-            self._thread.start()
+        """Beat in a daemon thread from now on (while one runs, a second call changes nothing)."""
+        if self._thread is not None and self._thread.is_alive() and not self._stop.is_set():
+            return self
+        stop = self._stop = threading.Event()  # its own: a thread still ending keeps the old one
+
+        def loop():
+            while not stop.is_set():
+                self.beat_if_due()
+                stop.wait(self.interval)
+        self._thread = threading.Thread(target=loop, name="medic-heartbeat", daemon=True)
+        self._thread.start()
         return self
 
     def stop(self) -> None:

@@ -7,7 +7,8 @@ loop, Lightning, MONAI/Ignite): the same file, with the same keys, as ``medic tr
     failed       on an exception, with its message; ``stopped`` on Ctrl-C
 
 A process killed outright cannot write anything: its sidecar keeps ``running`` with a pid that is
-gone, which readers show as ``interrupted`` (``medic.store.status``). Rank 0 only; every write is
+gone, which readers show as ``interrupted`` (``medic.store.status``). While the run is open, a
+thread beats its heartbeat, so that other hosts see it alive between rows. Rank 0 only; every write is
 atomic (``write_json_atomic``).
 """
 
@@ -20,9 +21,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from medic.procs import hostname, pid_scope
-from medic.store.control import heartbeat_interval
+from medic.store.control import Heartbeat, heartbeat_interval
 from medic.store.files import write_json_atomic
-from medic.store.paths import is_claim
+from medic.store.paths import Project, is_claim
 from medic.store.sidecar import mark_resumed, now_str, read_sidecar, update_sidecar
 
 
@@ -60,6 +61,7 @@ class RunRecord:
         self.path = Path(path)
         self.run_id = run_id
         self.finished = False
+        self.heartbeat: Heartbeat | None = None
 
     @staticmethod
     def ours_to_write(path: Path) -> bool:
@@ -83,8 +85,10 @@ class RunRecord:
         if hparams is not None:
             fields["config"] = plain(dict(hparams))
         fields.update(plain(dict(info or {})))
+        self.heartbeat = Heartbeat.of(Project(self.path.parent.parent), self.run_id)
         if old is not None:
             mark_resumed(self.path, {"from_epoch": resumed_from}, **fields)
+            self.heartbeat.start()
             return
         from medic import __version__
         record = {"run_id": self.run_id, "status": "running", "start_time": claim.get("start_time") or now_str(),
@@ -97,6 +101,7 @@ class RunRecord:
                   "versions": {"medic": __version__, "python": sys.version.split()[0]}}
         record.update(fields)
         write_json_atomic(self.path, record)
+        self.heartbeat.start()
 
     def update(self, **fields: Any) -> None:
         if not self.finished:
@@ -106,6 +111,8 @@ class RunRecord:
         """The final status (once: later calls change nothing)."""
         if self.finished:
             return
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         update_sidecar(self.path, status=status, end_time=now_str(), message=message[:500])
         self.finished = True
 

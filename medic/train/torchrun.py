@@ -43,8 +43,8 @@ def launch(cfg: TrainConfig, explicit: set[str], torchrun_flags: list[str]) -> i
     elif standalone:
         run_id = os.environ.get("MEDIC_RUN_ID") or reserve_run_id(project)
     project.make_dirs()  # the input is good: from here on the run has files
-    if run_id:  # alive from afar while the workers start, and as long as this launcher waits
-        Heartbeat.of(project, run_id).start()
+    if run_id and not cfg.resume:  # alive from afar while the workers start, and while this waits
+        Heartbeat.of(project, run_id).start()  # (a resumed run beats once its workers take it over)
     if run_id and standalone:
         env["MEDIC_RUN_ID"] = run_id  # every rank uses it; in multi-node runs global rank 0 picks
     cores = os.cpu_count() or 1
