@@ -163,13 +163,14 @@ def cli(root: Path, *args: str, timeout: float = 120) -> subprocess.CompletedPro
                           text=True, timeout=timeout)
 
 
-def wait_running(root: Path, proc: subprocess.Popen) -> str:
+def wait_running(root: Path, proc: subprocess.Popen, known: tuple[str, ...] = ()) -> str:
+    """The id of the new run once it has finished an epoch (runs in ``known`` are older ones)."""
     project = Project.at(root)
     deadline = time.monotonic() + 150
     while True:
         assert proc.poll() is None, f"ended early with {proc.returncode}"
         assert time.monotonic() < deadline, "never started training"
-        ids = project.run_ids()
+        ids = [i for i in project.run_ids() if i not in known]
         if ids and (json.loads(project.sidecar(ids[-1]).read_text()).get("epochs_done") or 0) >= 1:
             return ids[-1]
         time.sleep(0.2)
@@ -200,7 +201,7 @@ def test_a_run_on_another_host_is_seen_stopped_and_found_dead(tmp_path):
 
     proc = other_host(root, "--epochs", "500")
     try:
-        run_id = wait_running(root, proc)
+        run_id = wait_running(root, proc, known=(run_id,))
         assert run_status(project, run_id) == "running"
     finally:
         kill_tree(proc)
