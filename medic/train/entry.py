@@ -102,7 +102,11 @@ def worker_main(cfg: TrainConfig, explicit: set[str], checked: bool = True) -> i
         if cfg.resume:
             new, run_id, path = plan_resume(cfg, explicit, project)
             return new.to_dict(), run_id, str(path)
-        return cfg.to_dict(), os.environ.get("MEDIC_RUN_ID") or reserve_run_id(project), None
+        if os.environ.get("MEDIC_RUN_ID"):
+            return cfg.to_dict(), os.environ["MEDIC_RUN_ID"], None
+        run_id = reserve_run_id(project)  # a user's own torchrun: claimed here, alive from now on
+        Heartbeat.of(project, run_id).start()
+        return cfg.to_dict(), run_id, None
 
     code = record(run)(cfg, decide)
     # everything is written and closed: spare the exit the interpreter's final garbage collection

@@ -123,8 +123,6 @@ class RankRun:
         self.start_wall = time.time()
         self.selector: Selector | None = None
         self.early_stop = ""  # the message, once patience has run out
-        if r.is_main:  # stop requests through the files, and the heartbeat
-            stop.watch(self.project, run_id)
 
     def train(self) -> int:
         status, message, code = "failed", "", 1
@@ -203,6 +201,7 @@ class RankRun:
         self.saver.sidecar_start(self.r, data.steps, extra, resumed, self.resume_path, data.label_names,
                                  split_record(cfg, data))
         self.owns_sidecar = True
+        self.stop.watch(project, run_id)  # its stop requests and heartbeat: the run is this one's now
         con.startup(root=project.root, dirs={"ckpt_dir": project.checkpoint_dir(run_id),
                     "results_dir": project.results_dir(run_id), "log_dir": project.log,
                     "metrics_dir": project.metrics},
