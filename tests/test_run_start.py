@@ -120,7 +120,7 @@ def test_kills_at_each_stage_and_at_random_moments_leave_interrupted_runs_and_wh
 
     rng = random.Random(19)
     for batch in range(2):  # 8 random moments of the first 10 s, 4 runs at a time
-        procs = [(start(root, 1 + k % 2, "--epochs", "3"), rng.uniform(0.0, 10.0)) for k in range(4)]
+        procs = [(start(root, 1 + k % 2, "--epochs", "500"), rng.uniform(0.0, 10.0)) for k in range(4)]
         t0 = time.monotonic()
         for proc, at in sorted(procs, key=lambda p: p[1]):
             time.sleep(max(0.0, t0 + at - time.monotonic()))
