@@ -40,7 +40,8 @@ def main() -> None:
         flag._check_at = 0.0
         flag.local()
     checked = per_call(check, 5000)
-    print(f"one heartbeat (control.beat):             {beat:8.1f} us  (once per {control.heartbeat_interval():g} s)")
+    every = control.heartbeat_interval()
+    print(f"one heartbeat (control.beat):             {beat:8.1f} us  (once per {every:g} s)")
     print(f"one step between checks (StopFlag.local): {step:8.3f} us")
     print(f"one check (stat of the stop request):     {checked:8.1f} us  (at most once per {StopFlag.CHECK_S:g} s)")
 

@@ -6,7 +6,8 @@ the analysis files named after the run — after showing what would go.
     medic clean 20251106_103015 --yes    # these runs
 
 Nothing is removed without ``--yes``. A run that is still active (status ``starting``,
-``queued`` or ``running``) is never removed. With both ``--keep`` and ``--older-than`` a run goes only if both select it.
+``queued`` or ``running``) is never removed. With both ``--keep`` and ``--older-than`` a run
+goes only if both select it.
 """
 
 from __future__ import annotations

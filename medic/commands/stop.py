@@ -1,8 +1,8 @@
 """``medic stop [RUN_ID]``: stop a running training job (default: the newest running one); it
 saves a checkpoint and its run is marked stopped (``medic.jobs.Job.stop``). It works from any
 host that shares the project folder: the request is a file next to the run, which the trainer
-reads at its next progress interval; where the job's process is local, a signal is sent too. ``medic stop SWEEP_ID``
-stops a sweep's drivers, which stop their trials the same way."""
+reads at its next progress interval; where the job's process is local, a signal is sent too.
+``medic stop SWEEP_ID`` stops a sweep's drivers, which stop their trials the same way."""
 
 from __future__ import annotations
 

@@ -1,15 +1,16 @@
 """The sidecar of a run recorded by ``MetricsLogger`` in someone else's training loop (a plain
 loop, Lightning, MONAI/Ignite): the same file, with the same keys, as ``medic train`` writes.
 
-    running      written when the logger opens (over the claim that reserved the id) (pid, host, start time, options, planned epochs)
+    running      written when the logger opens, over the claim that reserved the id (pid,
+                 host, start time, options, planned epochs)
     progress     ``epochs_done``, ``best`` and ``best_epoch`` after every epoch row
     completed    on leaving the ``with`` block normally (or ``close()``)
     failed       on an exception, with its message; ``stopped`` on Ctrl-C
 
 A process killed outright cannot write anything: its sidecar keeps ``running`` with a pid that is
 gone, which readers show as ``interrupted`` (``medic.store.status``). While the run is open, a
-thread beats its heartbeat, so that other hosts see it alive between rows. Rank 0 only; every write is
-atomic (``write_json_atomic``).
+thread beats its heartbeat, so that other hosts see it alive between rows. Rank 0 only; every
+write is atomic (``write_json_atomic``).
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ from typing import NoReturn
 
 from medic.config import TrainConfig, build_parser, parse_args
 from medic.errors import MedicError
-from medic.store.stages import hold_at
 from medic.store.control import Heartbeat
 from medic.store.paths import Project, reserve_run_id
+from medic.store.stages import hold_at
 from medic.train.start import check_before_start, plan_resume
 from medic.train.torchrun import EXIT_FILE_ENV, launch
 
@@ -50,10 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     explicit = explicit_options(argv)
     project = Project.at(cfg.output_dir or None)
     check_before_start(cfg, project, explicit)
+    run_id = None
     if not cfg.resume:  # claimed now, before torch loads: the run is listed from its first second
-        os.environ["MEDIC_RUN_ID"] = os.environ.get("MEDIC_RUN_ID") or reserve_run_id(project)
-        Heartbeat.of(project, os.environ["MEDIC_RUN_ID"]).start()
-    return worker_main(cfg, explicit)
+        run_id = os.environ.get("MEDIC_RUN_ID") or reserve_run_id(project)
+        Heartbeat.of(project, run_id).start()
+    return worker_main(cfg, explicit, run_id=run_id)
 
 
 def under_torchrun() -> bool:
@@ -88,7 +89,8 @@ def end_process(main) -> NoReturn:
     os._exit(code)
 
 
-def worker_main(cfg: TrainConfig, explicit: set[str], checked: bool = True) -> int:
+def worker_main(cfg: TrainConfig, explicit: set[str], checked: bool = True,
+                run_id: str | None = None) -> int:
     # torch and MONAI load here, after the checks (a mistake is reported seconds sooner)
     from torch.distributed.elastic.multiprocessing.errors import record
 
@@ -102,11 +104,11 @@ def worker_main(cfg: TrainConfig, explicit: set[str], checked: bool = True) -> i
         if cfg.resume:
             new, run_id, path = plan_resume(cfg, explicit, project)
             return new.to_dict(), run_id, str(path)
-        if os.environ.get("MEDIC_RUN_ID"):
-            return cfg.to_dict(), os.environ["MEDIC_RUN_ID"], None
-        run_id = reserve_run_id(project)  # a user's own torchrun: claimed here, alive from now on
-        Heartbeat.of(project, run_id).start()
-        return cfg.to_dict(), run_id, None
+        if run_id or os.environ.get("MEDIC_RUN_ID"):  # claimed by the launching process
+            return cfg.to_dict(), run_id or os.environ["MEDIC_RUN_ID"], None
+        new_id = reserve_run_id(project)  # a user's own torchrun: claimed here, alive from now on
+        Heartbeat.of(project, new_id).start()
+        return cfg.to_dict(), new_id, None
 
     code = record(run)(cfg, decide)
     # everything is written and closed: spare the exit the interpreter's final garbage collection

@@ -27,11 +27,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from medic.config import TrainConfig
 from medic.errors import MedicError
-from medic.store.logger import MetricsLogger, improves
-from medic.store.stages import hold_at
 from medic.store.control import clear_stop_request
+from medic.store.logger import MetricsLogger, improves
 from medic.store.paths import Project, release_run_id
 from medic.store.sidecar import now_str, update_sidecar
+from medic.store.stages import hold_at
 from medic.train import checkpoint as ckpt
 from medic.train import dist, imports
 from medic.train.console import Console, settings_lines
