@@ -102,8 +102,8 @@ def worker_main(cfg: TrainConfig, explicit: set[str], checked: bool = True,
         if not checked:
             check_before_start(cfg, project, explicit)
         if cfg.resume:
-            new, run_id, path = plan_resume(cfg, explicit, project)
-            return new.to_dict(), run_id, str(path)
+            new, resumed_id, path = plan_resume(cfg, explicit, project)
+            return new.to_dict(), resumed_id, str(path)
         if run_id or os.environ.get("MEDIC_RUN_ID"):  # claimed by the launching process
             return cfg.to_dict(), run_id or os.environ["MEDIC_RUN_ID"], None
         new_id = reserve_run_id(project)  # a user's own torchrun: claimed here, alive from now on
