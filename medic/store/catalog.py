@@ -78,7 +78,8 @@ def no_runs_error(project: Project) -> MedicError:
 
 
 def newest_run_id(project: Project, need: str = "epoch_csv") -> str:
-    """The newest run that has the file ``need`` ("epoch_csv" or "batch_csv")."""
+    """The newest run that has the file ``need`` ("epoch_csv" or "batch_csv"; "any": a run that
+    is starting has only its sidecar)."""
     ids = [i for i in project.run_ids() if need != "batch_csv" or project.batch_csv(i).exists()]
     if need == "epoch_csv":
         ids = [i for i in ids if project.epoch_csv(i).exists()]
