@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from conftest import PY, child_env
-from medic.procs import descendants
+from medic.procs import descendants, pid_alive
 from medic.store.paths import Project
 from medic.store.status import effective_status, run_status
 
@@ -54,6 +54,10 @@ def kill_tree(proc: subprocess.Popen) -> None:
         except ProcessLookupError:
             pass
     proc.wait(timeout=30)
+    deadline = time.monotonic() + 30  # a killed process takes a moment to be gone
+    while any(pid_alive(pid) for pid in seen):
+        assert time.monotonic() < deadline, "a killed process lives on"
+        time.sleep(0.05)
 
 
 class CsvPoller(threading.Thread):
