@@ -264,3 +264,23 @@ def test_case_tables_name_each_validation_case_once_with_1_and_2_processes(tmp_p
         assert side["data_fingerprint"]["cases"] == 12 and side["data_fingerprint"]["dataset_json_sha256"]
         names[nproc] = (table, side["data_fingerprint"]["sha256"])
     assert names[1] == names[2]
+
+
+def test_a_requeue_request_checkpoints_without_marking_the_run_stopped(project):
+    """Stop request ``action="requeue"`` (what a scheduler's time limit asks), 2 processes: all
+    ranks agree, a checkpoint is saved, the run is left resumable (not ``stopped``), and the
+    request is gone."""
+    from medic.store.control import request_stop
+    proc = start(project, 2, "--epochs", "500", MEDIC_HEARTBEAT="1")
+    try:
+        run_id = wait_running(project, proc)
+        request_stop(Project.at(project), run_id, action="requeue", reason="time limit")
+        assert proc.wait(timeout=120) == 130
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc)
+    p = Project.at(project)
+    side = json.loads(p.sidecar(run_id).read_text())
+    assert side["status"] == "running" and side["requeued"] and side["message"] == "checkpoint saved for a requeue"
+    assert (p.checkpoint_dir(run_id) / "last.pth").is_file() and not p.stop_request(run_id).exists()
+    assert run_status(p, run_id) == "interrupted"  # its processes are gone: resumable from last.pth
