@@ -91,7 +91,7 @@ class Follower:
         return read_sidecar(self.sidecar_path) if self.sidecar_path else None
 
     def status(self, sidecar: dict | None) -> str:
-        if not self.run_id:
+        if self.sidecar_path is None:  # a CSV named otherwise: its changes are its only sign of life
             return effective_status(sidecar, last_update=self.path.stat().st_mtime if self.path.exists() else None)
         return run_status(Project.at(self.path.parent.parent), self.run_id, sidecar)
 
