@@ -10,9 +10,12 @@ The job is ``python -m medic.train ...`` (which starts torchrun itself for sever
 its own session, so it outlives the kernel that started it and a kernel interrupt or restart never
 reaches it. Its output goes to ``log/launcher_<id>.log`` (a pipe nobody drains would stall
 training), and ``log/launcher_<id>.pid`` records the agent's pid so another process can find it.
-Stopping sends SIGINT (the trainer saves a checkpoint and marks the run stopped), then escalates to
-SIGTERM and SIGKILL on the agent *and* its workers: torchrun starts each worker in a session of
-its own, so killing the agent alone would leave them training.
+
+Stopping writes a stop request next to the run (``medic.store.control``), which the trainer reads
+at its next progress interval from whatever host it runs on: it saves a checkpoint and marks the
+run stopped. Where the job's process is local, SIGINT is sent as well (the fast path), then, if
+it does not end, SIGTERM and SIGKILL to the agent *and* its workers: torchrun starts each worker
+in a session of its own, so killing the agent alone would leave them training.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from medic.errors import MedicError, RunNotFoundError
-from medic.procs import descendants, pid_alive, process_start_ticks, send_signal
-from medic.store.paths import RUN_ID_RE, Project, reserve_run_id
+from medic.procs import descendants, hostname, pid_alive, pid_scope, process_start_ticks, send_signal
+from medic.store.control import request_stop
+from medic.store.paths import RUN_ID_RE, Project, is_claim, release_run_id, reserve_run_id
 from medic.store.files import write_json_atomic
-from medic.store.sidecar import now_str, read_sidecar, written_at
+from medic.store.sidecar import now_str, read_sidecar, update_sidecar, written_at
+from medic.store.status import ACTIVE, run_status, is_local
 
 # what an attached job reports as its exit code when only the sidecar's status is known
 STATUS_RETURNCODES = {"completed": 0, "stopped": 130, "failed": 1}
@@ -80,9 +85,9 @@ class Job:
         return read_sidecar(self.project.sidecar(self.run_id))
 
     @property
-    def status(self) -> str | None:
-        """The run's status from its sidecar: running, completed, failed or stopped."""
-        return (self.sidecar or {}).get("status")
+    def status(self) -> str:
+        """The run's status: one word of the table in ``medic.store.status``."""
+        return run_status(self.project, self.run_id)
 
     @property
     def log_path(self) -> Path:
@@ -98,6 +103,8 @@ class Job:
                 self._record_returncode(rc)
             return rc
         if pid_alive(self.pid, start_ticks=self.start_ticks):
+            return None
+        if self.pid is None and self.status in ACTIVE:  # a run on another host: alive by its heartbeat
             return None
         saved = (read_sidecar(pidfile_path(self.project, self.run_id)) or {}).get("returncode")
         if isinstance(saved, int):
@@ -152,18 +159,31 @@ class Job:
                 raise TimeoutError(f"run {self.run_id} is still running after {timeout:g} s")
 
     def stop(self, timeout: float = 60.0, kill_after: float = 10.0) -> int | None:
-        """Stop the job: SIGINT to the agent (workers save a checkpoint, the run is marked stopped).
+        """Stop the job: a stop request in the run's files (read by the trainer on any host: it
+        saves a checkpoint and marks the run stopped) and, where its process is local, SIGINT to
+        the agent, escalating as below. A run on another host is waited for.
 
         Args:
             timeout: seconds to wait for the graceful stop before SIGTERM goes to the agent and
-                every worker.
+                every worker (a local job), or before giving up waiting (a job elsewhere).
             kill_after: seconds after the SIGTERM before SIGKILL.
 
         Returns:
-            The job's exit code (130 for a graceful stop).
+            The job's exit code (130 for a graceful stop); None when a run elsewhere has not
+            ended by then.
         """
         if not self.running:
             return self.returncode
+        try:
+            request_stop(self.project, self.run_id, "stop", reason="medic stop")
+        except OSError:
+            if self.pid is None:
+                raise
+        if self.pid is None:  # elsewhere: the request is the only way
+            deadline = time.monotonic() + timeout
+            while self.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            return self.poll()
         known: dict[int, int | None] = {}
 
         def gather() -> list[int]:
@@ -210,7 +230,7 @@ class Job:
         status = self.status
         if rc != 0 or status != "completed":
             message = (self.sidecar or {}).get("message") or ""
-            raise MedicError(f"run {self.run_id} ended with exit code {rc}, status {status or 'unknown'}"
+            raise MedicError(f"run {self.run_id} ended with exit code {rc}, status {status}"
                              + (f": {message}" if message else "")
                              + f"\n--- last lines of {self.log_path} ---\n{self.log_tail(15)}")
 
@@ -239,11 +259,11 @@ def _resumed_run_id(project: Project, resume: str) -> str:
 
 
 def _sweep_run_id(project: Project) -> str | None:
-    """The run id a sweep driver reserved for this trial (``MEDIC_SWEEP_RUN_ID``), while unused."""
+    """The run id a sweep driver reserved for this trial (``MEDIC_SWEEP_RUN_ID``), while unused:
+    its sidecar is still the bare claim, and no job was started for it."""
     run_id = os.environ.get("MEDIC_SWEEP_RUN_ID", "")
-    csv = project.epoch_csv(run_id) if RUN_ID_RE.fullmatch(run_id) else None
-    if csv is None or not csv.is_file() or csv.stat().st_size or project.sidecar(run_id).exists() \
-            or pidfile_path(project, run_id).exists():
+    if not RUN_ID_RE.fullmatch(run_id) or not is_claim(read_sidecar(project.sidecar(run_id))) \
+            or project.epoch_csv(run_id).exists() or pidfile_path(project, run_id).exists():
         return None
     return run_id
 
@@ -290,13 +310,15 @@ def launch(config, root: str | os.PathLike | None = None) -> Job:
             popen = subprocess.Popen(argv, cwd=cwd, env=_child_env(run_id), stdin=subprocess.DEVNULL,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     except OSError as err:
-        csv = project.epoch_csv(run_id)
-        if reserved and csv.exists() and csv.stat().st_size == 0:
-            csv.unlink()
+        if reserved:
+            release_run_id(project, run_id)
         raise MedicError(f"could not start training: {err}") from err
+    if reserved:  # the claim names the job's process from now on, not this one
+        update_sidecar(project.sidecar(run_id), pid=popen.pid)
     ticks = process_start_ticks(popen.pid)
     write_json_atomic(pidfile_path(project, run_id), {
         "run_id": run_id, "pid": popen.pid, "start_ticks": ticks, "start_time": now_str(),
+        "host": hostname(), "pid_scope": pid_scope(),
         "argv": argv, "cwd": str(cwd), "log": str(log_path)})
     return Job(run_id, project, popen.pid, ticks, popen=popen)
 
@@ -312,7 +334,7 @@ def attach(run_id: str | None = None, root: str | os.PathLike | None = None) -> 
         run_id = ids[-1]
     run_id = str(run_id)
     info = read_sidecar(pidfile_path(project, run_id))
-    if info and isinstance(info.get("pid"), int):
+    if info and isinstance(info.get("pid"), int) and is_local(info):
         rc = info.get("returncode")
         return Job(run_id, project, info["pid"], info.get("start_ticks"),
                    returncode=rc if isinstance(rc, int) else None)
@@ -322,8 +344,8 @@ def attach(run_id: str | None = None, root: str | os.PathLike | None = None) -> 
     # without a pid file: the torchrun agent (or the single process) named in the sidecar, unless
     # that pid now belongs to a process started after the sidecar was last written
     written = written_at(project.sidecar(run_id))
-    for key in ("agent_pid", "pid"):
-        pid = (sidecar or {}).get(key)
+    for key in ("agent_pid", "pid") if sidecar is not None and is_local(sidecar) else ():
+        pid = sidecar.get(key)
         if isinstance(pid, int) and pid_alive(pid, written_at=written):
             return Job(run_id, project, pid, process_start_ticks(pid))
     return Job(run_id, project, None)

@@ -114,17 +114,19 @@ def monitor_settings(namespace: dict[str, Any]) -> dict[str, Any]:
         raise MedicError("refresh_seconds must be > 0 and timeout_seconds >= 0, got "
                          f"{p.get('refresh_seconds')} and {p.get('timeout_seconds')}")
     root = project_root(p.get("project_root", ""))
-    return {"run": run_id_for(p.get("run_id", ""), root), "root": root,
+    # the newest run even while it starts (its sidecar only): the monitor waits for its rows
+    return {"run": run_id_for(p.get("run_id", ""), root, need="any"), "root": root,
             "refresh": p.get("refresh_seconds", 1.0), "timeout": p.get("timeout_seconds") or None}
 
 
-def run_id_for(run_id: str, root: str | os.PathLike) -> str:
-    """``run_id`` checked to exist in the project, or the newest run when it is empty."""
+def run_id_for(run_id: str, root: str | os.PathLike, need: str = "epoch_csv") -> str:
+    """``run_id`` checked to exist in the project, or the newest run (with the file ``need``)
+    when it is empty."""
     from medic.store.catalog import check_run_id, newest_run_id
     from medic.store.paths import Project
     project = Project.at(root)
     if not run_id:
-        return newest_run_id(project)
+        return newest_run_id(project, need)
     check_run_id(project, str(run_id))
     return str(run_id)
 

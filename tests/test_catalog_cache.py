@@ -188,7 +188,7 @@ def test_filters_of_medic_runs_and_catalog(five):
     assert medic.catalog(five, sweep="sweep_a")["run_id"].tolist() == ["20250102_000000", "20250107_000000"]
     assert medic.catalog(five, since="2025-01-04")["run_id"].tolist() == ["20250104_000000", "20250105_000000",
                                                                          "20250107_000000"]
-    assert medic.catalog(five, status="unknown")["run_id"].tolist() == ["20250105_000000"]
+    assert medic.catalog(five, status="running")["run_id"].tolist() == ["20250105_000000"]  # no sidecar, just written: alive by its files
     best = medic.catalog(five, sweep="sweep_a", top=1)  # both monitor Val_Dice: higher is better
     assert best["run_id"].tolist() == ["20250107_000000"]
     ranked = medic.catalog(five, top=2, by="Val_Dice")

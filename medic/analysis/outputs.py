@@ -22,7 +22,7 @@ from medic.store.files import write_text_atomic
 from medic.store.paths import BATCH_CSV_RE, EPOCH_CSV_RE, Project
 from medic.store.readers import read_epoch_csv
 from medic.store.sidecar import read_sidecar
-from medic.store.status import effective_status
+from medic.store.status import run_status
 
 
 def sidecar_for(csv_path: str | os.PathLike) -> dict[str, Any] | None:
@@ -61,7 +61,9 @@ def analyze_epochs(csv_path: str | os.PathLike, root: str | os.PathLike | None =
 
     epochs = read_epoch_csv(csv_path)
     sidecar = sidecar_for(csv_path)
-    status = effective_status(sidecar) if sidecar else None
+    m = EPOCH_CSV_RE.match(Path(csv_path).name)
+    status = run_status(Project(Path(csv_path).resolve().parent.parent), m.group("id"), sidecar) \
+        if sidecar and m else None
     summary = summarize_epochs(epochs, sidecar, status)
     summary.message = str((sidecar or {}).get("message") or "")
     summary.worst_epoch, summary.worst_cases = worst_of_epoch(csv_path, summary.best_monitored_epoch)

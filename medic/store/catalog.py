@@ -28,6 +28,7 @@ from medic.store import columns as C
 from medic.store.paths import BATCH_CSV_RE, EPOCH_CSV_RE, RUN_ID_RE, Project
 from medic.store.runlist import SUMMARY_COLUMNS, base_row, frame, listing, problem_of, registry_summaries
 from medic.store.sidecar import read_sidecar
+from medic.store.control import read_beat
 from medic.store.status import effective_status
 
 if TYPE_CHECKING:
@@ -49,7 +50,8 @@ def run_files(project: Project, run_id: str) -> dict[str, Path]:
     """The files of a run that exist: epoch_csv, batch_csv, sidecar, log, checkpoints, results."""
     candidates = {"epoch_csv": project.epoch_csv(run_id), "batch_csv": project.batch_csv(run_id),
                   "sidecar": project.sidecar(run_id), "log": project.log_file(run_id),
-                  "checkpoints": project.checkpoint_dir(run_id), "results": project.results_dir(run_id)}
+                  "checkpoints": project.checkpoint_dir(run_id), "results": project.results_dir(run_id),
+                  "heartbeat": project.heartbeat(run_id), "stop_request": project.stop_request(run_id)}
     return {k: p for k, p in candidates.items() if p.exists()}
 
 
@@ -73,7 +75,8 @@ def no_runs_error(project: Project) -> MedicError:
 
 
 def newest_run_id(project: Project, need: str = "epoch_csv") -> str:
-    """The newest run that has the file ``need`` ("epoch_csv" or "batch_csv")."""
+    """The newest run that has the file ``need`` ("epoch_csv" or "batch_csv"; "any": a run that
+    is starting has only its sidecar)."""
     ids = [i for i in project.run_ids() if need != "batch_csv" or project.batch_csv(i).exists()]
     if need == "epoch_csv":
         ids = [i for i in ids if project.epoch_csv(i).exists()]
@@ -165,19 +168,17 @@ class Run:
                 f"{'/' + str(planned) if planned else ''}, batches={'yes' if 'batch_csv' in self.paths else 'no'})")
 
 
-def _activity(paths: dict[str, Path], epochs: pd.DataFrame | None) -> dict[str, float | None]:
+def _activity(paths: dict[str, Path], epochs: pd.DataFrame | None = None) -> dict[str, float | None]:
+    """The signs of life ``effective_status`` weighs: the sidecar's and the files' last change,
+    and the heartbeat."""
     mtimes = {}
     for key in ("epoch_csv", "batch_csv", "sidecar", "log"):
         try:
             mtimes[key] = paths[key].stat().st_mtime
         except (KeyError, OSError):
             pass
-    longest = 0.0
-    if epochs is not None and len(epochs) and C.EPOCH_TIME in epochs:
-        value = epochs[C.EPOCH_TIME].max()
-        longest = float(value) if value == value else 0.0
     return {"sidecar_mtime": mtimes.get("sidecar"), "last_update": max(mtimes.values(), default=None),
-            "longest_epoch_s": longest}
+            "last_beat": read_beat(paths["heartbeat"]) if "heartbeat" in paths else None}
 
 
 def load_run(id_or_path: str | os.PathLike, root: str | os.PathLike | None = None) -> Run:

@@ -23,7 +23,7 @@ from medic.store.status import STATUSES
 
 # what ``status`` may name: the status table, and the words for a run without a sidecar or whose
 # process cannot be checked and which has not written for long
-KNOWN_STATUSES = STATUSES + ("unknown", "stale")
+KNOWN_STATUSES = STATUSES
 # catalog columns a run can be ranked by, and which way is better
 RANKED = {"last_loss": "min", "total_time_s": "min", "time_per_epoch_s": "min", "samples_per_s": "max",
           "epochs_done": "max"}

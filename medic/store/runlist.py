@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from medic.store import columns as C
 from medic.store.catalogcache import Entry, Reads, refresh
+from medic.store.control import read_beat
 from medic.store.paths import BATCH_CSV_RE, EPOCH_CSV_RE, RUN_ID_RE, SIDECAR_RE, Project, run_id_sort_key
 from medic.store.sidecar import read_sidecar, written_at
 from medic.store.status import FINISHED, effective_status
@@ -129,20 +130,23 @@ def problem_of(problem: str, files: list[str], status: str, sidecar: dict[str, A
     return problem or ("sidecar unreadable" if "sidecar" in files and sidecar is None else "")
 
 
-def live_status(project: Project, run_id: str, entry: Entry, files: list[str],
-                longest_epoch_s: float) -> tuple[str, dict[str, Any] | None]:
+def live_status(project: Project, run_id: str, entry: Entry, files: list[str]) -> tuple[str, dict[str, Any] | None]:
     """The run's status now, and the sidecar it was decided from. A sidecar that does not record
-    a finished run is read again whole: the liveness check never uses a cached record."""
+    a finished run is read again whole, and its heartbeat read: the liveness check never uses a
+    cached record."""
     sidecar, side_mtime = entry.sidecar, entry.sidecar_mtime
     mtimes = [m for m in (entry.csv_mtime, side_mtime) if m is not None]
-    if sidecar is not None and sidecar.get("status") not in FINISHED:
-        sidecar = read_sidecar(project.sidecar(run_id))
-        side_mtime = written_at(project.sidecar(run_id))
+    beat = None
+    if sidecar is None or sidecar.get("status") not in FINISHED:  # active, or no record: look again
+        beat = read_beat(project.heartbeat(run_id))
+        if sidecar is not None or "sidecar" in files:
+            sidecar = read_sidecar(project.sidecar(run_id))
+            side_mtime = written_at(project.sidecar(run_id))
         mtimes = [m for m in (entry.csv_mtime, side_mtime) if m is not None] + _mtimes(
             project.batch_csv(run_id) if "batch_csv" in files else None,
             project.log_file(run_id) if "log" in files else None)
     status = effective_status(sidecar, sidecar_mtime=side_mtime, last_update=max(mtimes, default=None),
-                              longest_epoch_s=longest_epoch_s)
+                              last_beat=beat)
     return status, sidecar
 
 
@@ -164,8 +168,7 @@ def rows(project: Project, *, use_cache: bool = True, reads: Reads | None = None
     for run_id in ids:
         entry, files = entries[run_id], file_keys(run_id, names)
         numbers = entry.figures
-        status, sidecar = live_status(project, run_id, entry, files,
-                                      numbers["longest_epoch_s"] if numbers else 0.0)
+        status, sidecar = live_status(project, run_id, entry, files)
         row = base_row(run_id, status, sidecar, files, problem_of(entry.problem, files, status, sidecar))
         if numbers and numbers["n"]:
             for k in _FIGURE_COLUMNS:

@@ -62,9 +62,12 @@ class FolderSegmentation(Dataset):
         self.label_names = ["background"] + [f"class_{c}" for c in range(1, num_classes)]
         images, masks = [], []
         self.case_ids = []  # the file names: the per-case validation table names each case by it
+        self.case_shapes = []  # as read, before resizing (the sidecar's data fingerprint)
         for image_path, mask_path in pairs(root):
             self.case_ids.append(image_path.name)
-            img = torch.as_tensor(read_array(image_path).astype(np.float32))[None]
+            array = read_array(image_path)
+            self.case_shapes.append(tuple(array.shape))
+            img = torch.as_tensor(array.astype(np.float32))[None]
             mask = read_array(mask_path)
             values = np.unique(mask)
             if num_classes == 2 and len(values) <= 2:

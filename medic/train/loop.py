@@ -9,7 +9,7 @@
                each step: forward, backward, step; its loss stays on the device
                each log interval: its per-step losses reduced without waiting, with the
                stop vote (``sync.StepSync``, about every 0.25 s) → batch rows, a progress line
-    finish     sidecar status completed / stopped / failed
+    finish     sidecar status completed / stopped / failed (a requeue: ``RankRun.requeue``)
 
 Metrics are global (docs/reference/files.md, "Metrics are global"): a batch's loss is the sample-weighted mean over ranks of that
 step, Avg_Loss is the per-sample mean over all ranks, Min/Max are over the global batch losses.
@@ -28,17 +28,19 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from medic.config import TrainConfig
 from medic.errors import MedicError
 from medic.store import columns as C
+from medic.store.control import clear_stop_request
 from medic.store.logger import MetricsLogger, improves
 from medic.store.paths import Project, release_run_id
 from medic.store.sidecar import now_str, update_sidecar
-from medic.train import checkpoint as ckpt
-from medic.train import dist, imports
+from medic.store.stages import hold_at
+from medic.train import checkpoint as ckpt, dist, imports
 from medic.train.console import Console, settings_lines
 from medic.train.data import Data, loader_message
 from medic.train.casefiles import prune_case_tables, write_case_table
+from medic.train.caseinfo import split_record
 from medic.train.infer import predictor
 from medic.train.metrics import class_names
-from medic.train.models import build_loss, build_model, build_optimizer
+from medic.train.models import build_loss, build_model, build_optimizer, make_scheduler
 from medic.train.pictures import label_names, save_validation_strip
 from medic.train.save import Saver, TrainState
 from medic.train.selection import Selector, check_monitor, selected_name, validation_columns
@@ -59,6 +61,7 @@ def run(cfg: TrainConfig, decide) -> int:
     device = dist.pick_device(cfg.device, r.local_rank)
     monai = imports.load(cfg)  # in a thread, while the ranks meet
     control = dist.init(r, device, cfg.dist_timeout)
+    hold_at("rendezvous")
     plan = agree_on_plan(decide, r)
     monai.join()
     if plan is None:
@@ -141,6 +144,8 @@ class RankRun:
             stopped = self.epochs(step, ts, data, resumed)
             status, code = ("stopped", 130) if stopped else ("completed", 0)
             message = self.early_stop
+            if stopped and self.stop.action == "requeue":
+                status, message = None, "checkpoint saved for a requeue"
         except NonFiniteLoss as err:
             message = f"non-finite loss ({err.value}) at epoch {err.epoch}, batch {err.batch}"
             key = "nan_stop" if err.epoch > 1 else "nan_stop_none"  # nothing is saved before epoch 1 ends
@@ -162,10 +167,22 @@ class RankRun:
             elif self.r.is_main and not self.resume_path:
                 release_run_id(self.project, self.run_id)
             self.con.close()
-        if self.owns_sidecar:  # total_time: the process's wall time; the run's duration is its epochs' sum
+        if self.owns_sidecar and status is None:
+            self.requeue(message)
+        elif self.owns_sidecar:  # total_time: the process's wall time; the run's duration is its epochs' sum
             update_sidecar(self.sidecar, status=status, end_time=now_str(), message=message,
                            total_time=round(time.time() - self.start_wall, 3))
+        if self.r.is_main:
+            clear_stop_request(self.project, self.run_id)  # acted on, or moot now that the run ended
         return code
+
+    def requeue(self, message: str) -> None:
+        """The end of a run asked to checkpoint for a requeue (stop request ``action="requeue"``:
+        a scheduler's time limit or preemption): the checkpoint is saved as for any stop, but the
+        run is not marked stopped. Its status stays resumable; ``requeued`` (the time) tells the
+        launcher not to mark it failed, and the scheduler to continue it from that checkpoint."""
+        update_sidecar(self.sidecar, requeued=now_str(), message=message,
+                       total_time=round(time.time() - self.start_wall, 3))
 
     def open_files(self, data: Data, resumed: dict | None) -> None:
         """Rank 0: the CSVs (cut after the resume point), the log, the sidecar, the startup block."""
@@ -181,9 +198,12 @@ class RankRun:
                                     resume_partial=(partial["epoch"], partial["batch"]) if partial else None,
                                     best_so_far=resumed.get("best") if resumed else None, rank=0,
                                     sidecar=False)  # the trainer writes its own (Saver.sidecar_start)
+        hold_at("header")
         con.open_log(project.log_file(run_id))
-        self.saver.sidecar_start(self.r, data.steps, extra, resumed, self.resume_path, labels=data.label_names)
+        self.saver.sidecar_start(self.r, data.steps, extra, resumed, self.resume_path, data.label_names,
+                                 split_record(cfg, data))
         self.owns_sidecar = True
+        self.stop.watch(project, run_id)  # its stop requests and heartbeat: the run is this one's now
         con.startup(root=project.root, dirs={"ckpt_dir": project.checkpoint_dir(run_id),
                     "results_dir": project.results_dir(run_id), "log_dir": project.log,
                     "metrics_dir": project.metrics},
@@ -378,12 +398,3 @@ def eta_hours(epoch_times: list[float], remaining: int) -> float:
     """The run's ETA in hours, as the console prints it (``medic.store.columns.eta_seconds``)."""
     return (C.eta_seconds(epoch_times, remaining) or 0.0) / 3600
 
-
-def make_scheduler(cfg: TrainConfig, optimizer):
-    if cfg.lr_scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    if cfg.lr_scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_size, gamma=cfg.lr_gamma)
-    if cfg.lr_scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=cfg.monitor_direction, factor=cfg.lr_gamma)
-    return None

@@ -11,8 +11,8 @@ epoch's prediction picture.
 from __future__ import annotations
 
 import os
-import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,9 @@ from medic.config import TrainConfig
 from medic.errors import MedicError
 from medic.store.files import write_atomic, write_json_atomic
 from medic.store.paths import Project
-from medic.store.sidecar import mark_resumed, now_str, sweep_tags
+from medic.procs import hostname, pid_scope
+from medic.store.control import heartbeat_interval
+from medic.store.sidecar import mark_resumed, now_str, read_sidecar, sweep_tags
 from medic.train import checkpoint as ckpt
 from medic.train import dist
 from medic.train.casefiles import save_top_k
@@ -133,25 +135,30 @@ class Saver:
                   self.cfg.num_classes, f"Run {self.run_id}, epoch {epoch} (new best): validation cases")
 
     def sidecar_start(self, r: dist.Ranks, steps: int, extra: list[str], state: dict | None,
-                      resume_path, labels: list[str] | None = None) -> None:
-        """The sidecar as the run starts: a new record, or the resumed run's record updated."""
+                      resume_path, labels: list[str] | None = None, split: dict | None = None) -> None:
+        """The sidecar as the run starts: a new record (over the claim that reserved the id, whose
+        start time it keeps), or the resumed run's record updated. ``split``: the cases trained
+        on and validated, and the data's fingerprint (``medic.train.caseinfo``)."""
         path = self.project.sidecar(self.run_id)
         cfg = self.cfg
+        where = {"pid": os.getpid(), "agent_pid": os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None,
+                 "host": hostname(), "pid_scope": pid_scope(), "heartbeat_s": heartbeat_interval()}
         if state:
             mark_resumed(path, {"from_epoch": state["epoch"], "checkpoint": str(resume_path)},
-                         status="running", end_time=None, message="", config=cfg.to_dict(),
-                         epochs=cfg.epochs, world_size=r.world_size, pid=os.getpid())
+                         status="running", end_time=None, message="", config=cfg.to_dict(), requeued=None,
+                         epochs=cfg.epochs, world_size=r.world_size, **where, **(split or {}))
             return
         import monai
         from medic import __version__
+        claim = read_sidecar(path) or {}
         write_json_atomic(path, {
-            "run_id": self.run_id, "status": "running", "start_time": now_str(), "end_time": None,
+            "run_id": self.run_id, "status": "running", "start_time": claim.get("start_time") or now_str(),
+            "start_epoch": claim.get("start_epoch") or round(time.time(), 3), "end_time": None,
             "epochs": cfg.epochs, "epochs_done": 0, "batches_per_epoch": steps, "world_size": r.world_size,
             "monitor": selected_name(cfg.monitor, cfg.monitor_ema),  # the column Best_Loss_So_Far tracks
             "monitor_mode": cfg.monitor_direction, "extra_columns": extra,
-            "log_batch_metrics": cfg.log_batch_metrics, "best": None, "best_epoch": None,
-            "pid": os.getpid(), "agent_pid": os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None,
-            "host": socket.gethostname(), "message": "", "config": cfg.to_dict(), "labels": labels, **sweep_tags(),
+            "log_batch_metrics": cfg.log_batch_metrics, "best": None, "best_epoch": None, **where,
+            "message": "", "config": cfg.to_dict(), "labels": labels, **(split or {}), **sweep_tags(),
             "versions": {"medic": __version__, "torch": torch.__version__, "monai": monai.__version__,
                          "python": sys.version.split()[0]},
         })

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from medic.config import TrainConfig
 from medic.errors import MedicError, Problems, RunNotFoundError
-from medic.procs import pid_alive
 from medic.store.files import shown_path
 from medic.store.paths import RUN_ID_RE, Project, resume_points
-from medic.store.sidecar import read_sidecar, written_at
+from medic.store.sidecar import read_sidecar
+from medic.store.status import is_local, run_status
 from medic.train.imagefolder import check_folder
 from medic.train.layouts import is_layout, plan_volumes
 from medic.train.plugins import check_plugin
@@ -122,9 +122,11 @@ def plan_resume(cfg: TrainConfig, explicit: set[str], project: Project) -> tuple
     new.resume = str(path)
     run_id = state["run_id"]
     side = read_sidecar(project.sidecar(run_id)) or {}
-    if side.get("status") == "running" and pid_alive(side.get("pid"), written_at=written_at(project.sidecar(run_id))) \
-            and side.get("host") in (None, os.uname().nodename):
-        raise MedicError(f"run {run_id} is still running (pid {side.get('pid')}); stop it first: medic stop {run_id}")
+    # alive here by its pid, or elsewhere by its heartbeat; one checkpointed for a requeue is not
+    status = run_status(project, run_id, side or None)
+    if status in ("starting", "running") and not side.get("requeued"):
+        where = f"pid {side.get('pid')}" if is_local(side) else f"on {side.get('host')}"
+        raise MedicError(f"run {run_id} is still {status} ({where}); stop it first: medic stop {run_id}")
     done = state["epoch"]
     if done >= new.epochs and not state.get("partial"):
         raise MedicError(f"run {run_id} already finished all {new.epochs} epochs; "

@@ -132,6 +132,16 @@ class Cases(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    @property
+    def case_order(self) -> list[int]:
+        """Each item's position in the whole data set (``metrics.dataset_cases``)."""
+        return list(self.indices)
+
+    @property
+    def case_names(self) -> list[str]:
+        """Each item's case name, as ``best_masks/`` names its file."""
+        return [str(self.records[i]["case"]) for i in self.indices]
+
     def load(self, j: int) -> dict:
         i = self.indices[j]
         try:
