@@ -1,5 +1,7 @@
 # make demo   — set up .venv and run the main job (2-process DDP training on the built-in data)
 # make test   — set up .venv and run the whole test suite
+# make test-fast — the quick loop while changing code: unit tests and one short real run (a few minutes)
+# make docs   — build the manual (docs/) into site/; make docs-serve serves it
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -9,7 +11,7 @@ TORCH  ?= torch==2.13.0
 TORCH_INDEX ?=
 DEMO_ARGS ?= --nproc_per_node 2 --epochs 3 --num_samples 128 --log_batch_metrics --log_interval 4 --save_interval 2 --val_fraction 0.125
 
-.PHONY: setup demo test test-faults lab notebooks bench clean-venv
+.PHONY: setup demo test test-fast test-faults lab notebooks bench docs docs-serve clean-venv
 
 $(VENV)/.ready: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +24,7 @@ $(VENV)/.ready: pyproject.toml
 # the optional features' extras: Lightning (the logger benchmark, medic.integrations.lightning), Ignite
 # (medic.integrations.monai), TensorBoard and MLflow (medic export), Optuna (medic sweep)
 $(VENV)/.bench-ready: $(VENV)/.ready
-	$(PY) -m pip install --quiet -e '.[test,bench,export,sweep,lightning,monai-ignite,nrrd]'
+	$(PY) -m pip install --quiet -e '.[test,bench,export,sweep,lightning,monai-ignite,nrrd,docs]'
 	touch $@
 
 setup: $(VENV)/.ready
@@ -35,6 +37,11 @@ demo: setup
 
 test: setup $(VENV)/.bench-ready
 	$(PY) -m pytest -q tests
+
+# everything not marked slow, faults, browser, notebooks or slurm
+FAST_MARKS := not slow and not faults and not browser and not notebooks and not slurm
+test-fast: setup $(VENV)/.bench-ready
+	$(PY) -m pytest -q -m "$(FAST_MARKS)" tests
 
 test-faults: setup
 	$(PY) -m pytest -q -m faults tests
@@ -49,6 +56,13 @@ notebooks: setup
 
 bench: setup $(VENV)/.bench-ready
 	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
+
+# the manual: MkDocs with the Material theme (the docs extra); --strict fails on a broken link or anchor
+docs: setup $(VENV)/.bench-ready
+	$(VENV)/bin/mkdocs build --strict
+
+docs-serve: setup $(VENV)/.bench-ready
+	$(VENV)/bin/mkdocs serve
 
 clean-venv:
 	rm -rf $(VENV)

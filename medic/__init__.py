@@ -14,15 +14,18 @@ _LAZY = {
     "MedicError": ("medic.errors", "MedicError"),
     "CsvTail": ("medic.store.tail", "CsvTail"),
     "runs": ("medic.store.catalog", "runs"),
+    "catalog": ("medic.store.catalog", "catalog"),
     "load_run": ("medic.store.catalog", "load_run"),
     "Run": ("medic.store.catalog", "Run"),
     "compare_runs": ("medic.analysis.compare", "compare_runs"),
+    "compare_paired": ("medic.analysis.paired", "compare_paired"),
     "launch": ("medic.jobs", "launch"),
     "attach": ("medic.jobs", "attach"),
     "sweep": ("medic.sweeps.handle", "sweep"),
     "attach_sweep": ("medic.sweeps.handle", "attach_sweep"),
     "sweep_summary": ("medic.sweeps.results", "sweep_summary"),
     "predict": ("medic.train.predict", "predict"),
+    "load_model": ("medic.train.restore", "load_model"),
     "figures": ("medic.analysis.figures", None),  # ``from medic import figures``: the module
 }
 

@@ -1,5 +1,5 @@
-"""``python -m medic.analyze`` = ``medic analyze`` (SPEC maps the guide's ``analyze_training.py``
-here); the command itself is ``medic.commands.analyze``."""
+"""``python -m medic.analyze`` = ``medic analyze`` (where the usual
+``analyze_training.py`` script would be); the command itself is ``medic.commands.analyze``."""
 
 import sys
 

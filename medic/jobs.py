@@ -10,9 +10,12 @@ The job is ``python -m medic.train ...`` (which starts torchrun itself for sever
 its own session, so it outlives the kernel that started it and a kernel interrupt or restart never
 reaches it. Its output goes to ``log/launcher_<id>.log`` (a pipe nobody drains would stall
 training), and ``log/launcher_<id>.pid`` records the agent's pid so another process can find it.
-Stopping sends SIGINT (the trainer saves a checkpoint and marks the run stopped), then escalates to
-SIGTERM and SIGKILL on the agent *and* its workers: torchrun starts each worker in a session of
-its own, so killing the agent alone would leave them training.
+
+Stopping writes a stop request next to the run (``medic.store.control``), which the trainer reads
+at its next progress interval from whatever host it runs on: it saves a checkpoint and marks the
+run stopped. Where the job's process is local, SIGINT is sent as well (the fast path), then, if
+it does not end, SIGTERM and SIGKILL to the agent *and* its workers: torchrun starts each worker
+in a session of its own, so killing the agent alone would leave them training.
 """
 
 from __future__ import annotations
@@ -27,14 +30,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medic import squeue
 from medic.errors import MedicError, RunNotFoundError
-from medic.procs import descendants, pid_alive, process_start_ticks, send_signal
-from medic.store.paths import RUN_ID_RE, Project, reserve_run_id, resumed_run_id
-from medic.store.files import tail_lines, write_json_atomic
+from medic.procs import descendants, hostname, pid_alive, pid_scope, process_start_ticks, send_signal
 from medic.store.control import request_stop
+from medic.store.paths import RUN_ID_RE, Project, is_claim, release_run_id, reserve_run_id, resumed_run_id
+from medic.store.files import tail_lines, write_json_atomic
 from medic.store.sidecar import now_str, read_sidecar, update_sidecar, written_at
-from medic.store.status import FINISHED, effective_status
+from medic.store.status import ACTIVE, FINISHED, run_status, is_local
 
 # what an attached job reports as its exit code when only the sidecar's status is known
 STATUS_RETURNCODES = {"completed": 0, "stopped": 130, "failed": 1, "interrupted": 1, "timeout": 1}
@@ -55,6 +57,15 @@ class Job:
 
     Made by ``launch`` (it holds the ``Popen``) or ``attach`` (it polls the pid and reads the
     outcome from the sidecar); ``wait``, ``stop``, ``returncode`` and ``log_tail`` work for both.
+
+    Args:
+        run_id: the run's id (``metrics/epoch_metrics_<run_id>.csv``).
+        project: the project whose files the run writes.
+        pid: the agent process (``medic train``, or torchrun's agent); ``None`` when unknown.
+        start_ticks: the process's start time in clock ticks, so that a reused pid is not
+            taken for the job.
+        popen: the ``Popen`` when this process started the job.
+        returncode: the exit code, when already known.
     """
 
     def __init__(self, run_id: str, project: Project, pid: int | None, start_ticks: int | None = None,
@@ -75,9 +86,9 @@ class Job:
         return read_sidecar(self.project.sidecar(self.run_id))
 
     @property
-    def status(self) -> str | None:
-        """The run's status from its sidecar: running, completed, failed or stopped."""
-        return (self.sidecar or {}).get("status")
+    def status(self) -> str:
+        """The run's status: one word of the table in ``medic.store.status``."""
+        return run_status(self.project, self.run_id)
 
     @property
     def log_path(self) -> Path:
@@ -93,6 +104,8 @@ class Job:
                 self._record_returncode(rc)
             return rc
         if pid_alive(self.pid, start_ticks=self.start_ticks):
+            return None
+        if self.pid is None and self.status in ACTIVE:  # a run on another host: alive by its heartbeat
             return None
         saved = (read_sidecar(pidfile_path(self.project, self.run_id)) or {}).get("returncode")
         if isinstance(saved, int):
@@ -121,7 +134,14 @@ class Job:
                 pass
 
     def wait(self, timeout: float | None = None) -> int:
-        """Block until the job ends and return its exit code; ``TimeoutError`` after ``timeout`` s."""
+        """Block until the job ends and return its exit code.
+
+        Args:
+            timeout: seconds to wait; ``None``: no limit.
+
+        Raises:
+            TimeoutError: the job is still running after ``timeout`` seconds.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if self._popen is not None:
@@ -140,11 +160,31 @@ class Job:
                 raise TimeoutError(f"run {self.run_id} is still running after {timeout:g} s")
 
     def stop(self, timeout: float = 60.0, kill_after: float = 10.0) -> int | None:
-        """Stop the job: SIGINT to the agent (workers save a checkpoint, the run is marked stopped);
-        after ``timeout`` s SIGTERM to the agent and every worker, after ``kill_after`` s more
-        SIGKILL. Returns the exit code."""
+        """Stop the job: a stop request in the run's files (read by the trainer on any host: it
+        saves a checkpoint and marks the run stopped) and, where its process is local, SIGINT to
+        the agent, escalating as below. A run on another host is waited for.
+
+        Args:
+            timeout: seconds to wait for the graceful stop before SIGTERM goes to the agent and
+                every worker (a local job), or before giving up waiting (a job elsewhere).
+            kill_after: seconds after the SIGTERM before SIGKILL.
+
+        Returns:
+            The job's exit code (130 for a graceful stop); None when a run elsewhere has not
+            ended by then.
+        """
         if not self.running:
             return self.returncode
+        try:
+            request_stop(self.project, self.run_id, "stop", reason="medic stop")
+        except OSError:
+            if self.pid is None:
+                raise
+        if self.pid is None:  # elsewhere: the request is the only way
+            deadline = time.monotonic() + timeout
+            while self.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            return self.poll()
         known: dict[int, int | None] = {}
 
         def gather() -> list[int]:
@@ -170,7 +210,11 @@ class Job:
         return self.poll()
 
     def log_tail(self, n: int = 20) -> str:
-        """The last ``n`` lines the job printed (its launcher log)."""
+        """The last lines the job printed (its launcher log).
+
+        Args:
+            n: how many lines.
+        """
         return "\n".join(tail_lines(self.log_path, n))
 
     def raise_for_status(self) -> None:
@@ -181,7 +225,7 @@ class Job:
         status = self.status
         if rc != 0 or status != "completed":
             message = (self.sidecar or {}).get("message") or ""
-            raise MedicError(f"run {self.run_id} ended with exit code {rc}, status {status or 'unknown'}"
+            raise MedicError(f"run {self.run_id} ended with exit code {rc}, status {status}"
                              + (f": {message}" if message else "")
                              + f"\n--- last lines of {self.log_path} ---\n{self.log_tail(15)}")
 
@@ -201,12 +245,6 @@ class SlurmJob(Job):
         return f"<SlurmJob run {self.run_id}, SLURM job {self.job_id} ({self.status}) in {self.project.root}>"
 
     @property
-    def status(self) -> str | None:
-        """queued, starting, running, then completed, stopped, failed, interrupted or timeout."""
-        side = self.sidecar
-        return effective_status(side) if side is not None else None
-
-    @property
     def log_path(self) -> Path:
         """SLURM's output file of the job (every rank-0 line, and the job's own errors)."""
         return self.project.log / f"slurm_{self.run_id}_{self.job_id}.out"
@@ -220,26 +258,9 @@ class SlurmJob(Job):
         """Stop the run: a job that waits is cancelled (``scancel``) and nothing trains; a running
         one is asked through the files to save a checkpoint and stop. After ``timeout`` s without
         an end, the job is cancelled; ``kill_after`` s more are left for SLURM to end it."""
-        if self.poll() is not None:
-            return self.returncode
-        state = squeue.job(self.job_id, refresh=True)
-        if (self.sidecar or {}).get("status") == "queued" and (state is None or state.waiting):
-            error = squeue.cancel(self.job_id)
-            if error:
-                raise MedicError(f"could not cancel SLURM job {self.job_id}: {error}")
-            update_sidecar(self.project.sidecar(self.run_id), status="stopped", end_time=now_str(),
-                           message="cancelled while queued (scancel): nothing trained")
-            return self.poll()
-        request_stop(self.project, self.run_id, "stop", reason="stop requested")
-        for wait_s, cancel in ((timeout, True), (kill_after, False)):
-            deadline = time.monotonic() + wait_s
-            while self.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.5)
-                squeue.jobs(refresh=True)
-            if self.poll() is not None:
-                break
-            if cancel:
-                squeue.cancel(self.job_id)
+        from medic.slurm.control import stop_run
+        if self.poll() is None:
+            stop_run(self.project, self.run_id, self.job_id, lambda: self.poll() is not None, timeout, kill_after)
         return self.poll()
 
 
@@ -255,27 +276,45 @@ def _child_env(run_id: str) -> dict[str, str]:
 
 
 def _sweep_run_id(project: Project) -> str | None:
-    """The run id a sweep driver reserved for this trial (``MEDIC_SWEEP_RUN_ID``), while unused."""
+    """The run id a sweep driver reserved for this trial (``MEDIC_SWEEP_RUN_ID``), while unused:
+    its sidecar is still the bare claim, and no job was started for it."""
     run_id = os.environ.get("MEDIC_SWEEP_RUN_ID", "")
-    csv = project.epoch_csv(run_id) if RUN_ID_RE.fullmatch(run_id) else None
-    if csv is None or not csv.is_file() or csv.stat().st_size or project.sidecar(run_id).exists() \
-            or pidfile_path(project, run_id).exists():
+    if not RUN_ID_RE.fullmatch(run_id) or not is_claim(read_sidecar(project.sidecar(run_id))) \
+            or project.epoch_csv(run_id).exists() or pidfile_path(project, run_id).exists():
         return None
     return run_id
 
 
 def launch(config, root: str | os.PathLike | None = None, launcher: str = "local",
            slurm: dict[str, Any] | None = None) -> Job:
-    """Start training for ``config`` (a ``TrainConfig`` or a dict of its options) in the background
-    and return its ``Job`` at once.
+    """Start training in the background and return its ``Job`` at once.
+
+    The job runs in a session of its own, so it outlives the kernel that launched it; its output
+    goes to ``log/launcher_<run_id>.log``. With ``launcher="slurm"`` it is a SLURM batch job
+    instead: this returns once SLURM has accepted it, with a ``SlurmJob``.
 
     Args:
-        config: the training options.
+        config: a ``TrainConfig``, or a dict of its options (checked like the command line's).
         root: the project root (default: the working directory).
-        launcher: ``"local"`` (processes on this machine) or ``"slurm"`` (a batch job; returns
-            once SLURM has accepted it, with a ``SlurmJob``).
+        launcher: ``"local"`` (processes on this machine) or ``"slurm"`` (``sbatch``).
         slurm: the SLURM request, ``medic train``'s SLURM options by name
             (``{"nodes": 2, "gpus_per_node": 4, "time": "12:00:00", "partition": "gpu"}``).
+
+    Returns:
+        The job; its ``run_id`` is known at once.
+
+    Raises:
+        MedicError: an unknown option or a bad value, or a root that is not a folder; for SLURM,
+            no ``sbatch`` or a job that ``sbatch`` refuses (its message).
+
+    Example::
+
+        import medic
+
+        job = medic.launch({"epochs": 2, "num_samples": 32, "nproc_per_node": 2}, root=".")
+        print(job.run_id)
+        job.wait()                 # the exit code; job.status is the run's sidecar status
+        print(job.log_tail(5))
     """
     from medic.config import TrainConfig
     from medic.slurm.options import SlurmOptions
@@ -298,13 +337,15 @@ def launch(config, root: str | os.PathLike | None = None, launcher: str = "local
             popen = subprocess.Popen(argv, cwd=cwd, env=_child_env(run_id), stdin=subprocess.DEVNULL,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     except OSError as err:
-        csv = project.epoch_csv(run_id)
-        if reserved and csv.exists() and csv.stat().st_size == 0:
-            csv.unlink()
+        if reserved:
+            release_run_id(project, run_id)
         raise MedicError(f"could not start training: {err}") from err
+    if reserved:  # the claim names the job's process from now on, not this one
+        update_sidecar(project.sidecar(run_id), pid=popen.pid)
     ticks = process_start_ticks(popen.pid)
     write_json_atomic(pidfile_path(project, run_id), {
         "run_id": run_id, "pid": popen.pid, "start_ticks": ticks, "start_time": now_str(),
+        "host": hostname(), "pid_scope": pid_scope(),
         "argv": argv, "cwd": str(cwd), "log": str(log_path)})
     return Job(run_id, project, popen.pid, ticks, popen=popen)
 
@@ -336,7 +377,7 @@ def attach(run_id: str | None = None, root: str | os.PathLike | None = None) -> 
     if side.get("launcher") == "slurm" and isinstance(side.get("slurm"), dict) and side["slurm"].get("job_id"):
         return SlurmJob(run_id, project, None)
     info = read_sidecar(pidfile_path(project, run_id))
-    if info and isinstance(info.get("pid"), int):
+    if info and isinstance(info.get("pid"), int) and is_local(info):
         rc = info.get("returncode")
         return Job(run_id, project, info["pid"], info.get("start_ticks"),
                    returncode=rc if isinstance(rc, int) else None)
@@ -346,8 +387,8 @@ def attach(run_id: str | None = None, root: str | os.PathLike | None = None) -> 
     # without a pid file: the torchrun agent (or the single process) named in the sidecar, unless
     # that pid now belongs to a process started after the sidecar was last written
     written = written_at(project.sidecar(run_id))
-    for key in ("agent_pid", "pid"):
-        pid = (sidecar or {}).get(key)
+    for key in ("agent_pid", "pid") if sidecar is not None and is_local(sidecar) else ():
+        pid = sidecar.get(key)
         if isinstance(pid, int) and pid_alive(pid, written_at=written):
             return Job(run_id, project, pid, process_start_ticks(pid))
     return Job(run_id, project, None)

@@ -148,6 +148,16 @@ def test_big_csv_benchmark_times_cold_grown_and_naive_processes(tmp_path):
 
 
 @pytest.mark.slow
+def test_catalog_benchmark_times_cold_unchanged_grown_and_naive_listings(tmp_path):
+    import bench_catalog
+    section = bench_catalog.run("smoke", tmp_path)  # it checks the listing itself: grown runs, problems
+    r = section.data
+    assert r["runs"] == 200 and set(r["seconds"]) == set(r["peak_mb"]) == {"cold", "unchanged", "grown", "naive"}
+    assert all(v > 0 for v in r["seconds"].values()) and r["in_process"]["runs"] == 200
+    assert "| naive: one `pd.read_csv` per file |" in section.body and len(section.summary) == 4
+
+
+@pytest.mark.slow
 def test_start_benchmark_reports_before_after_and_the_floor(tmp_path):
     import bench_start
     section = bench_start.run("smoke", tmp_path)
@@ -170,3 +180,20 @@ def test_the_volume_memory_benchmark_runs_its_three_modes(tmp_path):
     for mode in result["modes"].values():
         assert mode["trainer_peak_mb"] > 100 and len(mode["worker_peaks_mb"]) == 1
     assert "| cache_dir |" in proc.stdout
+
+
+# the Lightning logger benchmark at its smoke size: every variant measured and the summary line there
+@pytest.mark.slow
+def test_lightning_benchmark_measures_each_logger(tmp_path):
+    pytest.importorskip("lightning")
+    import bench_lightning
+    section = bench_lightning.run("smoke", tmp_path)
+    per_step = section.data["us_per_step"]
+    assert set(per_step) == {"none", "selflog", "csv", "medic"} and all(v > 0 for v in per_step.values())
+    for name in ("no logger", "Lightning CSVLogger", "medic MedicLogger"):
+        assert f"| {name} |" in section.body
+    assert section.summary[0][0].startswith("MedicLogger in a Lightning fit")
+    assert section.data["medic_hooks_us_per_step"] > 0 and "inside its hooks" in section.summary[0][1]
+    # the medic variant wrote its files: one batch row per step
+    batch_csvs = list(tmp_path.rglob("batch_metrics_*.csv"))
+    assert len(batch_csvs) == 1 and len(batch_csvs[0].read_text().splitlines()) == 1 + 100

@@ -103,7 +103,8 @@ def test_headless_monitor_follows_a_writer_until_it_ends(tmp_path, capsys):
     assert m.status == "completed"
     assert m.feed.epochs_done == 6 and m.png.startswith(PNG)
     out = capsys.readouterr().out
-    assert out.count("Avg_Loss") == 6 + 1  # an epoch line per epoch, then the summary table
+    # an epoch line per epoch, then the summary table's final Avg_Loss and its monitor
+    assert out.count("Avg_Loss") == 6 + 2
     assert "Epoch 6/6" in out and "completed" in out
     summary = m.summary()
     assert summary.loc["epochs", "value"] == "6/6" and summary.loc["best epoch", "value"] == "6"

@@ -192,3 +192,34 @@ def test_run_all_command_reports_a_failing_notebook_in_one_line(tmp_path):
     assert "MedicError: option epochs must be > 0, got -1" in ours[0]
     executed = nbformat.read(tmp_path / "analysis" / "notebooks" / "01_train.ipynb", as_version=4)
     assert executed.metadata.papermill.exception is True
+
+
+# -- the own-loop notebook: a plain PyTorch loop with MetricsLogger, as a process of its own, followed
+# by the live monitor until the logger marks it completed
+
+OWN_LOOP = NB_DIR / "06_own_loop.ipynb"
+def test_own_loop_notebook_is_committed_without_outputs():
+    nb = json.loads(OWN_LOOP.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(c["outputs"] == [] and c["execution_count"] is None for c in code)
+    assert code[0]["metadata"]["tags"] == ["parameters"] and nb["metadata"]["kernelspec"]["name"] == KERNEL_NAME
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_own_loop_runs_as_a_process_and_the_monitor_follows_it_to_the_end(tmp_path, monkeypatch):
+    ensure_kernel()
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    (tmp_path / "metrics").mkdir()
+    out = tmp_path / "out.ipynb"
+    pm.execute_notebook(str(OWN_LOOP), str(out), kernel_name=KERNEL_NAME, cwd=str(tmp_path), progress_bar=False,
+                        parameters={"epochs": 3, "seconds_per_epoch": 0.0, "interactive": False,
+                                    "project_root": str(tmp_path)}, execution_timeout=300)
+    text = "\n".join(o.get("text", "") + json.dumps(o.get("data", {}))
+                     for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", []))
+    (sidecar,) = (tmp_path / "metrics").glob("run_*.json")
+    side = json.loads(sidecar.read_text())
+    assert side["status"] == "completed" and side["epochs"] == 3 and side["epochs_done"] == 3
+    assert side["config"]["epochs"] == 3 and side["config"]["lr"] == 0.1
+    assert f"run {side['run_id']}" in text and "exit code 0" in text and "completed" in text
+    assert "image/png" in text  # the monitor's final figure

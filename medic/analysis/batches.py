@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from medic.analysis.stats import MAX_POINTS
+from medic.store import columns as C
 from medic.store.batchcache import Slot, cached_batch_arrays
 from medic.store.readers import BatchArrays
 
@@ -286,7 +287,9 @@ def analyze_batch_arrays(data: BatchArrays, max_points: int = MAX_POINTS,
     n = len(loss)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = s.seg_sum / s.seg_good
-        std = np.sqrt(np.maximum(s.seg_sq / s.seg_good - mean * mean, 0.0))
+        # the sample std (ddof=1), as pandas' describe() and std() give it: one number for one
+        # statistic in every view (NaN for an epoch of one batch)
+        std = np.sqrt(np.maximum(s.seg_sq / s.seg_good - mean * mean, 0.0) * s.seg_good / (s.seg_good - 1))
     bpe = int(counts.max())
 
     def position(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -306,15 +309,15 @@ def analyze_batch_arrays(data: BatchArrays, max_points: int = MAX_POINTS,
 
     order = np.argsort(-s.spike_z, kind="stable")[:20]
     e, b, sx = position(s.spike_rows[order])
-    spikes = pd.DataFrame({"Epoch": e, "Batch": b, "Loss": loss[s.spike_rows[order]].astype(np.float64),
+    spikes = pd.DataFrame({C.EPOCH: e, C.BATCH: b, C.LOSS: loss[s.spike_rows[order]].astype(np.float64),
                            "Z": s.spike_z[order], "X": sx})
     bad = np.sort(s.bad_rows)
     e, b, bx = position(bad[:20])
-    nonfinite = pd.DataFrame({"Epoch": e, "Batch": b, "Loss": loss[bad[:20]].astype(np.float64), "X": bx})
-    per_epoch = pd.DataFrame({"Epoch": data.epoch_values, "Batches": counts, "Mean": mean, "Std": std,
+    nonfinite = pd.DataFrame({C.EPOCH: e, C.BATCH: b, C.LOSS: loss[bad[:20]].astype(np.float64), "X": bx})
+    per_epoch = pd.DataFrame({C.EPOCH: data.epoch_values, "Batches": counts, "Mean": mean, "Std": std,
                               "Min": s.seg_min, "Max": s.seg_max, "NonFinite": counts - s.seg_good})
     if data.lr is not None:
-        per_epoch["Learning_Rate"] = data.lr[starts].astype(np.float64)
+        per_epoch[C.LEARNING_RATE] = data.lr[starts].astype(np.float64)
     good = s.seg_good.sum()
     first_ok, last_ok = _first_finite(bad, n), n - 1 - _first_finite(n - 1 - bad[::-1], n)
     first_ok, last_ok = (first_ok, last_ok) if first_ok < n else (0, n - 1)

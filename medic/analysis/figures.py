@@ -19,6 +19,7 @@ import pandas as pd
 
 from medic.analysis.perclass import per_class_compare, per_class_panel, shared_per_class_dice
 from medic.analysis.theme import PALETTE, RC
+from medic.store import columns as C
 from medic.store.columns import split_per_class
 from medic.analysis.stats import MAX_POINTS, downsample, extra_metrics, metric_mode, monitor_of
 from medic.analysis.timing import has_timing, time_panel
@@ -93,7 +94,7 @@ def _band(ax: "Axes", x, lo, hi, max_points: int = MAX_POINTS, **kw):
 
 def _epoch_axis(ax: "Axes", ylabel: str) -> None:
     from matplotlib.ticker import MaxNLocator
-    ax.set_xlabel("Epoch")
+    ax.set_xlabel(C.EPOCH)
     ax.set_ylabel(ylabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
@@ -116,19 +117,21 @@ def _note(ax: "Axes", text: str) -> None:
 
 def training_figure(epochs: pd.DataFrame, monitor: str | tuple[str, str] | None = None,
                     title: str | None = None) -> "Figure":
-    """The four panels of SPEC §5 — Training Loss Curve, Loss Range, Learning Rate Schedule,
+    """The four panels of docs/reference/files.md ("Analysis outputs") — Training Loss Curve, Loss Range, Learning Rate Schedule,
     Time per Epoch — plus a Validation Metrics panel when the CSV has non-loss extra columns.
     ``monitor``: the column Best_Loss_So_Far tracks (default: guessed from the data)."""
     monitor = monitor or monitor_of(epochs)
     if isinstance(monitor, str):
         monitor = (monitor, metric_mode(monitor))
     extras = extra_metrics(epochs)
-    loss_extras = [c for c in extras if "loss" in c.lower()]
+    loss_extras = [c for c in extras if C.drawn_with_loss(c)]
     other, per_class = split_per_class([c for c in extras if c not in loss_extras])
+    if "Val_Dice_" in per_class:  # the per-class Dice panel draws the mean already: not twice
+        other = [c for c in other if c != "Val_Dice"]
     # a row for the other metrics, per-class panels two to a row, and a Where the time goes panel
     # when the CSV has the timing columns
     rows = 2 + (1 if other else 0) + (len(per_class) + 1) // 2 + has_timing(epochs)
-    e = epochs["Epoch"].to_numpy()
+    e = epochs[C.EPOCH].to_numpy()
     dots = {"marker": "o", "ms": 4} if len(e) <= 50 else {}  # a few epochs: show where the data is
     with themed() as colors:
         fig = _figure(14, 9 + 4 * (rows - 2))
@@ -136,36 +139,36 @@ def training_figure(epochs: pd.DataFrame, monitor: str | tuple[str, str] | None 
         ax_loss, ax_range = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
         ax_lr, ax_time = fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])
 
-        _line(ax_loss, e, epochs["Avg_Loss"], color=colors[0], lw=2, label="Avg_Loss", **dots)
+        _line(ax_loss, e, epochs[C.AVG_LOSS], color=colors[0], lw=2, label=C.AVG_LOSS, **dots)
         for i, c in enumerate(loss_extras):
             _line(ax_loss, e, epochs[c], color=colors[1 + i % 5], lw=2, label=c, **dots)
-        if monitor[0] in ["Avg_Loss"] + loss_extras:
-            _line(ax_loss, e, epochs["Best_Loss_So_Far"], color=colors[2], lw=1.5, ls="--",
-                  label="Best_Loss_So_Far" if monitor[0] == "Avg_Loss" else f"best {monitor[0]} so far")
-        best = epochs[epochs["Is_Best_Model"]]
-        if monitor[0] in ["Avg_Loss"] + loss_extras and len(best):
-            ax_loss.plot(best["Epoch"].iloc[-1], best[monitor[0]].iloc[-1], marker="*", ms=14,
-                         color=colors[3], ls="none", label=f"best model (epoch {best['Epoch'].iloc[-1]})")
+        if monitor[0] in [C.AVG_LOSS] + loss_extras:
+            _line(ax_loss, e, epochs[C.BEST_SO_FAR], color=colors[2], lw=1.5, ls="--",
+                  label=C.BEST_SO_FAR if monitor[0] == C.AVG_LOSS else f"best {monitor[0]} so far")
+        best = epochs[epochs[C.IS_BEST]]
+        if monitor[0] in [C.AVG_LOSS] + loss_extras and len(best):
+            ax_loss.plot(best[C.EPOCH].iloc[-1], best[monitor[0]].iloc[-1], marker="*", ms=14,
+                         color=colors[3], ls="none", label=f"best model (epoch {best[C.EPOCH].iloc[-1]})")
         ax_loss.set_title("Training Loss Curve")
-        _epoch_axis(ax_loss, "Loss")
-        _log_if_wide(ax_loss, epochs["Avg_Loss"])
+        _epoch_axis(ax_loss, C.LOSS)
+        _log_if_wide(ax_loss, epochs[C.AVG_LOSS])
         ax_loss.legend(loc="upper right")
 
-        _band(ax_range, e, epochs["Min_Batch_Loss"], epochs["Max_Batch_Loss"], color=colors[0],
+        _band(ax_range, e, epochs[C.MIN_BATCH_LOSS], epochs[C.MAX_BATCH_LOSS], color=colors[0],
               alpha=0.25, label="min–max batch loss")
-        _line(ax_range, e, epochs["Avg_Loss"], color=colors[0], lw=2, label="Avg_Loss")
+        _line(ax_range, e, epochs[C.AVG_LOSS], color=colors[0], lw=2, label=C.AVG_LOSS)
         ax_range.set_title("Loss Range")
         _epoch_axis(ax_range, "Batch loss")
         ax_range.legend(loc="upper right")
 
-        _line(ax_lr, e, epochs["Learning_Rate"], color=colors[4], lw=2, label="Learning_Rate", **dots)
+        _line(ax_lr, e, epochs[C.LEARNING_RATE], color=colors[4], lw=2, label=C.LEARNING_RATE, **dots)
         ax_lr.set_title("Learning Rate Schedule")
         _epoch_axis(ax_lr, "Learning rate")
-        _log_if_wide(ax_lr, epochs["Learning_Rate"])
+        _log_if_wide(ax_lr, epochs[C.LEARNING_RATE])
         ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3)) if ax_lr.get_yscale() == "linear" else None
 
-        times = epochs["Epoch_Time_Seconds"]
-        _line(ax_time, e, times, color=colors[5], lw=2, label="Epoch_Time_Seconds", **dots)
+        times = epochs[C.EPOCH_TIME]
+        _line(ax_time, e, times, color=colors[5], lw=2, label=C.EPOCH_TIME, **dots)
         ax_time.axhline(times.mean(), color="0.4", ls="--", lw=1, label=f"mean {times.mean():.2f} s")
         ax_time.set_title("Time per Epoch")
         _epoch_axis(ax_time, "Seconds")
@@ -177,11 +180,11 @@ def training_figure(epochs: pd.DataFrame, monitor: str | tuple[str, str] | None 
             for i, c in enumerate(other):
                 _line(ax_val, e, epochs[c], color=colors[(6 + i) % 10], lw=2, label=c, **dots)
             if monitor[0] in other:
-                _line(ax_val, e, epochs["Best_Loss_So_Far"], color=colors[2], lw=1.5, ls="--",
+                _line(ax_val, e, epochs[C.BEST_SO_FAR], color=colors[2], lw=1.5, ls="--",
                       label=f"best {monitor[0]} so far")
                 if len(best):
-                    ax_val.plot(best["Epoch"].iloc[-1], best[monitor[0]].iloc[-1], marker="*", ms=14,
-                                color=colors[3], ls="none", label=f"best model (epoch {best['Epoch'].iloc[-1]})")
+                    ax_val.plot(best[C.EPOCH].iloc[-1], best[monitor[0]].iloc[-1], marker="*", ms=14,
+                                color=colors[3], ls="none", label=f"best model (epoch {best[C.EPOCH].iloc[-1]})")
             ax_val.set_title("Validation Metrics")
             _epoch_axis(ax_val, "Value")
             ax_val.legend(loc="best")
@@ -189,7 +192,10 @@ def training_figure(epochs: pd.DataFrame, monitor: str | tuple[str, str] | None 
         for i, (prefix, columns) in enumerate(per_class.items()):
             row, col = first + i // 2, i % 2
             span = slice(0, 2) if col == 0 and i == len(per_class) - 1 else slice(col, col + 1)
-            per_class_panel(fig.add_subplot(grid[row, span]), epochs, prefix, columns, colors, **dots)
+            ax = fig.add_subplot(grid[row, span])
+            per_class_panel(ax, epochs, prefix, columns, colors, **dots)
+            if prefix == "Val_Dice_" and monitor[0] == "Val_Dice" and "Val_Dice" not in other:
+                _best_marks(ax, epochs, best, monitor[0], colors)
         if has_timing(epochs):
             time_panel(fig.add_subplot(grid[rows - 1, :]), epochs, colors)
         if title:
@@ -197,14 +203,24 @@ def training_figure(epochs: pd.DataFrame, monitor: str | tuple[str, str] | None 
     return fig
 
 
+def _best_marks(ax: "Axes", epochs: pd.DataFrame, best: pd.DataFrame, monitor: str, colors) -> None:
+    """The monitor's best-so-far line and the best model's star, in the panel that draws it."""
+    _line(ax, epochs["Epoch"], epochs["Best_Loss_So_Far"], color=colors[2], lw=1.5, ls="--",
+          label=f"best {monitor} so far")
+    if len(best):
+        ax.plot(best["Epoch"].iloc[-1], best[monitor].iloc[-1], marker="*", ms=14, color=colors[3], ls="none",
+                label=f"best model (epoch {best['Epoch'].iloc[-1]})")
+    ax.legend(loc="best", fontsize=8)
+
+
 def stats_figure(epochs: pd.DataFrame, title: str | None = None) -> "Figure":
-    """SPEC §5's two panels: Loss Improvement per Epoch (previous Avg_Loss minus this one:
+    """The two panels of docs/reference/files.md ("Analysis outputs"): Loss Improvement per Epoch (previous Avg_Loss minus this one:
     above zero is better) and Batch Loss Stability (max − min batch loss of each epoch)."""
-    e = epochs["Epoch"].to_numpy()
+    e = epochs[C.EPOCH].to_numpy()
     with themed() as colors:
         fig = _figure(14, 4.8)
         ax_imp, ax_stab = fig.subplots(1, 2)
-        improvement = -epochs["Avg_Loss"].diff().to_numpy()[1:]
+        improvement = -epochs[C.AVG_LOSS].diff().to_numpy()[1:]
         if len(improvement):
             if len(improvement) <= 300:
                 ax_imp.bar(e[1:], improvement, color=[colors[2] if v >= 0 else colors[3] for v in improvement],
@@ -212,12 +228,13 @@ def stats_figure(epochs: pd.DataFrame, title: str | None = None) -> "Figure":
             else:
                 _line(ax_imp, e[1:], improvement, color=colors[2], lw=1, label="improvement")
             ax_imp.axhline(0, color="0.3", lw=0.8)
+            ax_imp.set_xlim(e[0] - 0.5, e[-1] + 0.5)  # whole epochs on the axis, even for one bar
         else:
             _note(ax_imp, "needs at least two epochs")
         ax_imp.set_title("Loss Improvement per Epoch")
-        _epoch_axis(ax_imp, "Avg_Loss decrease vs previous epoch")
+        _epoch_axis(ax_imp, f"{C.AVG_LOSS} decrease vs previous epoch")
 
-        spread = (epochs["Max_Batch_Loss"] - epochs["Min_Batch_Loss"]).to_numpy()
+        spread = (epochs[C.MAX_BATCH_LOSS] - epochs[C.MIN_BATCH_LOSS]).to_numpy()
         _line(ax_stab, e, spread, color=colors[0], lw=2, marker="o" if len(e) <= 50 else None, ms=4,
               label="max − min batch loss")
         if len(e) >= 10:
@@ -247,7 +264,7 @@ def batch_figure(result: "BatchAnalysis", title: str | None = None) -> "Figure":
         ax.plot(result.trend_x, result.trend_y, color=colors[3], lw=2.2,
                 label=f"trend (mean of {result.trend_window} batches)")
         if len(result.spikes):
-            ax.plot(result.spikes["X"], result.spikes["Loss"], ls="none", marker="o", mfc="none",
+            ax.plot(result.spikes["X"], result.spikes[C.LOSS], ls="none", marker="o", mfc="none",
                     ms=9, mew=1.5, color=colors[1], label=f"spikes ({result.spike_count})")
         if result.nonfinite_count:
             from matplotlib.transforms import blended_transform_factory
@@ -255,12 +272,12 @@ def batch_figure(result: "BatchAnalysis", title: str | None = None) -> "Figure":
             ax.plot(result.nonfinite["X"], np.full(len(result.nonfinite), 0.97), transform=tr, ls="none",
                     marker="x", ms=9, mew=2, color="crimson", label=f"NaN/Inf ({result.nonfinite_count})")
         ax.set_title("Loss per Batch")
-        _epoch_axis(ax, "Loss")
+        _epoch_axis(ax, C.LOSS)
         _log_if_wide(ax, result.trend_y)  # by the trend: noise and spikes alone don't warrant a log axis
         ax.legend(loc="best")
 
         ax = axes[1]
-        e = per["Epoch"].to_numpy()
+        e = per[C.EPOCH].to_numpy()
         _band(ax, e, per["Min"], per["Max"], color=colors[0], alpha=0.18, label="min–max")
         _band(ax, e, per["Mean"] - per["Std"], per["Mean"] + per["Std"], color=colors[0], alpha=0.35,
               label="mean ± std")
@@ -271,20 +288,28 @@ def batch_figure(result: "BatchAnalysis", title: str | None = None) -> "Figure":
 
         if result.lr_y is not None:
             ax = axes[2]
-            ax.plot(result.lr_x, result.lr_y, color=colors[4], lw=1.5, label="Learning_Rate")
+            ax.plot(result.lr_x, result.lr_y, color=colors[4], lw=1.5, label=C.LEARNING_RATE)
             ax.set_title("Learning Rate per Batch")
             _epoch_axis(ax, "Learning rate")
             _log_if_wide(ax, result.lr_y)
         for ax in axes[:-1]:
             ax.set_xlabel("")
-        fig.suptitle(title or f"{result.path.name}: {result.rows:,} batches", fontsize=14)
+        fig.suptitle(title or f"{run_title(result.path)}: {result.rows:,} batches", fontsize=14)
     return fig
+
+
+def run_title(csv_path) -> str:
+    """``Run 20251106_103015``, from a metrics CSV's name (else the file's name)."""
+    from medic.store.paths import BATCH_CSV_RE, EPOCH_CSV_RE
+    name = Path(csv_path).name
+    m = EPOCH_CSV_RE.match(name) or BATCH_CSV_RE.match(name)
+    return f"Run {m.group('id')}" if m else name
 
 
 def comparison_figure(runs: list[tuple[str, pd.DataFrame]], metrics: list[str]) -> "Figure":
     """One row per metric; its curves against epoch (left) and against cumulative wall time
     (right). ``runs`` pairs each run's legend label with its epoch frame."""
-    total_s = max(float(f["Epoch_Time_Seconds"].sum()) for _, f in runs)
+    total_s = max(float(f[C.EPOCH_TIME].sum()) for _, f in runs)
     unit, scale = ("hours", 3600.0) if total_s >= 2 * 3600 else ("minutes", 60.0) if total_s >= 120 else ("seconds", 1.0)
     classes = shared_per_class_dice([f for _, f in runs])
     with themed() as colors:
@@ -297,8 +322,8 @@ def comparison_figure(runs: list[tuple[str, pd.DataFrame]], metrics: list[str]) 
         for row, metric in enumerate(metrics):
             for i, (label, frame) in enumerate(runs):
                 style = dict(color=colors[i % len(colors)], lw=2, label=label, marker="o" if few else None, ms=4)
-                wall = frame["Epoch_Time_Seconds"].fillna(0).cumsum() / scale
-                _line(axes[row, 0], frame["Epoch"], frame[metric], **style)
+                wall = frame[C.EPOCH_TIME].fillna(0).cumsum() / scale
+                _line(axes[row, 0], frame[C.EPOCH], frame[metric], **style)
                 _line(axes[row, 1], wall, frame[metric], **style)
             best = "lower" if metric_mode(metric) == "min" else "higher"
             axes[row, 0].set_title(f"{metric} vs Epoch ({best} is better)")
@@ -306,10 +331,13 @@ def comparison_figure(runs: list[tuple[str, pd.DataFrame]], metrics: list[str]) 
             _epoch_axis(axes[row, 0], metric)
             axes[row, 1].set_xlabel(f"Training time ({unit})")
             axes[row, 1].set_ylabel(metric)
-            if "loss" in metric.lower():
+            if C.is_loss(metric):
                 for ax in axes[row]:
                     _log_if_wide(ax, pd.concat([f[metric] for _, f in runs]))
         # one legend for the whole figure: the same runs in every panel
+        # (titled there: a suptitle would sit on top of a legend placed outside)
         fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside upper center",
-                   ncol=1 if len(runs) > 3 or max(len(lb) for lb, _ in runs) > 60 else len(runs))
+                   ncol=1 if len(runs) > 3 or max(len(lb) for lb, _ in runs) > 60 else len(runs),
+                   title=f"{len(runs)} runs compared (the options that differ and shape the result)",
+                   title_fontsize=11)
     return fig

@@ -1,8 +1,8 @@
 """The text reports of ``medic analyze`` (epoch and batch CSVs), in English or Chinese.
 
-The epoch report carries every field of SPEC §5 under the guide's headings (训练分析报告,
-训练概览, Loss统计, 学习率, Top 5最佳Epochs) or their English rendering; the language defaults
-to the locale (``medic.lang``).
+The epoch report carries every field of docs/reference/files.md ("Analysis outputs") under the
+usual headings (训练分析报告, 训练概览, Loss统计, 学习率, Top 5最佳Epochs) or their English
+rendering; the language defaults to the locale (``medic.lang``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from medic.analysis.timing import report_lines as timing_lines
 from medic.analysis.batches import SPIKE_Z
 from medic.lang import pick_lang
+from medic.store import columns as C
 from medic.store.files import shown_path
 
 if TYPE_CHECKING:
@@ -32,18 +33,18 @@ TEXT = {
         "loss": "Loss statistics", "initial": "Initial loss", "final": "Final loss",
         "best": "Best loss", "epoch_n": "Epoch {n}", "improve": "Loss improvement",
         "lr": "Learning rate", "lr0": "Initial learning rate", "lr1": "Final learning rate",
-        "top": "Top {n} epochs (lowest Avg_Loss)", "monitor": "Best model",
+        "top": "Top {n} epochs (by {name}, {mode} is better)", "monitor": "Best model",
         "monitor_line": "{name} = {value} (Epoch {n}, {mode} is better)", "higher": "higher",
         "lower": "lower", "extras": "Other metrics", "extra_line": "{name}: final {final}, best {best} (Epoch {n})",
         "nonfinite": "Epochs with a non-finite Avg_Loss (NaN/Inf)",
         "btitle": "Batch Analysis Report", "rows": "Batches", "bpe": "Batches per epoch",
         "bepochs": "Epochs", "bloss": "Batch loss", "first": "First", "last": "Last", "min": "Min",
-        "max": "Max", "mean": "Mean", "trend": "Trend (moving mean over {n} batches)",
+        "max": "Max", "mean": "Mean (every logged batch counts once; Avg_Loss weights every sample)", "trend": "Trend (moving mean over {n} batches)",
         "trend_line": "start {a}, end {b}", "spikes": "Spikes (loss > {z:g} std and > 50% above the other batches of its epoch)",
         "none": "none", "spike_line": "Epoch {e}, batch {b}: loss {loss} ({z:.1f} std)",
         "more": "... and {n} more", "bad": "Non-finite losses (NaN/Inf)",
         "bad_line": "Epoch {e}, batch {b}: {loss}", "spread": "Noisiest epochs (largest std of batch loss)",
-        "spread_line": "Epoch {e}: mean {m}, std {s}, min {lo}, max {hi}",
+        "spread_line": "Epoch {e}: mean {m}, std {s} (ddof=1, as pandas), min {lo}, max {hi}",
         "worst": "Worst validation cases (epoch {e}, lowest mean Dice; validation_epoch_{e}.csv)",
         "worst_line": "{case}: mean Dice {d}",
     },
@@ -55,18 +56,18 @@ TEXT = {
         "loss": "Loss统计", "initial": "初始Loss", "final": "最终Loss", "best": "最佳Loss",
         "epoch_n": "Epoch {n}", "improve": "Loss改善",
         "lr": "学习率", "lr0": "初始学习率", "lr1": "最终学习率",
-        "top": "Top {n}最佳Epochs", "monitor": "最佳模型",
+        "top": "Top {n}最佳Epochs (按 {name}, 越{mode}越好)", "monitor": "最佳模型",
         "monitor_line": "{name} = {value} (Epoch {n}, 越{mode}越好)", "higher": "高", "lower": "低",
         "extras": "其他指标", "extra_line": "{name}: 最终 {final}, 最佳 {best} (Epoch {n})",
         "nonfinite": "Avg_Loss 非有限值 (NaN/Inf) 的Epoch数",
         "btitle": "Batch分析报告", "rows": "Batch总数", "bpe": "每Epoch的Batch数",
         "bepochs": "Epoch数", "bloss": "Batch损失", "first": "首个", "last": "最后", "min": "最小",
-        "max": "最大", "mean": "平均", "trend": "趋势 ({n}个batch的滑动平均)",
+        "max": "最大", "mean": "平均 (每个batch权重相同; Avg_Loss按样本加权)", "trend": "趋势 ({n}个batch的滑动平均)",
         "trend_line": "起始 {a}, 结束 {b}", "spikes": "损失尖峰 (比本epoch其他batch均值高 {z:g} 倍标准差且高50%以上)",
         "none": "无", "spike_line": "Epoch {e}, batch {b}: 损失 {loss} ({z:.1f} 倍标准差)",
         "more": "... 另有 {n} 个", "bad": "非有限损失 (NaN/Inf)",
         "bad_line": "Epoch {e}, batch {b}: {loss}", "spread": "波动最大的Epochs (batch损失标准差最大)",
-        "spread_line": "Epoch {e}: 平均 {m}, 标准差 {s}, 最小 {lo}, 最大 {hi}",
+        "spread_line": "Epoch {e}: 平均 {m}, 标准差 {s} (ddof=1, 同pandas), 最小 {lo}, 最大 {hi}",
         "worst": "最差的验证病例 (Epoch {e}, 平均Dice最低; validation_epoch_{e}.csv)",
         "worst_line": "{case}: 平均Dice {d}",
     },
@@ -86,8 +87,9 @@ def lr_str(v: float) -> str:
 
 
 def training_report(s: "EpochSummary", source: str | os.PathLike, lang: str | None = None) -> str:
-    """The epoch report (SPEC §5) as text."""
+    """The epoch report (docs/reference/files.md, "Analysis outputs") as text."""
     t = TEXT[pick_lang(lang)]
+    better = t["higher" if s.monitor_mode == "max" else "lower"]
     planned = f" ({t['planned'].format(n=s.planned_epochs)})" if s.planned_epochs else ""
     lines = [RULE, t["title"], RULE,
              f"{t['file']}: {shown_path(source)}",
@@ -96,7 +98,7 @@ def training_report(s: "EpochSummary", source: str | os.PathLike, lang: str | No
         lines.append(f"{t['status']}: {s.status}" + (f" ({s.message})" if s.message else ""))
     lines += ["", f"{t['overview']}:",
               f"  {t['epochs']}: {s.epochs}{planned}",
-              f"  {t['hours']}: {s.total_time_s / 3600:.2f} {t['hours_unit']}",
+              f"  {t['hours']}: {s.total_time_s / 3600:.2f} {t['hours_unit']} ({C.format_duration(s.total_time_s)})",
               f"  {t['per_epoch']}: {s.mean_epoch_s:.2f} {t['sec']}",
               "", f"{t['loss']}:",
               f"  {t['initial']}: {loss_str(s.initial_loss)}",
@@ -110,14 +112,16 @@ def training_report(s: "EpochSummary", source: str | os.PathLike, lang: str | No
     lines += ["", f"{t['lr']}:",
               f"  {t['lr0']}: {lr_str(s.initial_lr)}",
               f"  {t['lr1']}: {lr_str(s.final_lr)}",
-              "", f"{t['top'].format(n=len(s.top))}:"]
-    lines += [f"  {i}. Epoch {int(r.Epoch)}: Loss={loss_str(r.Avg_Loss)}, LR={lr_str(r.Learning_Rate)}"
-              for i, r in enumerate(s.top.itertuples(), 1)]
-    if s.monitor != "Avg_Loss" and s.best_monitored_epoch is not None:
+              "", f"{t['top'].format(n=len(s.top), name=s.monitor, mode=better)}:"]
+    lines += [f"  {i}. Epoch {int(r[C.EPOCH])}: "
+              + (f"{s.monitor}={loss_str(r[s.monitor])}, " if s.monitor != C.AVG_LOSS else "")
+              + f"Loss={loss_str(r[C.AVG_LOSS])}, LR={lr_str(r[C.LEARNING_RATE])}"
+              for i, r in enumerate(s.top.to_dict("records"), 1)]
+    if s.monitor != C.AVG_LOSS and s.best_monitored_epoch is not None:
         lines += ["", f"{t['monitor']}:",
                   "  " + t["monitor_line"].format(name=s.monitor, value=loss_str(s.best_monitored),
                                                   n=s.best_monitored_epoch,
-                                                  mode=t["higher" if s.monitor_mode == "max" else "lower"])]
+                                                  mode=better)]
     if s.extras:
         lines += ["", f"{t['extras']}:"]
         lines += ["  " + t["extra_line"].format(name=name, final=loss_str(x["final"]), best=loss_str(x["best"]),
@@ -149,7 +153,7 @@ def batch_report(r: "BatchAnalysis", lang: str | None = None) -> str:
              f"{t['made']}: {time.strftime('%Y-%m-%d %H:%M:%S')}",
              "", f"{t['overview']}:",
              f"  {t['rows']}: {r.rows}",
-             f"  {t['bepochs']}: {len(per)} (Epoch {int(per['Epoch'].iloc[0])}-{int(per['Epoch'].iloc[-1])})",
+             f"  {t['bepochs']}: {len(per)} (Epoch {int(per[C.EPOCH].iloc[0])}-{int(per[C.EPOCH].iloc[-1])})",
              f"  {t['bpe']}: {r.batches_per_epoch}",
              "", f"{t['bloss']}:",
              f"  {t['first']}: {loss_str(r.loss_first)}   {t['last']}: {loss_str(r.loss_last)}",

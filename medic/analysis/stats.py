@@ -22,22 +22,18 @@ import numpy as np
 import pandas as pd
 
 from medic.analysis.timing import TimeSummary, summarize_time
-from medic.store.logger import EPOCH_COLUMNS, TELEMETRY_COLUMNS
+from medic.store import columns as C
+# the one direction rule (the registry's), under the name the analysis API has always had
+from medic.store.columns import direction as metric_mode  # noqa: F401
 
 MAX_POINTS = 4000  # per plotted line
-_MAXIMISED = ("dice", "acc", "iou", "auc", "f1", "precision", "recall", "score", "jaccard", "nsd")
-
-
-def metric_mode(name: str) -> str:
-    """``"max"`` for metrics where higher is better (Dice, accuracy, IoU, ...), else ``"min"``."""
-    return "max" if any(k in name.lower() for k in _MAXIMISED) else "min"
+TOP_EPOCHS = 5
 
 
 def extra_metrics(epochs: pd.DataFrame) -> list[str]:
-    """The numeric columns after the nine standard ones (Val_Loss, Val_Dice, ...), the timing
-    columns left out (``medic.analysis.timing`` shows those)."""
-    return [c for c in epochs.columns if c not in EPOCH_COLUMNS and c not in TELEMETRY_COLUMNS
-            and pd.api.types.is_numeric_dtype(epochs[c])]
+    """The numeric metric columns after the nine standard ones (Val_Loss, Val_Dice, ...), the
+    timing and memory columns left out (``medic.analysis.timing`` shows those)."""
+    return [c for c in C.metric_columns(epochs.columns) if pd.api.types.is_numeric_dtype(epochs[c])]
 
 
 def monitor_of(epochs: pd.DataFrame, sidecar: dict[str, Any] | None = None) -> tuple[str, str]:
@@ -48,14 +44,31 @@ def monitor_of(epochs: pd.DataFrame, sidecar: dict[str, Any] | None = None) -> t
     name = side.get("monitor") or config.get("monitor")
     if name in epochs.columns:
         return name, side.get("monitor_mode") or metric_mode(name)
-    best = epochs["Best_Loss_So_Far"].to_numpy(dtype=float)
-    for name in ["Avg_Loss"] + extra_metrics(epochs):
+    best = epochs[C.BEST_SO_FAR].to_numpy(dtype=float)
+    for name in [C.AVG_LOSS] + extra_metrics(epochs):
         mode = metric_mode(name)
         values = epochs[name].astype(float)
         running = (values.cummin() if mode == "min" else values.cummax()).to_numpy()
         if len(best) and np.allclose(running, best, rtol=1e-5, atol=1e-7, equal_nan=True):
             return name, mode
-    return "Avg_Loss", "min"
+    return C.AVG_LOSS, "min"
+
+
+def top_epochs(epochs: pd.DataFrame, monitor: str, mode: str, n: int = TOP_EPOCHS,
+               full: bool = False) -> pd.DataFrame:
+    """The ``n`` best epochs by the monitored metric in its direction (epochs without a value of
+    it left out), best first.
+
+    Args:
+        epochs: a typed epoch frame (``read_epoch_csv``).
+        monitor: the column to rank by, ``mode`` its direction (``monitor_of`` gives both).
+        n: how many epochs.
+        full: every column; else Epoch, the monitor, Avg_Loss, Learning_Rate.
+    """
+    finite = epochs[np.isfinite(epochs[monitor].to_numpy(dtype=float))]
+    best = finite.nsmallest(n, monitor) if mode == "min" else finite.nlargest(n, monitor)
+    shown = list(best.columns) if full else list(dict.fromkeys([C.EPOCH, monitor, C.AVG_LOSS, C.LEARNING_RATE]))
+    return best[shown].reset_index(drop=True)
 
 
 @dataclass
@@ -65,7 +78,7 @@ class EpochSummary:
     epochs: int
     first_epoch: int
     last_epoch: int
-    total_time_s: float
+    total_time_s: float  # the run's duration: the sum of Epoch_Time_Seconds (columns.training_seconds)
     mean_epoch_s: float
     initial_loss: float
     final_loss: float
@@ -75,7 +88,7 @@ class EpochSummary:
     improvement_pct: float  # of the initial loss
     initial_lr: float
     final_lr: float
-    top: pd.DataFrame  # the 5 lowest-Avg_Loss epochs: Epoch, Avg_Loss, Learning_Rate
+    top: pd.DataFrame  # the 5 best epochs by the monitor: Epoch, [monitor,] Avg_Loss, Learning_Rate
     monitor: str
     monitor_mode: str
     best_monitored: float
@@ -101,29 +114,28 @@ def best_of(values: pd.Series, epochs: pd.Series, mode: str) -> tuple[float, int
 def summarize_epochs(epochs: pd.DataFrame, sidecar: dict[str, Any] | None = None,
                      status: str | None = None) -> EpochSummary:
     """The report's numbers for a (non-empty) typed epoch frame from ``read_epoch_csv``."""
-    loss = epochs["Avg_Loss"]
-    best_loss, best_epoch = best_of(loss, epochs["Epoch"], "min")
+    loss = epochs[C.AVG_LOSS]
+    best_loss, best_epoch = best_of(loss, epochs[C.EPOCH], "min")
     initial, final = float(loss.iloc[0]), float(loss.iloc[-1])
     improvement = initial - final
-    finite_loss = epochs[np.isfinite(loss.to_numpy(dtype=float))]
     monitor, mode = monitor_of(epochs, sidecar)
-    best_mon, best_mon_epoch = best_of(epochs[monitor], epochs["Epoch"], mode)
+    best_mon, best_mon_epoch = best_of(epochs[monitor], epochs[C.EPOCH], mode)
     extras = {}
     for name in extra_metrics(epochs):
         m = mode if name == monitor else metric_mode(name)
-        value, at = best_of(epochs[name], epochs["Epoch"], m)
+        value, at = best_of(epochs[name], epochs[C.EPOCH], m)
         extras[name] = {"final": float(epochs[name].iloc[-1]), "best": value, "best_epoch": at, "mode": m}
     side = sidecar or {}
     planned = side.get("epochs") or (side.get("config") or {}).get("epochs")
-    times = epochs["Epoch_Time_Seconds"]
+    times = epochs[C.EPOCH_TIME]
     return EpochSummary(
-        epochs=len(epochs), first_epoch=int(epochs["Epoch"].iloc[0]), last_epoch=int(epochs["Epoch"].iloc[-1]),
-        total_time_s=float(times.sum()), mean_epoch_s=float(times.mean()),
+        epochs=len(epochs), first_epoch=int(epochs[C.EPOCH].iloc[0]), last_epoch=int(epochs[C.EPOCH].iloc[-1]),
+        total_time_s=C.training_seconds(times), mean_epoch_s=float(times.mean()),
         initial_loss=initial, final_loss=final, best_loss=best_loss, best_loss_epoch=best_epoch or 0,
         improvement=improvement,
         improvement_pct=improvement / initial * 100 if initial and math.isfinite(initial) else float("nan"),
-        initial_lr=float(epochs["Learning_Rate"].iloc[0]), final_lr=float(epochs["Learning_Rate"].iloc[-1]),
-        top=finite_loss.nsmallest(5, "Avg_Loss")[["Epoch", "Avg_Loss", "Learning_Rate"]].reset_index(drop=True),
+        initial_lr=float(epochs[C.LEARNING_RATE].iloc[0]), final_lr=float(epochs[C.LEARNING_RATE].iloc[-1]),
+        top=top_epochs(epochs, monitor, mode),
         monitor=monitor, monitor_mode=mode, best_monitored=best_mon, best_monitored_epoch=best_mon_epoch,
         extras=extras, nonfinite_epochs=int((~np.isfinite(loss.to_numpy(dtype=float))).sum()),
         planned_epochs=int(planned) if isinstance(planned, (int, float)) and planned > 0 else None,

@@ -10,9 +10,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from medic.store import columns as C
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+HEADROOM = 1.35  # the time panel's y range over its data: the top quarter holds the legend
 DATA_WAIT_WARN = 0.20  # data wait above this share of the epoch: the loader is the bottleneck
 
 TEXT = {
@@ -31,7 +34,7 @@ TEXT = {
 
 
 def has_timing(epochs: pd.DataFrame) -> bool:
-    return "Samples_Per_Second" in epochs.columns and "Data_Seconds" in epochs.columns
+    return C.SAMPLES_PER_SECOND in epochs.columns and C.DATA_SECONDS in epochs.columns
 
 
 @dataclass
@@ -60,13 +63,13 @@ def summarize_time(epochs: pd.DataFrame) -> TimeSummary | None:
     """The report's timing numbers; None for a CSV without the columns."""
     if not has_timing(epochs) or epochs.empty:
         return None
-    rate, wait, val = (_column(epochs, c) for c in ("Samples_Per_Second", "Data_Seconds", "Val_Seconds"))
-    memory = _column(epochs, "Peak_Memory_MB")
+    rate, wait, val = (_column(epochs, c) for c in (C.SAMPLES_PER_SECOND, C.DATA_SECONDS, C.VAL_SECONDS))
+    memory = _column(epochs, C.PEAK_MEMORY_MB)
     return TimeSummary(
         mean_samples_per_s=float(np.nanmean(rate)) if np.isfinite(rate).any() else float("nan"),
         data_wait_s=float(np.nansum(wait)),
         val_s=float(np.nansum(val)) if np.isfinite(val).any() else None,
-        total_s=float(np.nansum(_column(epochs, "Epoch_Time_Seconds"))),
+        total_s=float(np.nansum(_column(epochs, C.EPOCH_TIME))),
         peak_memory_mb=float(np.nanmax(memory)) if np.isfinite(memory).any() else float("nan"))
 
 
@@ -87,8 +90,8 @@ def report_lines(ts: TimeSummary, lang: str) -> list[str]:
 def time_panel(ax: "Axes", epochs: pd.DataFrame, colors) -> None:
     """Per epoch, stacked: data wait, compute (the rest of the training loop), validation; and the
     throughput on a second axis."""
-    e = epochs["Epoch"].to_numpy()
-    total, wait, val = (_column(epochs, c) for c in ("Epoch_Time_Seconds", "Data_Seconds", "Val_Seconds"))
+    e = epochs[C.EPOCH].to_numpy()
+    total, wait, val = (_column(epochs, c) for c in (C.EPOCH_TIME, C.DATA_SECONDS, C.VAL_SECONDS))
     val = np.nan_to_num(val)
     compute = np.clip(total - wait - val, 0, None)
     width = 0.8 if len(e) < 2 else 0.8 * float(np.min(np.diff(e))) if np.all(np.diff(e) > 0) else 0.8
@@ -96,17 +99,21 @@ def time_panel(ax: "Axes", epochs: pd.DataFrame, colors) -> None:
     ax.bar(e, compute, width, bottom=wait, color=colors[0], label="compute")
     if val.any():
         ax.bar(e, val, width, bottom=wait + compute, color=colors[2], label="validation")
-    ax.set_xlabel("Epoch")
+    ax.set_xlabel(C.EPOCH)
     from matplotlib.ticker import MaxNLocator  # matplotlib: loaded only when drawing
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_ylabel("Seconds")
     ax.set_title(TEXT["en"]["title"])
-    rate = _column(epochs, "Samples_Per_Second")
+    rate = _column(epochs, C.SAMPLES_PER_SECOND)
     twin = ax.twinx()
     twin.plot(e, rate, color=colors[1], marker="o" if len(e) <= 50 else None, ms=4, lw=2, label="samples/s")
     twin.set_ylabel("Samples per second")
-    twin.set_ylim(bottom=0)
     twin.grid(False)
+    # headroom above the tallest bar and the throughput line: the legend sits there, over no data
+    top = np.nanmax(total) if np.isfinite(total).any() else 1.0
+    ax.set_ylim(0, HEADROOM * (top if top > 0 else 1.0))
+    fastest = np.nanmax(rate) if np.isfinite(rate).any() else 1.0
+    twin.set_ylim(0, HEADROOM * (fastest if fastest > 0 else 1.0))
     handles = ax.get_legend_handles_labels()
     more = twin.get_legend_handles_labels()
-    ax.legend(handles[0] + more[0], handles[1] + more[1], loc="lower left")
+    ax.legend(handles[0] + more[0], handles[1] + more[1], loc="upper center", ncol=4, fontsize=9)

@@ -1,5 +1,5 @@
 """``medic analyze``: figures and a text report for a run's epoch CSV, or with
-``--batch_metrics`` its batch CSV, written to ``analysis/`` (names of SPEC §4).
+``--batch_metrics`` its batch CSV, written to ``analysis/`` (names in docs/reference/files.md).
 
     medic analyze                                   # the newest run's epoch CSV
     medic analyze --metrics_file metrics/epoch_metrics_20251106_103015.csv

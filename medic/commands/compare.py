@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from medic.analysis.compare import compare_runs, default_runs, load_comparable, run_labels
 from medic.cli import ArgParser, add_root_option
+from medic.errors import MedicError
 from medic.store.files import shown_path, write_text_atomic
 from medic.store.paths import Project
 
@@ -43,7 +44,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="*", metavar="ID_OR_FILE",
                         help="run ids or epoch CSV paths (default: the two newest runs)")
     add_root_option(parser)
+    paired = parser.add_argument_group("paired comparison of two models on the same cases")
+    paired.add_argument("--paired", action="store_true", help="B against A case by case: differences, "
+                        "bootstrap interval, Wilcoxon test, wins (A, B: runs, cv_... or eval_...)")
+    paired.add_argument("--metric", default="dice", choices=("dice", "hd95", "nsd"), help="default: dice")
+    paired.add_argument("--epoch", default="last", choices=("last", "best"),
+                        help="which kept per-case table of a run (default: last)")
+    paired.add_argument("--format", default="table", choices=("table", "csv", "markdown", "latex"),
+                        help="how the table is printed (3 decimals, p <0.001)")
+    paired.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (default: 0)")
     args = parser.parse_args(argv)
+    if args.paired:
+        from medic.commands.paired import run_paired
+        return run_paired(args, Project.at(args.root))
+    given = [f"--{n}" for n, v in (("metric", "dice"), ("epoch", "last"), ("format", "table"), ("seed", 0))
+             if getattr(args, n) != v]
+    if given:
+        raise MedicError(f"{', '.join(given)} belong(s) to a paired comparison: add --paired")
     if "matplotlib" not in sys.modules:  # files only: never a window (saving uses Agg anyway)
         os.environ["MPLBACKEND"] = "Agg"
     from medic.analysis.figures import save_figure  # after MPLBACKEND is set

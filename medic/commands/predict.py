@@ -3,7 +3,10 @@ segment new volumes with a trained run's model (``medic.train.predict``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from medic.cli import ArgParser, add_root_option
+from medic.errors import MedicError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,9 +21,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, metavar="FOLDER", help="where the masks go (created)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="auto = CUDA when available")
+    parser.add_argument("--evaluate", metavar="LABELS", help="then score the masks against this folder of labels "
+                        "(medic evaluate; classes from a dataset.json beside it)")
     add_root_option(parser)
     args = parser.parse_args(argv)
+    if args.evaluate and not Path(args.evaluate).is_dir():
+        raise MedicError(f"--evaluate {args.evaluate} is not a folder of labels")
     from medic.train.predict import predict  # torch loads here, after the arguments are good
     predict(args.input, args.output, run=args.run, checkpoint=args.checkpoint, root=args.root,
             device=args.device, log=lambda line: print(line, flush=True))
+    if args.evaluate:
+        from medic.train.evaluate import evaluate
+        meta = Path(args.evaluate).parent / "dataset.json"
+        evaluate(args.output, args.evaluate, labels=meta if meta.is_file() else None, root=args.root,
+                 log=lambda line: print(line, flush=True))
     return 0

@@ -27,12 +27,14 @@ from urllib.parse import urlparse
 
 from medic.errors import MedicError
 from medic.export.source import RunSource, number, parse_time, prepare_dir
+from medic.store import columns as C
 
 # MLflow's HTTP client retries for minutes by default; one try and a short timeout answer in seconds
 HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0"}
-STATUS = {"running": "RUNNING", "completed": "FINISHED", "failed": "FAILED", "stopped": "KILLED",
-          "interrupted": "KILLED"}
+# the status table (medic.store.status) in MLflow's words
+STATUS = {"starting": "RUNNING", "queued": "RUNNING", "running": "RUNNING", "completed": "FINISHED",
+          "failed": "FAILED", "stopped": "KILLED", "interrupted": "KILLED", "timeout": "KILLED"}
 CHECKPOINTS = {"best": "best_model.pth", "last": "last.pth"}
 _BATCH = 1000  # MLflow takes at most 1000 metrics and 100 params or tags per log_batch
 _KEY_RE = re.compile(r"[^\w\-. /]")
@@ -124,11 +126,11 @@ class MlflowTarget:
         resumed = [RunTag(f"medic.resume.{k}", v) for k, v in options.items() if k in params and params[k] != v]
         metrics = []
         for row in rows.dicts(start):
-            epoch, stamp = number(row.get("Epoch")), _ms(parse_time(row.get("Timestamp", "")))
+            epoch, stamp = number(row.get(C.EPOCH)), _ms(parse_time(row.get(C.TIMESTAMP, "")))
             if epoch is None:
                 continue
             metrics += [Metric(_KEY_RE.sub("_", k), v, stamp or 0, int(epoch)) for k, v in
-                        ((k, number(c)) for k, c in row.items()) if k not in ("Epoch", "Timestamp") and v is not None]
+                        ((k, number(c)) for k, c in row.items()) if k not in (C.EPOCH, C.TIMESTAMP) and v is not None]
         for i in range(0, len(metrics), _BATCH):
             self.client.log_batch(run.info.run_id, metrics=metrics[i:i + _BATCH])
         for i in range(0, len(new_params), 100):

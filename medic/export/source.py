@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from medic.errors import MedicError
+from medic.store import columns as C
 from medic.store.paths import Project
 from medic.store.sidecar import read_sidecar
-from medic.store.status import effective_status
+from medic.store.status import run_status
 from medic.store.tail import CsvTail
 
 # options that say nothing about the training (a resume sets ``resume`` every time)
@@ -103,17 +104,11 @@ class RunSource:
 
     @property
     def status(self) -> str:
-        if not self.sidecar:
-            return "unknown"
-        try:
-            written = os.stat(self.sidecar_path).st_mtime
-        except OSError:
-            written = None
-        return effective_status(self.sidecar, sidecar_mtime=written)
+        return run_status(self.project, self.run_id, self.sidecar or None)
 
     @property
     def monitor(self) -> str:
-        return str(self.sidecar.get("monitor") or "Avg_Loss")
+        return str(self.sidecar.get("monitor") or C.AVG_LOSS)
 
     def options(self) -> dict[str, Any]:
         """The run's options, as plain values (bool, int, float, str)."""
@@ -130,7 +125,7 @@ class RunSource:
         steps = []
         for i, row in enumerate(self.batches.dicts(start), start):
             try:
-                steps.append((int(row["Epoch"]) - 1) * int(per_epoch) + int(row["Batch"]))
+                steps.append((int(row[C.EPOCH]) - 1) * int(per_epoch) + int(row[C.BATCH]))
             except (KeyError, TypeError, ValueError):
                 steps.append(i)
         return steps

@@ -27,12 +27,13 @@ from tensorboard.plugins.hparams import summary_v2 as hp
 from tensorboard.summary.writer.record_writer import RecordWriter
 
 from medic.export.source import RunSource, number, parse_time, prepare_dir
+from medic.store import columns as C
 from medic.store.files import write_json_atomic
 
 STATE_NAME = "medic_export.json"
-BEST_TAG = "epoch/Best_Loss_So_Far"
+BEST_TAG = f"epoch/{C.BEST_SO_FAR}"
 # epoch columns that are not metrics
-SKIPPED = ("Epoch", "Timestamp")
+SKIPPED = (C.EPOCH, C.TIMESTAMP)
 
 
 class TensorBoardTarget:
@@ -146,16 +147,16 @@ def _write_head(writer: RecordWriter, source: RunSource, hparams: dict[str, Any]
 
 def _epoch_events(source: RunSource, start: int):
     for row in source.epochs.dicts(start):
-        step = number(row.get("Epoch"))
+        step = number(row.get(C.EPOCH))
         if step is None:
             continue
         values = {f"epoch/{k}": v for k, v in ((k, number(c)) for k, c in row.items())
                   if k not in SKIPPED and v is not None}
-        yield _event(int(step), parse_time(row.get("Timestamp", "")), summary=_scalars(values))
+        yield _event(int(step), parse_time(row.get(C.TIMESTAMP, "")), summary=_scalars(values))
 
 
 def _batch_events(source: RunSource, start: int):
     for row, step in zip(source.batches.dicts(start), source.batch_steps(start)):
-        values = {f"batch/{k}": v for k, v in ((k, number(row.get(k))) for k in ("Loss", "Learning_Rate"))
+        values = {f"batch/{k}": v for k, v in ((k, number(row.get(k))) for k in (C.LOSS, C.LEARNING_RATE))
                   if v is not None}
-        yield _event(step, parse_time(row.get("Timestamp", "")), summary=_scalars(values))
+        yield _event(step, parse_time(row.get(C.TIMESTAMP, "")), summary=_scalars(values))

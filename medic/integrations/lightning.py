@@ -12,7 +12,7 @@ every trainer and which acts only when a ``MedicLogger`` is among the trainer's 
 ``MedicCallback`` is there yet; or, where the entry point is not installed, by the logger itself
 when Lightning hands it the model (``log_graph``).
 
-Rows: the seed's nine columns from the step losses (``loss`` returned by ``training_step``, averaged
+Rows: the nine columns (docs/reference/files.md) from the step losses (``loss`` returned by ``training_step``, averaged
 over the ranks by the callback), then the module's epoch-level metrics (``val_dice`` stays
 ``val_dice``): those named in ``metrics=``, else those logged by the end of the first epoch,
 including the sanity-check validation. Files go to ``<output_dir>/metrics/`` as for ``medic
@@ -37,12 +37,46 @@ from medic.store.record import exit_status
 
 
 class MedicLogger(Logger):
-    """A Lightning logger writing medic's epoch CSV, batch CSV (``log_batch_metrics``) and sidecar.
+    """A Lightning logger writing medic's epoch CSV, batch CSV and sidecar.
 
-    ``metrics``: the epoch-level metric names to record as extra columns (default: those logged by
-    the end of the first epoch). ``hparams``: options for the sidecar, besides the module's
-    ``save_hyperparameters()``. ``flush_every``: steps between batch-row writes (one collective
-    under DDP).
+    The epoch rows come from every training step's loss (the ``loss`` that ``training_step``
+    returns), averaged over the processes by medic under DDP; the metrics the module logs per epoch
+    become extra columns under their own names. A fit resumed from a Lightning checkpoint
+    (``ckpt_path=``) continues the same medic run.
+
+    Args:
+        output_dir: the project root; files go to ``<output_dir>/metrics/`` and Lightning's
+            checkpoints to ``<output_dir>/checkpoints/<run id>/checkpoints/``.
+        log_batch_metrics: also write the batch CSV (every step's loss and learning rate).
+        metrics: the epoch-level metric names to record as extra columns; default: those logged
+            by the end of the first epoch (the sanity-check validation counts).
+        hparams: options for the sidecar, besides the module's ``save_hyperparameters()``.
+        flush_every: steps between batch-row writes (one collective under DDP).
+
+    Example::
+
+        import lightning
+        import torch
+        from torch.utils.data import DataLoader, TensorDataset
+        from medic.integrations.lightning import MedicLogger
+
+        class Tiny(lightning.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.layer = torch.nn.Linear(4, 1)
+
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                return torch.nn.functional.mse_loss(self.layer(x), y)
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        data = DataLoader(TensorDataset(torch.randn(64, 4), torch.randn(64, 1)), batch_size=8)
+        logger = MedicLogger(output_dir=".", log_batch_metrics=True)
+        trainer = lightning.Trainer(max_epochs=2, logger=logger, enable_progress_bar=False)
+        trainer.fit(Tiny(), data)
+        print(logger.run_id())    # medic runs, medic analyze --run <id> read it
     """
 
     def __init__(self, output_dir: str = ".", log_batch_metrics: bool = False, metrics=None,

@@ -7,7 +7,7 @@
     medic_handler.attach(evaluator)    # optional: its metrics become columns (val_mean_dice, ...)
     trainer.run()
 
-The epoch CSV has the seed's nine columns from the step losses (the ``loss`` in the trainer's
+The epoch CSV has the nine columns of docs/reference/files.md from the step losses (the ``loss`` in the trainer's
 output, averaged over the ranks under ``ignite.distributed``), then the trainer's and the
 evaluator's ``state.metrics`` (named in ``metrics=``, else those of the first epoch). An epoch's
 row is written once its validation has run (whichever handler order the engines have), or at the
@@ -40,12 +40,42 @@ def loss_of(output: Any):
 
 
 class MedicHandler:
-    """Writes medic's epoch CSV, batch CSV (``log_batch_metrics``) and sidecar for an Ignite run.
+    """Writes medic's epoch CSV, batch CSV and sidecar for an Ignite run, as MONAI's
+    ``StatsHandler`` prints one.
 
-    ``hparams``: the run's options (sidecar). ``metrics``: the metric names to record as extra
-    columns. ``output_transform``: the step loss from the engine's output (default ``loss_of``).
-    ``optimizer``: where the learning rate is read (default: the trainer's ``optimizer``, as
-    MONAI's trainers have).
+    Attach it to the trainer and, optionally, to the evaluator, whose metrics join the epoch rows.
+    Its ``state_dict()`` / ``load_state_dict()`` travel with Ignite's ``Checkpoint`` (MONAI's
+    ``CheckpointSaver`` / ``CheckpointLoader``), so a resumed training continues the same run.
+
+    Args:
+        output_dir: the project root; files go to ``<output_dir>/metrics/``.
+        hparams: the run's options, stored in the sidecar.
+        log_batch_metrics: also write the batch CSV (every step's loss and learning rate).
+        metrics: the metric names to record as extra columns; default: those of the first epoch.
+        output_transform: takes the step loss from the engine's output (default ``loss_of``: the
+            ``loss`` of MONAI's output dict, or the output itself).
+        flush_every: steps between batch-row writes (one collective under ``ignite.distributed``).
+        optimizer: where the learning rate is read; default: the trainer's ``optimizer``, as
+            MONAI's trainers have.
+
+    Example::
+
+        import torch
+        from ignite.engine import Engine
+        from medic.integrations.monai import MedicHandler
+
+        model = torch.nn.Linear(4, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+        def step(engine, batch):
+            x, y = batch
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            optimizer.zero_grad(); loss.backward(); optimizer.step()
+            return {"loss": loss.item()}
+
+        trainer = Engine(step)
+        MedicHandler(output_dir=".", log_batch_metrics=True, optimizer=optimizer).attach(trainer)
+        trainer.run([(torch.randn(8, 4), torch.randn(8, 1))] * 4, max_epochs=2)
     """
 
     def __init__(self, output_dir: str = ".", hparams: Mapping[str, Any] | None = None,

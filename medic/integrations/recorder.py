@@ -1,5 +1,5 @@
 """What the Lightning logger and the MONAI handler share: per-step losses in, batch rows and the
-epoch row (the seed's nine columns plus the trainer's other epoch metrics) out.
+epoch row (the nine columns of docs/reference/files.md plus the trainer's other epoch metrics) out.
 
 Every rank calls ``step`` and ``flush`` alike; under ``torch.distributed`` the step losses are
 averaged over the ranks in one collective per ``flush_every`` steps (and at the end of an epoch),
@@ -20,7 +20,8 @@ from typing import Any, Iterable, Mapping
 import torch
 import torch.distributed as torch_dist
 
-from medic.store.logger import EPOCH_COLUMNS, MetricsLogger
+from medic.store.columns import EPOCH_COLUMNS
+from medic.store.logger import MetricsLogger
 
 FLUSH_EVERY = 10
 
@@ -169,6 +170,6 @@ class Recorder:
 
 
 def usable_name(name: str) -> bool:
-    """A logged name that can be an extra column: not per-step, not a seed column, not a counter."""
+    """A logged name that can be an extra column: not per-step, not one of the nine columns, not a counter."""
     return (isinstance(name, str) and not name.endswith("_step") and name not in EPOCH_COLUMNS
             and name not in ("epoch", "step") and "," not in name and "\n" not in name)

@@ -1,5 +1,6 @@
 """The live monitor of a training run: the feed of new rows (``feed``), the plot (``plot``), the
-notebook widget (``widget``) and the monitor that drives them (``session``).
+notebook widget (``widget``), the monitor that drives them (``session``) and the terminal's
+one-line-per-epoch follower that ``medic watch`` prints (``follow``).
 
     from medic.live import monitor
     mon = monitor(job)          # a widget in JupyterLab; printed lines and PNGs under papermill

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medic.store.logger import EPOCH_COLUMNS, TELEMETRY_COLUMNS
+from medic.store import columns as C
 from medic.store.paths import Project
 from medic.store.sidecar import read_sidecar
 from medic.store.tail import CsvTail
@@ -41,15 +41,8 @@ def _parse_time(text: str | None) -> float | None:
         return None
 
 
-def format_seconds(secs: float | None) -> str:
-    if secs is None or not math.isfinite(secs):
-        return "?"
-    secs = int(round(secs))
-    if secs < 60:
-        return f"{secs}s"
-    if secs < 3600:
-        return f"{secs // 60}m {secs % 60:02d}s"
-    return f"{secs // 3600}h {secs % 3600 // 60:02d}m"
+# the one rendering of a duration or ETA (medic.store.columns), under its public name here
+format_seconds = C.format_duration
 
 
 @dataclass
@@ -133,7 +126,7 @@ class RunFeed:
             self._epochs = {c: [] for c in self.columns}
         for row in rows:
             for name, cell in zip(self.columns, row):
-                self._epochs[name].append(cell if name == "Timestamp" else _num(cell))
+                self._epochs[name].append(cell if name == C.TIMESTAMP else _num(cell))
         brows = self._batch_tail.poll()
         if self._batch_tail.reset:
             self._batches = ([], [], [])
@@ -151,16 +144,27 @@ class RunFeed:
     @property
     def extra_columns(self) -> list[str]:
         """The metric columns after the standard ones (the timing columns left out)."""
-        return [c for c in self.columns if c not in EPOCH_COLUMNS and c not in TELEMETRY_COLUMNS]
+        return C.metric_columns(self.columns)
+
+    @property
+    def monitor(self) -> str:
+        """The column that Best_Loss_So_Far tracks (the sidecar's; Avg_Loss without one)."""
+        side = self.sidecar or {}
+        return str(side.get("monitor") or (side.get("config") or {}).get("monitor") or C.AVG_LOSS)
+
+    @property
+    def monitor_mode(self) -> str:
+        """``min`` or ``max``: the sidecar's, else the registry's direction of the monitor."""
+        return C.direction(self.monitor, (self.sidecar or {}).get("monitor_mode"))
 
     def samples_per_s(self) -> float:
         """The last epoch's throughput (NaN before the first epoch, or without the column)."""
-        values = self.epoch_values("Samples_Per_Second")
+        values = self.epoch_values(C.SAMPLES_PER_SECOND)
         return float(values[-1]) if values else math.nan
 
     @property
     def epochs_done(self) -> int:
-        ep = self.epoch_values("Epoch")
+        ep = self.epoch_values(C.EPOCH)
         return int(ep[-1]) if ep else 0
 
     @property
@@ -224,12 +228,9 @@ class RunFeed:
     def _eta(self, status, total, done, within, fraction) -> float | None:
         if status != "running" or not total:
             return None
-        times = [t for t in self.epoch_values("Epoch_Time_Seconds") if math.isfinite(t)]
-        if len(times) > 1:
-            times = times[1:]  # the first epoch pays for start-up
-        if times:
-            recent = times[-5:]
-            return max(total - done - within, 0.0) * sum(recent) / len(recent)
+        eta = C.eta_seconds(self.epoch_values(C.EPOCH_TIME), total - done - within)
+        if eta is not None:
+            return eta
         start = _parse_time((self.sidecar or {}).get("start_time"))
         if start and fraction:
             return (time.time() - start) * (1 - fraction) / fraction

@@ -12,6 +12,7 @@ import io
 import math
 from typing import TYPE_CHECKING
 
+from medic.store import columns as C
 from medic.store.columns import PER_CLASS, split_per_class
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -20,8 +21,12 @@ if TYPE_CHECKING:  # pragma: no cover
 MAX_POINTS = 2000  # per plotted line; more points than pixels only cost time
 COLORS = {"loss": "#1f77b4", "best": "#d62728", "val": "#ff7f0e", "lr": "#2ca02c",
           "time": "#9467bd", "batch": "#7f7f7f"}
-# metrics plotted with the training loss rather than in a panel of their own
-LOSS_LIKE = ("Val_Loss",)
+
+
+def loss_like(feed: "RunFeed") -> list[str]:
+    """The extra columns of the loss family (the registry's): drawn with the training loss rather
+    than in a panel of their own."""
+    return [c for c in feed.extra_columns if C.drawn_with_loss(c)]
 
 
 def downsample(x, y, n_out: int = MAX_POINTS):
@@ -55,37 +60,37 @@ def _empty(ax, text: str = "no data yet") -> None:
 
 def _monitor(feed: "RunFeed") -> str:
     """The column that Best_Loss_So_Far tracks."""
-    return str((feed.sidecar or {}).get("monitor") or "Avg_Loss")
+    return feed.monitor
 
 
 def _best_line(ax, feed: "RunFeed", ep: list) -> None:
-    best = feed.epoch_values("Best_Loss_So_Far")
+    best = feed.epoch_values(C.BEST_SO_FAR)
     if best:
         ax.step(ep, best, where="post", color=COLORS["best"], linestyle="--", linewidth=1.2,
                 label="best so far")
 
 
 def _loss_panel(ax, feed: "RunFeed") -> None:
-    ep = feed.epoch_values("Epoch")
+    ep = feed.epoch_values(C.EPOCH)
     if not ep:
         return _empty(ax, "waiting for the first epoch")
-    avg = feed.epoch_values("Avg_Loss")
-    lo, hi = feed.epoch_values("Min_Batch_Loss"), feed.epoch_values("Max_Batch_Loss")
+    avg = feed.epoch_values(C.AVG_LOSS)
+    lo, hi = feed.epoch_values(C.MIN_BATCH_LOSS), feed.epoch_values(C.MAX_BATCH_LOSS)
     ax.fill_between(ep, lo, hi, color=COLORS["loss"], alpha=0.18, linewidth=0, label="batch min–max")
-    ax.plot(ep, avg, "-", marker=_marker(ep), color=COLORS["loss"], markersize=3, label="Avg_Loss")
-    best = feed.epoch_values("Best_Loss_So_Far")
-    if "loss" in _monitor(feed).lower():  # else the line is drawn with its metric
+    ax.plot(ep, avg, "-", marker=_marker(ep), color=COLORS["loss"], markersize=3, label=C.AVG_LOSS)
+    best = feed.epoch_values(C.BEST_SO_FAR)
+    if C.is_loss(_monitor(feed)):  # else the line is drawn with its metric
         _best_line(ax, feed, ep)
-    for name in LOSS_LIKE:
+    for name in loss_like(feed):
         if name in feed.columns:
             ax.plot(ep, feed.epoch_values(name), "-", marker=_marker(ep, "s"), color=COLORS["val"],
                     markersize=3, label=name)
-    flags = feed.epoch_values("Is_Best_Model")
+    flags = feed.epoch_values(C.IS_BEST)
     best_eps = [e for e, f in zip(ep, flags) if f]
-    title = "Loss"
+    title = C.LOSS
     if best_eps and best:
         i = ep.index(best_eps[-1])
-        name = "" if _monitor(feed) == "Avg_Loss" else f"{_monitor(feed)} "
+        name = "" if _monitor(feed) == C.AVG_LOSS else f"{_monitor(feed)} "
         title += f"  (best {name}{best[i]:.4g} at epoch {best_eps[-1]:g})"
     ax.set_title(title)
     ax.set_xlabel("epoch")
@@ -93,7 +98,7 @@ def _loss_panel(ax, feed: "RunFeed") -> None:
 
 
 def _lr_panel(ax, feed: "RunFeed") -> None:
-    ep, lr = feed.epoch_values("Epoch"), feed.epoch_values("Learning_Rate")
+    ep, lr = feed.epoch_values(C.EPOCH), feed.epoch_values(C.LEARNING_RATE)
     if not ep:
         return _empty(ax)
     ax.step(ep, lr, where="post", color=COLORS["lr"], marker=_marker(ep), markersize=3)
@@ -105,7 +110,7 @@ def _lr_panel(ax, feed: "RunFeed") -> None:
 
 
 def _time_panel(ax, feed: "RunFeed") -> None:
-    ep, secs = feed.epoch_values("Epoch"), feed.epoch_values("Epoch_Time_Seconds")
+    ep, secs = feed.epoch_values(C.EPOCH), feed.epoch_values(C.EPOCH_TIME)
     if not ep:
         return _empty(ax)
     if len(ep) <= 60:
@@ -129,9 +134,9 @@ def _batch_panel(ax, feed: "RunFeed") -> None:
     n = len(x)
     x, y = downsample(x, y)
     ax.plot(x, y, color=COLORS["batch"], linewidth=0.7, label="batch loss")
-    ep = feed.epoch_values("Epoch")
+    ep = feed.epoch_values(C.EPOCH)
     if ep:
-        ax.plot(ep, feed.epoch_values("Avg_Loss"), "-", marker=_marker(ep), color=COLORS["loss"],
+        ax.plot(ep, feed.epoch_values(C.AVG_LOSS), "-", marker=_marker(ep), color=COLORS["loss"],
                 markersize=3, label="epoch mean")
     ax.set_title(f"Batch loss  ({n:,} batches" + (f", {len(x):,} drawn)" if len(x) < n else ")"))
     ax.set_xlabel("epoch")
@@ -139,7 +144,7 @@ def _batch_panel(ax, feed: "RunFeed") -> None:
 
 
 def _extras_panel(ax, feed: "RunFeed", names: list[str]) -> None:
-    ep = feed.epoch_values("Epoch")
+    ep = feed.epoch_values(C.EPOCH)
     if not ep:
         return _empty(ax)
     for name in names:
@@ -152,18 +157,24 @@ def _extras_panel(ax, feed: "RunFeed", names: list[str]) -> None:
 
 
 def _per_class_panel(ax, feed: "RunFeed", prefix: str, names: list[str]) -> None:
-    ep = feed.epoch_values("Epoch")
+    ep = feed.epoch_values(C.EPOCH)
     if not ep:
         return _empty(ax)
-    if prefix == "Val_Dice_" and "Val_Dice" in feed.columns:
-        ax.plot(ep, feed.epoch_values("Val_Dice"), "-", color="0.2", linewidth=2, label="Val_Dice (mean)")
+    if prefix == C.DICE_PREFIX and C.VAL_DICE in feed.columns:
+        ax.plot(ep, feed.epoch_values(C.VAL_DICE), "-", color="0.2", linewidth=2, label=f"{C.VAL_DICE} (mean)")
     for name in names:
         ax.plot(ep, feed.epoch_values(name), "-", marker=_marker(ep), markersize=3, label=name[len(prefix):])
-    if _monitor(feed) in names:
+    if _monitor(feed) in names or (prefix == "Val_Dice_" and _monitor(feed) == "Val_Dice"):
         _best_line(ax, feed, ep)
     ax.set_title(PER_CLASS[prefix])
     ax.set_xlabel("epoch")
-    ax.legend(fontsize=7, ncol=2 if len(names) > 5 else 1)
+    # the legend in rows of 4 above the curves, in headroom made for it: the curves run across the
+    # whole panel, so no corner is free of data
+    entries = len(ax.get_legend_handles_labels()[1])
+    rows = math.ceil(entries / 4)
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, hi + (hi - lo) * (0.12 + 0.16 * rows) / (0.88 - 0.16 * rows))
+    ax.legend(fontsize=7, ncol=min(entries, 4), loc="upper left")
 
 
 def render_png(feed: "RunFeed", dpi: int = 72) -> bytes:
@@ -175,7 +186,9 @@ def render_png(feed: "RunFeed", dpi: int = 72) -> bytes:
     panels = [_loss_panel, _lr_panel, _time_panel]
     if feed.logs_batches:
         panels.append(_batch_panel)
-    extras, per_class = split_per_class([c for c in feed.extra_columns if c not in LOSS_LIKE])
+    extras, per_class = split_per_class([c for c in feed.extra_columns if not C.drawn_with_loss(c)])
+    if C.DICE_PREFIX in per_class:  # its panel draws the mean already: not twice
+        extras = [c for c in extras if c != C.VAL_DICE]
     if extras:
         panels.append(lambda ax, f: _extras_panel(ax, f, extras))
     for prefix, names in per_class.items():

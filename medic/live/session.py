@@ -25,10 +25,11 @@ from typing import Any
 from medic.jobs import Job, attach
 from medic.live.feed import Progress, RunFeed, format_seconds
 from medic.live.strip import newest_strip
+from medic.store import columns as C
 from medic.store.paths import Project
-from medic.store.status import ACTIVE, effective_status
+from medic.store.status import FINISHED, run_status
 
-STALE_SECONDS = 60.0  # a run with neither process nor sidecar counts as ended after this much quiet
+STALE_SECONDS = 60.0  # a run id with no file at all counts as gone after this much waiting
 _SHOWN: dict[str, "LiveMonitor"] = {}  # the interactive monitor on show for each run id
 
 
@@ -80,18 +81,17 @@ class LiveMonitor:
             if rc is None:  # a scheduler's job (no local pid) is queued, starting or running
                 return ("running" if self.job.pid is not None else self.job.status or "queued"), False
             final = (self.feed.read_sidecar() or {}).get("status")
-            return (final if final not in (None, "running") else f"ended (exit code {rc})"), True
+            # gone without an end record: interrupted (the table's word for it)
+            return (final if final in FINISHED else "interrupted"), True
         sc = self.feed.sidecar or self.feed.read_sidecar()
-        if sc is not None:
-            status = effective_status(sc)
-            if status == "interrupted":
-                status = effective_status(self.feed.read_sidecar())
-            return status, status not in ACTIVE
-        try:  # no sidecar (yet, or a CSV written by another program): quiet for long means ended
-            quiet = time.time() - os.stat(self.project.epoch_csv(self.run_id)).st_mtime
-        except OSError:
-            quiet = time.monotonic() - self._started
-        return ("ended" if quiet > STALE_SECONDS else "waiting"), quiet > STALE_SECONDS
+        if sc is not None or self.project.epoch_csv(self.run_id).exists():
+            status = run_status(self.project, self.run_id, sc)
+            if status == "interrupted" and sc is not None:  # it may have just written its verdict
+                status = run_status(self.project, self.run_id)
+            return status, status in FINISHED
+        # nothing of the run yet: wait a while for it to appear
+        quiet = time.monotonic() - self._started
+        return ("interrupted" if quiet > STALE_SECONDS else "waiting"), quiet > STALE_SECONDS
 
     def step(self) -> tuple[bool, bool]:
         """One poll: returns (redraw needed, run ended)."""
@@ -118,14 +118,15 @@ class LiveMonitor:
         p, f = self.progress(), self.feed
         facts: dict[str, Any] = {"run": self.run_id, "status": self.status,
                                  "epochs": f"{p.epochs_done}/{p.epochs_total or '?'}"}
-        loss, best = f.epoch_values("Avg_Loss"), f.epoch_values("Best_Loss_So_Far")
+        loss, best = f.epoch_values(C.AVG_LOSS), f.epoch_values(C.BEST_SO_FAR)
         if loss:
-            flags = f.epoch_values("Is_Best_Model")
-            best_epochs = [int(e) for e, fl in zip(f.epoch_values("Epoch"), flags) if fl]
-            facts.update({"final Avg_Loss": loss[-1], "best": best[-1] if best else min(loss),
+            flags = f.epoch_values(C.IS_BEST)
+            best_epochs = [int(e) for e, fl in zip(f.epoch_values(C.EPOCH), flags) if fl]
+            facts.update({f"final {C.AVG_LOSS}": loss[-1], "monitor": f.monitor,
+                          "best": best[-1] if best else min(loss),
                           "best epoch": best_epochs[-1] if best_epochs else None,
-                          "final LR": f.epoch_values("Learning_Rate")[-1],
-                          "training time": format_seconds(sum(f.epoch_values("Epoch_Time_Seconds")))})
+                          "final LR": f.epoch_values(C.LEARNING_RATE)[-1],
+                          "training time": format_seconds(C.training_seconds(f.epoch_values(C.EPOCH_TIME)))})
             for name in f.extra_columns:
                 facts[f"final {name}"] = f.epoch_values(name)[-1]
             if math.isfinite(f.samples_per_s()):
@@ -204,15 +205,15 @@ class LiveMonitor:
 
     def _print_new_epochs(self) -> None:
         f = self.feed
-        ep = f.epoch_values("Epoch")
+        ep = f.epoch_values(C.EPOCH)
         for i in range(self._epochs_printed, len(ep)):
             line = (f"Epoch {int(ep[i])}/{self.progress().epochs_total or '?'}  "
-                    f"Avg_Loss {f.epoch_values('Avg_Loss')[i]:.6f}  "
-                    f"best {f.epoch_values('Best_Loss_So_Far')[i]:.6f}  "
-                    f"LR {f.epoch_values('Learning_Rate')[i]:.8f}  "
-                    f"{f.epoch_values('Epoch_Time_Seconds')[i]:.2f}s")
+                    f"{C.AVG_LOSS} {f.epoch_values(C.AVG_LOSS)[i]:.6f}  "
+                    f"best {f.epoch_values(C.BEST_SO_FAR)[i]:.6f}  "
+                    f"LR {f.epoch_values(C.LEARNING_RATE)[i]:.8f}  "
+                    f"{f.epoch_values(C.EPOCH_TIME)[i]:.2f}s")
             extras = "  ".join(f"{c} {f.epoch_values(c)[i]:.6g}" for c in f.extra_columns)
-            rate = f.epoch_values("Samples_Per_Second")
+            rate = f.epoch_values(C.SAMPLES_PER_SECOND)
             if len(rate) > i and rate[i] == rate[i]:
                 extras += f"{'  ' if extras else ''}{rate[i]:.1f} samples/s"
             print(line + ("  " + extras if extras else ""), flush=True)

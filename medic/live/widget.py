@@ -11,11 +11,12 @@ import html
 import math
 import threading
 
+from medic.store import columns as C
 from medic.store.columns import per_class_prefix
 from medic.live.strip import newest_strip, per_class_text
 
 BAR_STYLES = {"completed": "success", "stopped": "warning", "failed": "danger"}
-SHOWN_VALUES = ("Epoch", "Avg_Loss", "Best_Loss_So_Far", "Learning_Rate", "Epoch_Time_Seconds", "Samples_Per_Second")
+SHOWN_VALUES = (C.EPOCH, C.AVG_LOSS, C.BEST_SO_FAR, C.LEARNING_RATE, C.EPOCH_TIME, C.SAMPLES_PER_SECOND)
 
 
 def _cell(value) -> str:
@@ -42,7 +43,8 @@ class WidgetView:
         self.per_class = w.HTML()
         self.strip_epoch = None
         self.stop = w.Button(description="Stop training", button_style="danger", icon="stop",
-                             tooltip="SIGINT to the job: it saves a checkpoint and marks the run stopped")
+                             tooltip="A stop request to the run (from any host): it saves a checkpoint and "
+                                     "marks the run stopped")
         self.stop.on_click(self._on_stop)
         self.stop.disabled = not self._stoppable()
         self.extra = w.VBox()
@@ -79,7 +81,9 @@ class WidgetView:
             self.per_class.value = "<br>".join(html.escape(line) for line in per_class.splitlines())
         self._update_strip()
         if names:
-            head = "".join(f"<th style='padding:0 8px'>{html.escape(n)}</th>" for n in names)
+            # "best" is the monitored metric's: say which
+            shown = {C.BEST_SO_FAR: f"best {self.monitor.feed.monitor}"}
+            head = "".join(f"<th style='padding:0 8px'>{html.escape(shown.get(n, n))}</th>" for n in names)
             row = "".join(f"<td style='padding:0 8px'>{_cell(latest[n])}</td>" for n in names)
             self.values.value = f"<table><tr>{head}</tr><tr>{row}</tr></table>"
         if png:

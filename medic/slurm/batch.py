@@ -61,9 +61,12 @@ def begin(project: Project, run_id: str) -> int:
                        message=f"requeued {count} times, more than --max_requeues {limit}: resume it "
                                f"with medic train --resume {run_id}")
         return 1
-    changes = {"status": "starting"} if side.get("status") in (None, "queued", "starting") else {}
+    changes = {"status": "starting"} if side.get("status") in (None, "queued", "starting", "running") else {}
+    resume = bool(resume_points(project.checkpoint_dir(run_id)))
+    if resume:  # the earlier allocation's processes are gone: the trainer may take the run over
+        changes["requeued"] = side.get("requeued") or now_str()
     update_sidecar(path, requeues=count, slurm=info, **changes)
-    if resume_points(project.checkpoint_dir(run_id)):
+    if resume:
         print(f"--resume {run_id}")
     return 0
 
@@ -84,7 +87,9 @@ def end(project: Project, run_id: str, code: int, early: bool = False) -> int:
     status = side.get("status")
     limit = int((info.get("request") or {}).get("max_requeues", 5))
     job_id = os.environ.get("SLURM_JOB_ID", str(info.get("job_id", "")))
-    if status == "queued" and info.get("warned"):
+    # the trainer checkpointed for a requeue: it left the run to be continued (``requeued``)
+    requeued = not early and (status == "queued" or (status == "running" and bool(side.get("requeued"))))
+    if requeued and info.get("warned"):
         info.pop("warned", None)
         out = subprocess.run(["scontrol", "requeue", job_id], env=clean_env(), capture_output=True, text=True) \
             if restarts() < limit else None
@@ -95,7 +100,9 @@ def end(project: Project, run_id: str, code: int, early: bool = False) -> int:
                            message=f"{why}: resume it with medic train --resume {run_id}")
             return 0 if out is None else 1
         info["reason"] = "requeued before the time limit"
-        update_sidecar(path, slurm=info)
+        update_sidecar(path, status="queued", slurm=info)
+    elif requeued:  # a SIGTERM: SLURM requeues the job itself (preemption, scontrol requeue)
+        update_sidecar(path, status="queued")
     elif status == "running":
         update_sidecar(path, status="interrupted", end_time=now_str(),
                        message=f"the training processes ended without a record (exit code {code})")

@@ -70,7 +70,8 @@ def submit(cfg: TrainConfig, slurm: SlurmOptions, explicit: set[str], out=print)
     script = batch_script(cfg, slurm, run_id, str(project.root), python, output, source_path())
     request = {k: v for k, v in slurm.to_dict().items() if k not in ("launcher", "dry_run")}
     request["nproc_per_node"] = cfg.nproc_per_node
-    claim = {"status": "queued", "launcher": "slurm", "requeues": 0, "end_time": None, "message": "",
+    # claim False: the record is the scheduler's now, which a failing start must not give back
+    claim = {"status": "queued", "claim": False, "launcher": "slurm", "requeues": 0, "end_time": None, "message": "",
              "slurm": {"job_id": None, "request": request, "nodes": [], "reason": "submitted",
                        "output": output, "script": str(project.log / f"slurm_{run_id}.sh"),
                        "submitted": now_str()}}

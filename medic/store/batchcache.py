@@ -3,7 +3,7 @@ notebook re-running its cell on a live run, ``medic analyze`` during training) p
 rows that were added.
 
 One folder per CSV, ``<project>/analysis/.cache/<csv name>/`` (not in ``metrics/``, where the
-guide's clean-up commands work): the columns ``read_batch_arrays`` returns as raw little-endian
+usual clean-up commands work): the columns ``read_batch_arrays`` returns as raw little-endian
 arrays that only ever grow (``epochs.i64``: epoch value and first row of each stretch of one
 epoch; ``loss.f32``; ``lr.f32``), and ``meta.json``, written atomically after them, which says
 how much of the arrays and of the CSV they cover: the byte offset of the CSV's first row not

@@ -8,8 +8,10 @@
                          learning_rate=lr, epoch_time=secs, Val_Dice=0.81)
     logger.close()
 
-Files (SPEC §4): ``metrics/epoch_metrics_<id>.csv`` with exactly the nine columns below, plus
+Files (docs/reference/files.md): ``metrics/epoch_metrics_<id>.csv`` with exactly the nine columns below, plus
 the declared extra columns after them; ``metrics/batch_metrics_<id>.csv`` with exactly five.
+A new file appears in one step with its whole header, once its columns are known (with
+``extra_columns=None``, at the first epoch row); until then the run is its sidecar alone.
 The header is written once; every row is one complete line written and flushed on its own, so a
 reader never needs more than the newline to know a row is whole. Only rank 0 writes: on other
 ranks every method is a no-op. Resuming truncates rows written after the resumed epoch (and a
@@ -25,14 +27,12 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from medic.errors import MedicError
-from medic.store.paths import Project, reserve_run_id
+from medic.store.columns import BATCH_COLUMNS, EPOCH_COLUMNS, TELEMETRY_COLUMNS  # noqa: F401 (re-exported)
+from medic.store.files import create_exclusive
+from medic.store.paths import Project, is_claim, reserve_run_id
 from medic.store.record import RunRecord, exit_status
+from medic.store.sidecar import read_sidecar
 
-EPOCH_COLUMNS = ("Epoch", "Avg_Loss", "Min_Batch_Loss", "Max_Batch_Loss", "Learning_Rate",
-                 "Epoch_Time_Seconds", "Best_Loss_So_Far", "Is_Best_Model", "Timestamp")
-BATCH_COLUMNS = ("Epoch", "Batch", "Loss", "Learning_Rate", "Timestamp")
-# where an epoch's time goes: last in the row, after the validation columns (medic.train.telemetry)
-TELEMETRY_COLUMNS = ("Samples_Per_Second", "Data_Seconds", "Val_Seconds", "Peak_Memory_MB")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -126,7 +126,9 @@ class _CsvFile:
                  partial: tuple[int, int] | None = None):
         self.path = path
         header = ",".join(columns) + "\n"
-        if path.exists() and path.stat().st_size > 0:
+        # a new file appears in one step with its whole header: no reader ever sees it empty
+        created = create_exclusive(path, header)
+        if not created and path.stat().st_size > 0:
             with open(path, "rb") as f:
                 first = f.readline().decode("utf-8-sig", errors="replace")
             if first.endswith("\n") and first != header:
@@ -161,23 +163,50 @@ def improves(value: float, best: float | None, mode: str, min_delta: float = 0.0
 
 
 class MetricsLogger:
-    """Writes a run's epoch CSV (and optionally batch CSV); rank 0 only.
+    """Writes a run's epoch CSV (and optionally its batch CSV and sidecar); rank 0 only.
 
-    ``run_id``: an existing id to continue (resume) or None for a new one, reserved so that two
-    runs in the same second get distinct ids. ``extra_columns``: names of metrics added after the
-    nine epoch columns (e.g. ``["Val_Loss", "Val_Dice"]``). ``monitor_mode``: ``"min"`` or
-    ``"max"``, used when ``log_epoch`` is not told the best value itself. ``resume_epoch``: when
-    continuing a run, the last epoch whose rows are kept; ``resume_partial=(epoch, n)`` also keeps
-    the first ``n`` batch rows of an epoch that was stopped part-way.
+    Every other rank gets a logger whose methods do nothing, so the same loop runs on all ranks.
+    The run's status in its sidecar is ``running`` until ``close()`` (``completed``) or until an
+    exception leaves the ``with`` block (``failed``, with its message).
 
-    The run's sidecar (``metrics/run_<id>.json``, ``medic.store.record``): ``hparams`` (any dict)
-    become the run's options, ``epochs_planned`` its planned epochs; the status is running until
-    ``close()`` (completed) or an exception leaves the ``with`` block (failed, with its message).
-    ``resume=<run id>`` continues that run's files (with ``resume_epoch``: the rows after it go).
-    ``extra_columns=None``: the extra columns are those of the first ``log_epoch`` call.
-    ``sidecar=False``: no sidecar (``medic train`` writes its own); by default one is written unless
-    the run already has a sidecar that another writer keeps (one without ``source``, as the
-    trainer's).
+    Args:
+        output_dir: the project root; the files go to ``<output_dir>/metrics/``. Default: the
+            working directory.
+        run_id: an existing run id to continue, or ``None`` for a new one, reserved so that two
+            runs started in the same second get distinct ids.
+        log_batch_metrics: also write the batch CSV (one row per ``log_batch`` call).
+        extra_columns: names of metrics written after the nine epoch columns (e.g.
+            ``["Val_Loss", "Val_Dice"]``); ``None``: those of the first ``log_epoch`` call.
+        monitor_mode: ``"min"`` or ``"max"``: which way the logger tracks the best value when
+            ``log_epoch`` is not told it.
+        resume_epoch: when continuing a run, the last epoch whose rows are kept; later rows go.
+        resume_partial: ``(epoch, n)`` also keeps the first ``n`` batch rows of an epoch that was
+            stopped part-way.
+        best_so_far: the best value before the first logged epoch (when continuing a run).
+        rank: this process's rank; default from ``RANK`` (0 without one).
+        hparams: the run's options (any dict), stored in the sidecar as its ``config``.
+        epochs_planned: the planned epochs, for progress and ETA in the readers.
+        resume: a run id whose files to continue (with ``resume_epoch``: the rows after it go).
+        sidecar: ``False``: write no sidecar (``medic train`` writes its own). Default: write one
+            unless the run already has a sidecar that another writer keeps.
+        run_info: further sidecar keys (e.g. ``{"source": "Lightning"}``).
+
+    Raises:
+        MedicError: ``monitor_mode`` is neither ``"min"`` nor ``"max"``, an extra column is
+            invalid, or the run to resume does not exist.
+
+    Example::
+
+        from medic import MetricsLogger
+
+        with MetricsLogger(".", log_batch_metrics=True, hparams={"lr": 0.01}, epochs_planned=2) as log:
+            for epoch in (1, 2):
+                losses = [0.9 / epoch, 0.7 / epoch]
+                for i, loss in enumerate(losses):
+                    log.log_batch(epoch, i, loss, 0.01)
+                log.log_epoch(epoch, avg_loss=sum(losses) / 2, min_batch_loss=min(losses),
+                              max_batch_loss=max(losses), learning_rate=0.01, epoch_time=1.0)
+        print(log.run_id)   # metrics/epoch_metrics_<run_id>.csv
     """
 
     def __init__(self, output_dir: str | os.PathLike | None = None, run_id: str | None = None, *,
@@ -207,17 +236,19 @@ class MetricsLogger:
             return
         self.project.metrics.mkdir(parents=True, exist_ok=True)
         continuing = self.run_id is not None and self.project.epoch_csv(self.run_id).exists()
+        # an id claimed here for a logger told to keep no sidecar: the claim goes once a CSV holds the id
+        self._drop_claim = self.run_id is None and sidecar is False
         if self.run_id is None:
             self.run_id = reserve_run_id(self.project)
         self.epoch_path = self.project.epoch_csv(self.run_id)
         self._resume_epoch = resume_epoch
-        if self.extra_columns is None and self.epoch_path.stat().st_size > 0:  # continuing: its columns
+        if self.extra_columns is None and continuing and self.epoch_path.stat().st_size > 0:  # its columns
             with open(self.epoch_path, encoding="utf-8-sig", errors="replace") as f:
                 header = f.readline()
             if header.endswith("\n"):
                 self.extra_columns = tuple(header.strip().split(",")[len(EPOCH_COLUMNS):])
         if self.extra_columns is not None:
-            self._epoch = _CsvFile(self.epoch_path, EPOCH_COLUMNS + self.extra_columns, resume_epoch)
+            self._open_epoch_csv()
             if continuing and self.best is None:
                 self.best = last_best(self.epoch_path)
         if log_batch_metrics:
@@ -228,6 +259,12 @@ class MetricsLogger:
             self.record.start(hparams=hparams, epochs_planned=epochs_planned, extra_columns=self.extra_columns,
                               log_batch_metrics=log_batch_metrics, monitor_mode=monitor_mode,
                               resumed_from=resume_epoch if continuing else None, info=run_info)
+
+    def _open_epoch_csv(self) -> None:
+        self._epoch = _CsvFile(self.epoch_path, EPOCH_COLUMNS + self.extra_columns, self._resume_epoch)
+        if self._drop_claim and is_claim(read_sidecar(self.project.sidecar(self.run_id))):
+            self.project.sidecar(self.run_id).unlink(missing_ok=True)
+        self._drop_claim = False
 
     def is_better(self, value: float) -> bool:
         return improves(value, self.best, self.monitor_mode)
@@ -240,7 +277,7 @@ class MetricsLogger:
         if self.extra_columns is None:  # the first row names the columns
             self.extra_columns = check_extra_columns(extra)
             if self.enabled:
-                self._epoch = _CsvFile(self.epoch_path, EPOCH_COLUMNS + self.extra_columns, self._resume_epoch)
+                self._open_epoch_csv()
                 if self.record is not None:
                     self.record.update(extra_columns=list(self.extra_columns))
         unknown = set(extra) - set(self.extra_columns)

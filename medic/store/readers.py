@@ -22,15 +22,16 @@ import numpy as np
 import pandas as pd
 
 from medic.errors import DataFileError, RunNotFoundError
+from medic.store import columns as C
 from medic.store.files import shown_path
-from medic.store.logger import EPOCH_COLUMNS
+from medic.store.columns import EPOCH_COLUMNS
 
 # The columns an analysis cannot do without; the other standard ones are derived when absent.
-EPOCH_REQUIRED = ("Epoch", "Avg_Loss", "Min_Batch_Loss", "Max_Batch_Loss", "Learning_Rate",
-                  "Epoch_Time_Seconds")
-EPOCH_FLOATS = ("Avg_Loss", "Min_Batch_Loss", "Max_Batch_Loss", "Learning_Rate",
-                "Epoch_Time_Seconds", "Best_Loss_So_Far")
-BATCH_REQUIRED = ("Epoch", "Batch", "Loss")
+EPOCH_REQUIRED = (C.EPOCH, C.AVG_LOSS, C.MIN_BATCH_LOSS, C.MAX_BATCH_LOSS, C.LEARNING_RATE,
+                  C.EPOCH_TIME)
+EPOCH_FLOATS = (C.AVG_LOSS, C.MIN_BATCH_LOSS, C.MAX_BATCH_LOSS, C.LEARNING_RATE,
+                C.EPOCH_TIME, C.BEST_SO_FAR)
+BATCH_REQUIRED = (C.EPOCH, C.BATCH, C.LOSS)
 _TRUE = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
 _TS_FORMAT = "%Y-%m-%d %H:%M:%S"
 
@@ -100,9 +101,9 @@ def _check_columns(path: Path, header: list[str], required: tuple[str, ...], kin
     hint = ""
     if len(header) == 1 and ";" in header[0]:
         hint = " (it uses ';' between fields: was it re-saved by a spreadsheet? keep the original CSV)"
-    elif kind == "epoch" and "Loss" in header and "Batch" in header:
+    elif kind == "epoch" and C.LOSS in header and C.BATCH in header:
         hint = " (this is a batch CSV: use --batch_metrics)"
-    elif kind == "batch" and "Avg_Loss" in header:
+    elif kind == "batch" and C.AVG_LOSS in header:
         hint = " (this is an epoch CSV, not a batch CSV)"
     shown = ",".join(header)
     shown = shown if len(shown) <= 80 else shown[:77] + "..."
@@ -115,7 +116,7 @@ def sniff_kind(path: str | os.PathLike) -> str | None:
     header = read_header(path)
     if all(c in header for c in EPOCH_REQUIRED):
         return "epoch"
-    if all(c in header for c in BATCH_REQUIRED) and "Avg_Loss" not in header:
+    if all(c in header for c in BATCH_REQUIRED) and C.AVG_LOSS not in header:
         return "batch"
     return None
 
@@ -134,9 +135,9 @@ def _numeric(path: Path, frame: pd.DataFrame, column: str, first_line: int) -> p
 
 def empty_epoch_frame(extra: list[str] | None = None) -> pd.DataFrame:
     frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in EPOCH_COLUMNS})
-    frame["Epoch"] = frame["Epoch"].astype("int64")
-    frame["Is_Best_Model"] = frame["Is_Best_Model"].astype(bool)
-    frame["Timestamp"] = pd.Series(dtype="datetime64[ns]")
+    frame[C.EPOCH] = frame[C.EPOCH].astype("int64")
+    frame[C.IS_BEST] = frame[C.IS_BEST].astype(bool)
+    frame[C.TIMESTAMP] = pd.Series(dtype="datetime64[ns]")
     for c in extra or []:
         frame[c] = pd.Series(dtype="float64")
     return frame
@@ -169,31 +170,31 @@ def read_epoch_csv(path: str | os.PathLike, *, allow_empty: bool = False) -> pd.
         raise DataFileError(f"{shown_path(path)} has a header but no complete rows yet "
                             "(no epoch has finished)")
     out = pd.DataFrame(index=frame.index)
-    epoch = _numeric(path, frame, "Epoch", 2)
+    epoch = _numeric(path, frame, C.EPOCH, 2)
     bad = epoch.isna() | (epoch != epoch.round()) | (epoch < 0)
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataFileError(f"{shown_path(path)} line {i + 2}: Epoch is {frame['Epoch'].iloc[i]!r}, "
+        raise DataFileError(f"{shown_path(path)} line {i + 2}: Epoch is {frame[C.EPOCH].iloc[i]!r}, "
                             "not an epoch number")
-    out["Epoch"] = epoch.astype("int64")
+    out[C.EPOCH] = epoch.astype("int64")
     for c in EPOCH_FLOATS:
         if c in frame:
             out[c] = _numeric(path, frame, c, 2)
-    if "Best_Loss_So_Far" not in out:  # a hand-made CSV: derive what the logger would have written
-        out["Best_Loss_So_Far"] = out["Avg_Loss"].cummin()
-    if "Is_Best_Model" in frame:
-        flags = frame["Is_Best_Model"].fillna("").astype(str).str.strip().str.lower()
+    if C.BEST_SO_FAR not in out:  # a hand-made CSV: derive what the logger would have written
+        out[C.BEST_SO_FAR] = out[C.AVG_LOSS].cummin()
+    if C.IS_BEST in frame:
+        flags = frame[C.IS_BEST].fillna("").astype(str).str.strip().str.lower()
         unknown = ~flags.isin(list(_TRUE))
         if unknown.any():
             i = int(np.flatnonzero(unknown.to_numpy())[0])
             raise DataFileError(f"{shown_path(path)} line {i + 2}: Is_Best_Model is "
-                                f"{frame['Is_Best_Model'].iloc[i]!r}, not True/False")
-        out["Is_Best_Model"] = flags.map(_TRUE).astype(bool)
+                                f"{frame[C.IS_BEST].iloc[i]!r}, not True/False")
+        out[C.IS_BEST] = flags.map(_TRUE).astype(bool)
     else:
-        best = out["Best_Loss_So_Far"]
-        out["Is_Best_Model"] = (best != best.shift()).to_numpy() & best.notna().to_numpy()
-    stamps = frame["Timestamp"] if "Timestamp" in frame else pd.Series("", index=frame.index)
-    out["Timestamp"] = pd.to_datetime(stamps.fillna("").astype(str).str.strip(), format=_TS_FORMAT,
+        best = out[C.BEST_SO_FAR]
+        out[C.IS_BEST] = (best != best.shift()).to_numpy() & best.notna().to_numpy()
+    stamps = frame[C.TIMESTAMP] if C.TIMESTAMP in frame else pd.Series("", index=frame.index)
+    out[C.TIMESTAMP] = pd.to_datetime(stamps.fillna("").astype(str).str.strip(), format=_TS_FORMAT,
                                       errors="coerce")
     out = out[list(EPOCH_COLUMNS)]
     for c in extra:
@@ -202,7 +203,7 @@ def read_epoch_csv(path: str | os.PathLike, *, allow_empty: bool = False) -> pd.
         out[c] = values.astype("float64") if not (values.isna() & filled).any() else frame[c]
     # a resumed run is truncated by its writer, but a file pieced together by hand may repeat
     # an epoch: the later row is the one that run really produced
-    out = out.drop_duplicates("Epoch", keep="last").sort_values("Epoch", kind="stable")
+    out = out.drop_duplicates(C.EPOCH, keep="last").sort_values(C.EPOCH, kind="stable")
     return out.reset_index(drop=True)
 
 
@@ -212,8 +213,8 @@ def read_batch_csv(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     header = read_header(path)
     _check_columns(path, header, BATCH_REQUIRED, "batch")
-    dtypes = {"Epoch": np.int64, "Batch": np.int64, "Loss": np.float64, "Learning_Rate": np.float64,
-              "Timestamp": str}
+    dtypes = {C.EPOCH: np.int64, C.BATCH: np.int64, C.LOSS: np.float64, C.LEARNING_RATE: np.float64,
+              C.TIMESTAMP: str}
     limit = complete_size(path)
     try:
         with open(path, "rb") as f:
@@ -223,16 +224,16 @@ def read_batch_csv(path: str | os.PathLike) -> pd.DataFrame:
         raise DataFileError(f"{shown_path(path)} is not a well-formed CSV: "
                             f"{str(err).strip().splitlines()[-1]}") from None
     except (ValueError, OverflowError):
-        _diagnose(path, [c for c in ("Epoch", "Batch", "Loss", "Learning_Rate") if c in header],
+        _diagnose(path, [c for c in (C.EPOCH, C.BATCH, C.LOSS, C.LEARNING_RATE) if c in header],
                   limit, 1_000_000)
     if frame.empty:
         raise DataFileError(f"{shown_path(path)} has a header but no complete rows yet")
-    if "Timestamp" in frame:
-        frame["Timestamp"] = pd.to_datetime(frame["Timestamp"], format=_TS_FORMAT, errors="coerce")
-    epoch = frame["Epoch"].to_numpy()
+    if C.TIMESTAMP in frame:
+        frame[C.TIMESTAMP] = pd.to_datetime(frame[C.TIMESTAMP], format=_TS_FORMAT, errors="coerce")
+    epoch = frame[C.EPOCH].to_numpy()
     if len(epoch) > 1 and (epoch[1:] < epoch[:-1]).any() or \
-            ("Batch" in frame and frame.duplicated(["Epoch", "Batch"]).any()):
-        keys = ["Epoch", "Batch"] if "Batch" in frame else ["Epoch"]
+            (C.BATCH in frame and frame.duplicated([C.EPOCH, C.BATCH]).any()):
+        keys = [C.EPOCH, C.BATCH] if C.BATCH in frame else [C.EPOCH]
         frame = frame.drop_duplicates(keys, keep="last").sort_values(keys, kind="stable")
     return frame.reset_index(drop=True)
 
@@ -268,7 +269,7 @@ def _diagnose(path: Path, columns: list[str], limit: int, chunk_rows: int) -> No
         for chunk in reader:
             for c in columns:
                 _numeric(path, chunk.reset_index(drop=True), c, line)
-                if c in ("Epoch", "Batch"):
+                if c in (C.EPOCH, C.BATCH):
                     v = pd.to_numeric(chunk[c], errors="coerce")
                     bad = (v.isna() | (v != v.round())).to_numpy()
                     if bad.any():
@@ -308,10 +309,10 @@ def read_batch_arrays(path: str | os.PathLike, *, with_batch: bool = False, chun
     path = Path(path)
     header = read_header(path)
     _check_columns(path, header, BATCH_REQUIRED, "batch")
-    columns = ["Epoch", "Loss"] + [c for c in ("Learning_Rate",) if c in header]
-    if with_batch and "Batch" in header:
-        columns.append("Batch")
-    dtypes = {"Epoch": np.int32, "Batch": np.int32, "Loss": np.float32, "Learning_Rate": np.float32}
+    columns = [C.EPOCH, C.LOSS] + [c for c in (C.LEARNING_RATE,) if c in header]
+    if with_batch and C.BATCH in header:
+        columns.append(C.BATCH)
+    dtypes = {C.EPOCH: np.int32, C.BATCH: np.int32, C.LOSS: np.float32, C.LEARNING_RATE: np.float32}
     limit = complete_size(path) if limit is None else limit
     _, ranges = _ranges(path, limit, begin=begin)
 
@@ -333,7 +334,7 @@ def read_batch_arrays(path: str | os.PathLike, *, with_batch: bool = False, chun
         _diagnose(path, columns, limit, chunk_rows)
     if not pieces and begin is not None:
         return BatchArrays(path, *(np.zeros(0, np.int64) for _ in range(3)), np.zeros(0, np.float32),
-                           np.zeros(0, np.float32) if "Learning_Rate" in columns else None, None)
+                           np.zeros(0, np.float32) if C.LEARNING_RATE in columns else None, None)
     if not pieces:
         raise DataFileError(f"{shown_path(path)} has a header but no complete rows yet")
 
@@ -341,7 +342,7 @@ def read_batch_arrays(path: str | os.PathLike, *, with_batch: bool = False, chun
     seg_starts: list[np.ndarray] = []
     rows = 0
     for piece in pieces:
-        epoch = piece.pop("Epoch")
+        epoch = piece.pop(C.EPOCH)
         first = np.r_[0, np.flatnonzero(epoch[1:] != epoch[:-1]) + 1]
         if seg_values and seg_values[-1][-1] == epoch[0]:
             first = first[1:]  # this piece continues the previous piece's epoch
@@ -365,8 +366,8 @@ def read_batch_arrays(path: str | os.PathLike, *, with_batch: bool = False, chun
     values = np.concatenate(seg_values).astype(np.int64)
     starts = np.concatenate(seg_starts).astype(np.int64)
     counts = np.diff(np.r_[starts, rows]).astype(np.int64)
-    data = BatchArrays(path, values, starts, counts, joined("Loss"), joined("Learning_Rate"),
-                       joined("Batch"))
+    data = BatchArrays(path, values, starts, counts, joined(C.LOSS), joined(C.LEARNING_RATE),
+                       joined(C.BATCH))
     return keep_last_epochs(data) if keep_last else data
 
 

@@ -98,9 +98,42 @@ def sweep(grid: dict[str, list] | None = None, space: dict[str, str] | None = No
           fixed: dict[str, Any] | None = None, slots: int = 1, prune: str = "none", prune_startup: int = 2,
           sampler: str = "tpe", seed: int = 0, notebook: str = "", storage: str = "",
           root: str | os.PathLike | None = None) -> Sweep:
-    """Start a sweep in the background and return its ``Sweep`` at once. The arguments are those of
-    ``medic sweep``: ``grid={"lr": [0.001, 0.003]}`` or ``space={"lr": "loguniform(1e-4,1e-2)"}``
-    with ``trials``; ``fixed`` are training options for every trial."""
+    """Start a sweep in the background and return its ``Sweep`` at once.
+
+    Each trial is a papermill run of the training notebook and an ordinary medic run. The driver
+    runs in a session of its own (``analysis/sweeps/<id>/driver.log``), so it outlives the kernel.
+
+    Args:
+        grid: a grid axis per option, e.g. ``{"lr": [0.001, 0.003]}``; every combination is a trial.
+        space: a distribution per option, e.g. ``{"lr": "loguniform(1e-4,1e-2)"}``:
+            ``uniform(a,b)``, ``loguniform(a,b)``, ``int(a,b)``, ``logint(a,b)``, ``choice(v1,v2)``.
+        trials: the whole sweep's number of trials (with ``space``).
+        fixed: training options for every trial, e.g. ``{"epochs": 20}``.
+        slots: trials at once on this machine.
+        prune: ``none``, ``median``, ``percentile``, ``hyperband`` or ``successivehalving``.
+        prune_startup: trials that finish before pruning starts.
+        sampler: ``tpe`` or ``random`` (for ``space``).
+        seed: the sampler's seed.
+        notebook: the training notebook (default: the project's ``notebooks/01_train.ipynb``).
+        storage: a database URL shared by drivers on several machines (default: SQLite in
+            ``analysis/sweeps/<id>/``).
+        root: the project root (default: the working directory).
+
+    Returns:
+        The sweep's handle: ``follow()``, ``summary()``, ``stop()``.
+
+    Raises:
+        MedicError: an unknown option, a malformed distribution, a grid of no points, or too many
+            slots; nothing is started then.
+
+    Example::
+
+        import medic
+
+        s = medic.sweep(grid={"lr": [0.001, 0.003]}, fixed={"epochs": 2, "num_samples": 32}, slots=2)
+        s.follow()           # in JupyterLab: a live table of the trials and a Stop-all button
+        print(s.summary())   # one row per trial: status, run id, the parameters, best value
+    """
     from medic.sweeps.run import create, new_spec
     root = Path(root or os.getcwd()).resolve()
     spec = new_spec(root, grid=grid, space=space, trials=trials, fixed=fixed, prune=prune,

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medic.store import columns as C
 from medic.store.files import write_text_atomic
 from medic.sweeps.spec import SweepSpec, default_storage, load_spec, sweep_dir
 
@@ -89,7 +90,7 @@ def summary_figure(spec: SweepSpec, study, frame: pd.DataFrame):
             epochs = sorted(t.intermediate_values)
             curves.plot(epochs, [t.intermediate_values[e] for e in epochs], marker="o", markersize=3,
                         label=f"trial {row.trial}", alpha=0.9 if row.status == "completed" else 0.5)
-    curves.set_xlabel("Epoch")
+    curves.set_xlabel(C.EPOCH)
     curves.set_ylabel(spec.monitor)
     curves.set_title("curves of the trials")
     curves.grid(alpha=0.3)

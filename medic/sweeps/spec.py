@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from medic.errors import MedicError, RunNotFoundError
+from medic.store import columns as C
 from medic.store.files import write_json_atomic
 
 SWEEP_ID_RE = re.compile(r"^sweep_\d{8}_\d{6}(?:_\d+)?$")
@@ -185,7 +186,7 @@ class SweepSpec:
     seed: int = 0
     notebook: str = ""
     storage: str = ""
-    monitor: str = "Avg_Loss"
+    monitor: str = C.AVG_LOSS
     direction: str = "minimize"
 
     @property

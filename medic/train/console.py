@@ -1,5 +1,5 @@
 """What a person reads while training: the startup block, progress lines, the epoch summary, the
-ETA and checkpoint messages, in English or the guide's Chinese. Rank 0 prints; every line also
+ETA and checkpoint messages, in English or Chinese (docs/getting-started.md, 'What you see'). Rank 0 prints; every line also
 goes to ``log/training_<id>.log``. Lines only — no carriage-return bars — so logs and notebooks
 stay readable whether or not stdout is a terminal."""
 
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from medic.lang import pick_lang
+from medic.store import columns as C
 
 RULE = "=" * 80
 
@@ -17,53 +18,53 @@ TEXT = {
         "workdir": "Working directory", "ckpt_dir": "Checkpoint directory", "results_dir": "Results directory",
         "log_dir": "Log directory", "metrics_dir": "Metrics directory",
         "train_cfg": "Training configuration:", "log_cfg": "Logging configuration:",
-        "log_every": "Log interval: every {n} batches", "batch_metrics": "Record batch-level metrics: {v}",
+        "log_every": "Log interval: every {interval} batches", "batch_metrics": "Record batch-level metrics: {value}",
         "yes": "Yes", "no": "No",
         "epoch_file": "Epoch metrics file", "batch_file": "Batch metrics file",
-        "progress": "Epoch [{e}/{E}] - Progress {pct:.1f}% ({b}/{B}) - Batch Loss: {loss} - LR: {lr}",
-        "done": "Epoch [{e}/{E}] completed", "avg": "Average loss", "min": "Min batch loss",
-        "max": "Max batch loss", "lr": "Learning rate", "time": "Epoch time: {t:.2f} s",
-        "eta": "Estimated time remaining: {h:.2f} h", "val_loss": "Validation loss", "val_dice": "Validation Dice",
+        "progress": "Epoch [{epoch}/{epochs}] - Progress {percent:.1f}% ({batch}/{batches}) - Batch Loss: {loss} - LR: {lr}",
+        "done": "Epoch [{epoch}/{epochs}] completed", "avg": "Average loss", "min": "Min batch loss",
+        "max": "Max batch loss", "lr": "Learning rate", "time": "Epoch time: {seconds:.2f} s",
+        "eta": "Estimated time remaining: {hours:.2f} h", "val_loss": "Validation loss", "val_dice": "Validation Dice",
         "nonfinite": "Non-finite batches skipped",
-        "saved": "✓ Saved checkpoint: {name}", "best": "✓ New best model! {metric}: {v}",
-        "best_gain": "✓ New best model! {metric}: {v} (improvement: {d})",
+        "saved": "✓ Saved checkpoint: {name}", "best": "✓ New best model! {metric}: {value}",
+        "best_gain": "✓ New best model! {metric}: {value} (improvement: {improvement})",
         "saved_best": "✓ Saved best model: {name}",
-        "resumed": "Resuming run {id} from {path} (epoch {e} done)",
-        "finished": "Training finished: {n} epochs in {h:.2f} h. Best {metric}: {v} (epoch {be})",
-        "early_stop": "{msg} (epoch {e}); resume with a larger --epochs to train further",
-        "stopped": "Stop requested: checkpoint saved after epoch {e}; resume with: medic train --resume {id}",
-        "stopped_mid": "Stop requested during epoch {e}: the last checkpoint (epoch {k}) is kept; resume with: medic train --resume {id}",
-        "nan_stop": "Non-finite loss ({v}) at epoch {e}, batch {b}: training stopped. The last good checkpoint "
-                    "(epoch {k}) and best_model.pth are kept. Use --nonfinite skip to skip such batches.",
-        "nan_stop_none": "Non-finite loss ({v}) at epoch {e}, batch {b}: training stopped before its first "
+        "resumed": "Resuming run {run_id} from {path} (epoch {epoch} done)",
+        "finished": "Training finished: {epochs_done} epochs in {duration} of training. Best {metric}: {value} (epoch {best_epoch})",
+        "early_stop": "{message} (epoch {epoch}); resume with a larger --epochs to train further",
+        "stopped": "Stop requested: checkpoint saved after epoch {epoch}; resume with: medic train --resume {run_id}",
+        "stopped_mid": "Stop requested during epoch {epoch}: the last checkpoint (epoch {checkpoint_epoch}) is kept; resume with: medic train --resume {run_id}",
+        "nan_stop": "Non-finite loss ({value}) at epoch {epoch}, batch {batch}: training stopped. The last good checkpoint "
+                    "(epoch {checkpoint_epoch}) and best_model.pth are kept. Use --nonfinite skip to skip such batches.",
+        "nan_stop_none": "Non-finite loss ({value}) at epoch {epoch}, batch {batch}: training stopped before its first "
                          "checkpoint. Use --nonfinite skip to skip such batches.",
-        "nan_skip": "warning: non-finite loss at epoch {e}, batch {b}: batch skipped",
+        "nan_skip": "warning: non-finite loss at epoch {epoch}, batch {batch}: batch skipped",
     },
     "zh": {
         "workdir": "工作目录", "ckpt_dir": "检查点保存目录", "results_dir": "结果保存目录",
         "log_dir": "日志保存目录", "metrics_dir": "训练指标保存目录",
         "train_cfg": "训练配置:", "log_cfg": "日志配置:",
-        "log_every": "日志输出间隔: 每{n}个batch", "batch_metrics": "记录Batch级别指标: {v}",
+        "log_every": "日志输出间隔: 每{interval}个batch", "batch_metrics": "记录Batch级别指标: {value}",
         "yes": "是", "no": "否",
         "epoch_file": "Epoch指标记录文件", "batch_file": "Batch指标记录文件",
-        "progress": "Epoch [{e}/{E}] - 进度 {pct:.1f}% ({b}/{B}) - Batch Loss: {loss} - LR: {lr}",
-        "done": "Epoch [{e}/{E}] 完成", "avg": "平均损失", "min": "最小Batch损失",
-        "max": "最大Batch损失", "lr": "学习率", "time": "本epoch用时: {t:.2f}秒",
-        "eta": "预计剩余时间: {h:.2f}小时", "val_loss": "验证损失", "val_dice": "验证Dice",
+        "progress": "Epoch [{epoch}/{epochs}] - 进度 {percent:.1f}% ({batch}/{batches}) - Batch Loss: {loss} - LR: {lr}",
+        "done": "Epoch [{epoch}/{epochs}] 完成", "avg": "平均损失", "min": "最小Batch损失",
+        "max": "最大Batch损失", "lr": "学习率", "time": "本epoch用时: {seconds:.2f}秒",
+        "eta": "预计剩余时间: {hours:.2f}小时", "val_loss": "验证损失", "val_dice": "验证Dice",
         "nonfinite": "跳过的非有限值Batch数",
-        "saved": "✓ 已保存检查点: {name}", "best": "✓ 新的最佳模型! {metric}: {v}",
-        "best_gain": "✓ 新的最佳模型! {metric}: {v} (提升: {d})",
+        "saved": "✓ 已保存检查点: {name}", "best": "✓ 新的最佳模型! {metric}: {value}",
+        "best_gain": "✓ 新的最佳模型! {metric}: {value} (提升: {improvement})",
         "saved_best": "✓ 已保存最佳模型: {name}",
-        "resumed": "从 {path} 继续训练 {id} (已完成 {e} 个epoch)",
-        "finished": "训练完成: {n} 个epoch, 用时 {h:.2f}小时. 最佳 {metric}: {v} (Epoch {be})",
-        "early_stop": "{msg} (第 {e} 个epoch); 用更大的 --epochs 继续训练",
-        "stopped": "收到停止信号: 已保存第 {e} 个epoch后的检查点; 继续训练: medic train --resume {id}",
-        "stopped_mid": "第 {e} 个epoch中收到停止信号: 保留最近的检查点 (epoch {k}); 继续训练: medic train --resume {id}",
-        "nan_stop": "第 {e} 个epoch第 {b} 个batch的损失为非有限值 ({v}): 训练已停止. 保留最近的正常检查点 "
-                    "(epoch {k}) 和 best_model.pth. 使用 --nonfinite skip 跳过此类batch.",
-        "nan_stop_none": "第 {e} 个epoch第 {b} 个batch的损失为非有限值 ({v}): 训练在保存第一个检查点之前已停止. "
+        "resumed": "从 {path} 继续训练 {run_id} (已完成 {epoch} 个epoch)",
+        "finished": "训练完成: {epochs_done} 个epoch, 训练用时 {duration}. 最佳 {metric}: {value} (Epoch {best_epoch})",
+        "early_stop": "{message} (第 {epoch} 个epoch); 用更大的 --epochs 继续训练",
+        "stopped": "收到停止信号: 已保存第 {epoch} 个epoch后的检查点; 继续训练: medic train --resume {run_id}",
+        "stopped_mid": "第 {epoch} 个epoch中收到停止信号: 保留最近的检查点 (epoch {checkpoint_epoch}); 继续训练: medic train --resume {run_id}",
+        "nan_stop": "第 {epoch} 个epoch第 {batch} 个batch的损失为非有限值 ({value}): 训练已停止. 保留最近的正常检查点 "
+                    "(epoch {checkpoint_epoch}) 和 best_model.pth. 使用 --nonfinite skip 跳过此类batch.",
+        "nan_stop_none": "第 {epoch} 个epoch第 {batch} 个batch的损失为非有限值 ({value}): 训练在保存第一个检查点之前已停止. "
                          "使用 --nonfinite skip 跳过此类batch.",
-        "nan_skip": "警告: 第 {e} 个epoch第 {b} 个batch的损失为非有限值: 已跳过",
+        "nan_skip": "警告: 第 {epoch} 个epoch第 {batch} 个batch的损失为非有限值: 已跳过",
     },
 }
 
@@ -125,8 +126,8 @@ class Console:
         for name, value in settings:
             self.print(f"  {name}: {value}")
         self.print(t["log_cfg"])
-        self.print("  " + t["log_every"].format(n=log_interval))
-        self.print("  " + t["batch_metrics"].format(v=t["yes"] if log_batch else t["no"]))
+        self.print("  " + t["log_every"].format(interval=log_interval))
+        self.print("  " + t["batch_metrics"].format(value=t["yes"] if log_batch else t["no"]))
         self.print(RULE)
         self.print(f"{t['epoch_file']}: {epoch_file}")
         if batch_file is not None:
@@ -134,40 +135,41 @@ class Console:
         self.print(RULE)
 
     def progress(self, epoch: int, epochs: int, batch: int, batches: int, loss: float, lr: float) -> None:
-        self.say("progress", e=epoch, E=epochs, pct=100.0 * batch / batches, b=batch, B=batches,
+        self.say("progress", epoch=epoch, epochs=epochs, percent=100.0 * batch / batches, batch=batch, batches=batches,
                  loss=fmt_loss(loss), lr=fmt_lr(lr))
 
     def epoch_summary(self, epoch: int, epochs: int, avg: float, lo: float, hi: float, lr: float,
                       seconds: float, eta_hours: float | None, extra: dict[str, float]) -> None:
         t = self.t
         self.print(RULE)
-        self.say("done", e=epoch, E=epochs)
+        self.say("done", epoch=epoch, epochs=epochs)
         self.print(f"{t['avg']}: {fmt_loss(avg)}")
         self.print(f"{t['min']}: {fmt_loss(lo)}")
         self.print(f"{t['max']}: {fmt_loss(hi)}")
         self.print(f"{t['lr']}: {fmt_lr(lr)}")
-        labels = {"Val_Loss": t["val_loss"], "Val_Dice": t["val_dice"], "Nonfinite_Batches": t["nonfinite"]}
+        labels = {C.VAL_LOSS: t["val_loss"], C.VAL_DICE: t["val_dice"], C.NONFINITE_BATCHES: t["nonfinite"]}
         for name, value in extra.items():
-            shown = str(int(value)) if name == "Nonfinite_Batches" else fmt_loss(value)
+            shown = str(int(value)) if name == C.NONFINITE_BATCHES else fmt_loss(value)
             self.print(f"{labels.get(name, name)}: {shown}")
-        self.say("time", t=seconds)
+        self.say("time", seconds=seconds)
         if eta_hours is not None:
-            self.say("eta", h=eta_hours)
+            self.say("eta", hours=eta_hours)
         self.print(RULE)
 
     def new_best(self, metric: str, value: float, previous: float | None) -> None:
-        shown = "Loss" if metric == "Avg_Loss" else metric
+        shown = C.LOSS if metric == C.AVG_LOSS else metric
         if previous is None:
-            self.say("best", metric=shown, v=fmt_loss(value))
+            self.say("best", metric=shown, value=fmt_loss(value))
         else:
-            self.say("best_gain", metric=shown, v=fmt_loss(value), d=fmt_loss(abs(previous - value)))
+            self.say("best_gain", metric=shown, value=fmt_loss(value), improvement=fmt_loss(abs(previous - value)))
 
 
 def settings_lines(cfg, r, device, data, run_id: str) -> list[tuple[str, object]]:
-    """The settings of the startup block (names as in the guide, values of this run)."""
+    """The settings of the startup block (the usual names, values of this run)."""
     import torch.distributed
 
-    source = cfg.data or (f"plug-in {cfg.dataset}" if cfg.dataset else
+    from medic.store.files import shown_path
+    source = shown_path(cfg.data) if cfg.data else (f"plug-in {cfg.dataset}" if cfg.dataset else
                           f"synthetic ({cfg.num_samples} samples, {cfg.image_size}x{cfg.image_size})")
     lines = [("Epochs", cfg.epochs), ("Batch Size (per GPU)", cfg.batch_size), ("Learning Rate", cfg.lr),
              ("LR Scheduler", cfg.lr_scheduler), ("Processes (world size)", r.world_size),

@@ -9,9 +9,9 @@
                each step: forward, backward, step; its loss stays on the device
                each log interval: its per-step losses reduced without waiting, with the
                stop vote (``sync.StepSync``, about every 0.25 s) → batch rows, a progress line
-    finish     sidecar status completed / stopped / failed
+    finish     sidecar status completed / stopped / failed (a requeue: ``RankRun.requeue``)
 
-Metrics are global (DESIGN.md): a batch's loss is the sample-weighted mean over ranks of that
+Metrics are global (docs/reference/files.md, "Metrics are global"): a batch's loss is the sample-weighted mean over ranks of that
 step, Avg_Loss is the per-sample mean over all ranks, Min/Max are over the global batch losses.
 """
 
@@ -27,18 +27,21 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from medic.config import TrainConfig
 from medic.errors import MedicError
+from medic.store import columns as C
 from medic.store.control import clear_stop_request
 from medic.store.logger import MetricsLogger, improves
 from medic.store.paths import Project, release_run_id
 from medic.store.sidecar import now_str, update_sidecar
-from medic.train import checkpoint as ckpt
-from medic.train import dist, imports
+from medic.store.stages import hold_at
+from medic.train import checkpoint as ckpt, dist, imports
 from medic.train.console import Console, settings_lines
 from medic.train.data import Data, loader_message
-from medic.train.casefiles import prune_case_tables, save_strip, write_case_table
+from medic.train.casefiles import prune_case_tables, write_case_table
+from medic.train.caseinfo import split_record
 from medic.train.infer import predictor
 from medic.train.metrics import class_names
-from medic.train.models import build_loss, build_model, build_optimizer
+from medic.train.models import build_loss, build_model, build_optimizer, make_scheduler
+from medic.train.pictures import label_names, save_validation_strip
 from medic.train.save import Saver, TrainState
 from medic.train.selection import Selector, check_monitor, selected_name, validation_columns
 from medic.train.sync import EpochState, NonFiniteLoss, StepSync, StopFlag, agree, record_windows
@@ -58,6 +61,7 @@ def run(cfg: TrainConfig, decide) -> int:
     device = dist.pick_device(cfg.device, r.local_rank)
     monai = imports.load(cfg)  # in a thread, while the ranks meet
     control = dist.init(r, device, cfg.dist_timeout)
+    hold_at("rendezvous")
     plan = agree_on_plan(decide, r)
     monai.join()
     if plan is None:
@@ -120,8 +124,6 @@ class RankRun:
         self.start_wall = time.time()
         self.selector: Selector | None = None
         self.early_stop = ""  # the message, once patience has run out
-        if r.is_main:  # stop requests through the files, and the heartbeat
-            stop.watch(self.project, run_id)
 
     def train(self) -> int:
         status, message, code = "failed", "", 1
@@ -142,12 +144,13 @@ class RankRun:
             stopped = self.epochs(step, ts, data, resumed)
             status, code = ("stopped", 130) if stopped else ("completed", 0)
             message = self.early_stop
-            if stopped and self.stop.requeue:
-                status, message = "queued", "checkpointed for a requeue"
+            if stopped and self.stop.action == "requeue":
+                status, message = None, "checkpoint saved for a requeue"
         except NonFiniteLoss as err:
             message = f"non-finite loss ({err.value}) at epoch {err.epoch}, batch {err.batch}"
             key = "nan_stop" if err.epoch > 1 else "nan_stop_none"  # nothing is saved before epoch 1 ends
-            self.con.error(self.con.t[key].format(v=err.value, e=err.epoch, b=err.batch, k=err.epoch - 1))
+            self.con.error(self.con.t[key].format(value=err.value, epoch=err.epoch, batch=err.batch,
+                                                  checkpoint_epoch=err.epoch - 1))
             code = 3
         except MedicError as err:
             message = loader_message(str(err))
@@ -164,12 +167,22 @@ class RankRun:
             elif self.r.is_main and not self.resume_path:
                 release_run_id(self.project, self.run_id)
             self.con.close()
-        if self.owns_sidecar:
+        if self.owns_sidecar and status is None:
+            self.requeue(message)
+        elif self.owns_sidecar:  # total_time: the process's wall time; the run's duration is its epochs' sum
             update_sidecar(self.sidecar, status=status, end_time=now_str(), message=message,
                            total_time=round(time.time() - self.start_wall, 3))
         if self.r.is_main:
             clear_stop_request(self.project, self.run_id)  # acted on, or moot now that the run ended
         return code
+
+    def requeue(self, message: str) -> None:
+        """The end of a run asked to checkpoint for a requeue (stop request ``action="requeue"``:
+        a scheduler's time limit or preemption): the checkpoint is saved as for any stop, but the
+        run is not marked stopped. Its status stays resumable; ``requeued`` (the time) tells the
+        launcher not to mark it failed, and the scheduler to continue it from that checkpoint."""
+        update_sidecar(self.sidecar, requeued=now_str(), message=message,
+                       total_time=round(time.time() - self.start_wall, 3))
 
     def open_files(self, data: Data, resumed: dict | None) -> None:
         """Rank 0: the CSVs (cut after the resume point), the log, the sidecar, the startup block."""
@@ -185,9 +198,12 @@ class RankRun:
                                     resume_partial=(partial["epoch"], partial["batch"]) if partial else None,
                                     best_so_far=resumed.get("best") if resumed else None, rank=0,
                                     sidecar=False)  # the trainer writes its own (Saver.sidecar_start)
+        hold_at("header")
         con.open_log(project.log_file(run_id))
-        self.saver.sidecar_start(self.r, data.steps, extra, resumed, self.resume_path, labels=data.label_names)
+        self.saver.sidecar_start(self.r, data.steps, extra, resumed, self.resume_path, data.label_names,
+                                 split_record(cfg, data))
         self.owns_sidecar = True
+        self.stop.watch(project, run_id)  # its stop requests and heartbeat: the run is this one's now
         con.startup(root=project.root, dirs={"ckpt_dir": project.checkpoint_dir(run_id),
                     "results_dir": project.results_dir(run_id), "log_dir": project.log,
                     "metrics_dir": project.metrics},
@@ -195,7 +211,7 @@ class RankRun:
                     log_interval=cfg.log_interval, log_batch=cfg.log_batch_metrics,
                     epoch_file=self.logger.epoch_path, batch_file=self.logger.batch_path)
         if resumed:
-            con.say("resumed", id=run_id, path=self.resume_path, e=resumed["epoch"])
+            con.say("resumed", run_id=run_id, path=self.resume_path, epoch=resumed["epoch"])
 
     def epochs(self, step: Step, ts: TrainState, data: Data, resumed: dict | None) -> bool:
         """Train the remaining epochs; True when a stop was agreed on."""
@@ -215,7 +231,7 @@ class RankRun:
                 es.elapsed = time.perf_counter() - t0
                 if r.is_main:
                     self.saver.partial(ts, done_epoch, epoch, es)
-                    con.say("stopped_mid", e=epoch, k=done_epoch, id=self.run_id)
+                    con.say("stopped_mid", epoch=epoch, checkpoint_epoch=done_epoch, run_id=self.run_id)
                 return True
             v0 = time.perf_counter()
             val = None
@@ -231,15 +247,15 @@ class RankRun:
             # it still goes through the stop agreement, so that no rank can be left waiting
             if agree(self.stop.local() or bool(self.early_stop), self.control):
                 if self.early_stop:
-                    con.say("early_stop", msg=self.early_stop, e=epoch)
+                    con.say("early_stop", message=self.early_stop, epoch=epoch)
                     break
                 if r.is_main:
-                    con.say("stopped", e=epoch, id=self.run_id)
+                    con.say("stopped", epoch=epoch, run_id=self.run_id)
                 return True
         if r.is_main:
-            con.say("finished", n=done_epoch, h=(time.time() - self.start_wall) / 3600,
+            con.say("finished", epochs_done=done_epoch, duration=C.format_duration(C.training_seconds(ts.epoch_times)),
                     metric=selected_name(cfg.monitor, cfg.monitor_ema),
-                    v=f"{ts.best:.6f}" if ts.best is not None else "-", be=ts.best_epoch)
+                    value=f"{ts.best:.6f}" if ts.best is not None else "-", best_epoch=ts.best_epoch)
         return False
 
     def end_epoch(self, step: Step, ts: TrainState, data: Data, es: EpochState, epoch: int, seconds: float,
@@ -255,16 +271,16 @@ class RankRun:
         lo, hi = (min(finite), max(finite)) if finite else (float("nan"), float("nan"))
         lr = es.lrs[0] if es.lrs else ts.optimizer.param_groups[0]["lr"]
         if cfg.nonfinite == "skip":
-            metrics["Nonfinite_Batches"] = es.skipped
-        raw = avg if cfg.monitor == "Avg_Loss" else metrics.get(cfg.monitor, float("nan"))
-        unvalidated = cfg.monitor != "Avg_Loss" and val is None  # --val_interval > 1
+            metrics[C.NONFINITE_BATCHES] = es.skipped
+        raw = avg if cfg.monitor == C.AVG_LOSS else metrics.get(cfg.monitor, float("nan"))
+        unvalidated = cfg.monitor != C.AVG_LOSS and val is None  # --val_interval > 1
         if unvalidated:  # an epoch without validation selects nothing and does not count for patience
             value = ts.best if ts.best is not None else float("nan")
         else:
             decision = self.selector.update(raw)  # on the selected value: smoothed when the EMA is on
             value, ts.selection, self.early_stop = decision.selected, self.selector.state(), decision.stop
             if decision.smoothed is not None:
-                metrics[f"{cfg.monitor}_EMA"] = decision.smoothed
+                metrics[C.ema_of(cfg.monitor)] = decision.smoothed
         previous = ts.best
         is_best = improves(value, ts.best, cfg.monitor_direction)
         if is_best:
@@ -283,12 +299,12 @@ class RankRun:
                 if data.volumes is not None:  # volumes: slices and NIfTI masks of the validation cases
                     data.volumes.snapshot(ts.model, self.project.results_dir(self.run_id), epoch, self.device)
                 else:
-                    self.saver.snapshot(ts.model, data.val_loader, self.device, epoch)
+                    self.saver.snapshot(ts.model, data.val_loader, self.device, epoch, label_names(data, cfg))
             if val is not None:
                 results = self.project.results_dir(self.run_id)
                 write_case_table(results, epoch, val.cases, class_names(data.train_ds, cfg.num_classes))
                 prune_case_tables(results, {epoch, ts.best_epoch})
-                save_strip(results / "strip" / f"epoch_{epoch}.png", val.strip, f"Run {self.run_id}, epoch {epoch}")
+                save_validation_strip(results, self.run_id, epoch, val, data, cfg)
             update_sidecar(self.sidecar, epochs_done=epoch, best=ts.best, best_epoch=ts.best_epoch,
                            updated=now_str())
 
@@ -325,8 +341,8 @@ def extra_columns(cfg: TrainConfig, data: Data) -> list[str]:
     columns."""
     val = validation_columns(class_names(data.train_ds, cfg.num_classes), cfg.val_metrics) \
         if data.val_loader is not None else []
-    return val + ([f"{cfg.monitor}_EMA"] if cfg.monitor_ema else []) + \
-        (["Nonfinite_Batches"] if cfg.nonfinite == "skip" else []) + telemetry_columns(data.val_loader is not None)
+    return val + ([C.ema_of(cfg.monitor)] if cfg.monitor_ema else []) + \
+        ([C.NONFINITE_BATCHES] if cfg.nonfinite == "skip" else []) + telemetry_columns(data.val_loader is not None)
 
 
 def train_epoch(step: Step, loader, es: EpochState, epoch: int, first: int, steps: int,
@@ -362,7 +378,7 @@ def train_epoch(step: Step, loader, es: EpochState, epoch: int, first: int, step
             # (this check is one host sync per step, paid only with --nonfinite skip)
             es.skipped += 1
             if is_main:
-                con.error(con.t["nan_skip"].format(e=epoch, b=b))
+                con.error(con.t["nan_skip"].format(epoch=epoch, batch=b))
         else:
             optimizer.step()
         n = images.shape[0]
@@ -379,17 +395,6 @@ def train_epoch(step: Step, loader, es: EpochState, epoch: int, first: int, step
 
 
 def eta_hours(epoch_times: list[float], remaining: int) -> float:
-    """Remaining epochs × the mean of the recent epochs (the first, warm-up epoch left out once
-    there are others)."""
-    recent = epoch_times[1:] if len(epoch_times) > 1 else epoch_times
-    return remaining * (sum(recent[-5:]) / len(recent[-5:])) / 3600 if recent else 0.0
+    """The run's ETA in hours, as the console prints it (``medic.store.columns.eta_seconds``)."""
+    return (C.eta_seconds(epoch_times, remaining) or 0.0) / 3600
 
-
-def make_scheduler(cfg: TrainConfig, optimizer):
-    if cfg.lr_scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    if cfg.lr_scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_size, gamma=cfg.lr_gamma)
-    if cfg.lr_scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=cfg.monitor_direction, factor=cfg.lr_gamma)
-    return None

@@ -1,9 +1,11 @@
-"""The best epoch's pictures of volumes (rank 0): a PNG of the slice through the largest
-foreground of a few validation cases (image, ground truth, prediction), and every validation
-case's predicted mask as NIfTI on the case's own grid and affine, for ITK-SNAP or 3D Slicer.
+"""Validation pictures (rank 0), drawn by ``medic.train.overlay``: the best epoch's picture of
+volumes (the slice with the most foreground of a few validation cases: image, ground truth and
+prediction over it) with every validation case's predicted mask as NIfTI on the case's own grid
+and affine, for ITK-SNAP or 3D Slicer; and the strip of every validation.
 
     results/<id>/best_epoch_N.png
     results/<id>/best_masks/<case>.nii.gz     (replaced at each new best)
+    results/<id>/strip/epoch_N.png
 """
 
 from __future__ import annotations
@@ -16,15 +18,10 @@ import torch
 
 from medic.store.files import write_atomic
 from medic.train.infer import predict_volume
-from medic.train.save import save_predictions
+from medic.train.metrics import class_names
+from medic.train.overlay import Shown, best_figure, save, shown, strip_figure
 
 PICTURE_CASES = 4
-
-
-def largest_foreground_slice(label: np.ndarray) -> int:
-    """The index along the last axis of the slice with the most foreground (the middle if none)."""
-    counts = (label > 0).reshape(-1, label.shape[-1]).sum(axis=0)
-    return int(counts.argmax()) if counts.any() else label.shape[-1] // 2
 
 
 def write_mask(path: Path, mask: np.ndarray, like: str) -> None:
@@ -47,7 +44,7 @@ def write_mask(path: Path, mask: np.ndarray, like: str) -> None:
 @torch.no_grad()
 def save_volume_snapshot(volumes, model: torch.nn.Module, folder: Path, epoch: int, device: torch.device) -> None:
     cfg, val = volumes.cfg, volumes.val
-    rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    rows: list[Shown] = []
     for j, i in enumerate(val.indices):
         record = val.records[i]
         out = predict_volume(model, volumes.pre, dict(record), cfg, device)
@@ -55,13 +52,24 @@ def save_volume_snapshot(volumes, model: torch.nn.Module, folder: Path, epoch: i
         if first.lower().endswith((".nii", ".nii.gz")):
             write_mask(folder / "best_masks" / f"{record['case']}.nii.gz", out["source"], first)
         if j < PICTURE_CASES:
-            label = out["label"][0].numpy()
-            if label.ndim == 3:
-                k = largest_foreground_slice(label)
-                rows.append((out["image"][0, ..., k].numpy(), label[..., k], out["pred"][..., k].numpy()))
-            else:
-                rows.append((out["image"][0].numpy(), label, out["pred"].numpy()))
-    if rows:
-        images, masks, preds = ([r[n] for r in rows] for n in range(3))
-        save_predictions(folder / f"best_epoch_{epoch}.png", images, masks, preds,
-                         f"Run {folder.name}, epoch {epoch} (new best): slice of most foreground")
+            rows.append(shown(record["case"], out["image"][0].numpy(), out["label"][0].numpy(), out["pred"].numpy()))
+    save(folder / f"best_epoch_{epoch}.png", best_figure, rows, volumes.layout.label_names, cfg.num_classes,
+              f"Run {folder.name}, epoch {epoch} (new best): validation cases, the slice of most foreground",
+              orientation(cfg))
+
+
+def label_names(data, cfg) -> list[str]:
+    """The label names by value, background first (``class_N`` where the data set names none)."""
+    return ["background"] + class_names(data.train_ds, cfg.num_classes)
+
+
+def save_validation_strip(results: Path, run_id: str, epoch: int, val, data, cfg) -> None:
+    """``results/<id>/strip/epoch_N.png``: the first validation cases, as the best epoch's picture
+    shows them (same plane, same colours)."""
+    save(results / "strip" / f"epoch_{epoch}.png", strip_figure, val.strip, label_names(data, cfg), cfg.num_classes,
+               f"Run {run_id}, epoch {epoch}: validation", orientation(cfg) if data.volumes is not None else "image")
+
+
+def orientation(cfg) -> str:
+    """How a volume data set's slices are shown (``medic.train.overlay``)."""
+    return "ras" if cfg.spatial_dims == "3" else "columns"

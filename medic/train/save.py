@@ -5,14 +5,14 @@ epoch's prediction picture.
     checkpoints/<id>/best_model.pth      when the monitored value improves
     checkpoints/<id>/top_k/epoch_N_<metric>_<value>.pth   with --save_top_k K: the K best
     checkpoints/<id>/last.pth            every epoch, written last (the resume point)
-    results/<id>/best_epoch_N.png        image, ground truth and prediction of a few samples
+    results/<id>/best_epoch_N.png        image, ground truth and prediction of a few validation cases
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +22,8 @@ from medic.config import TrainConfig
 from medic.errors import MedicError
 from medic.store.files import write_atomic, write_json_atomic
 from medic.store.paths import Project
+from medic.procs import hostname, pid_scope
+from medic.store.control import heartbeat_interval
 from medic.store.sidecar import mark_resumed, now_str, read_sidecar, sweep_tags
 from medic.train import checkpoint as ckpt
 from medic.train import dist
@@ -60,7 +62,7 @@ class TrainState:
         ckpt.set_rng_state(state.get("rng", {}))
 
     def checkpoint(self, run_id: str, cfg: TrainConfig, epoch: int, partial: dict | None = None) -> dict:
-        """One dict of plain data: everything a resume needs (DESIGN: checkpoints)."""
+        """One dict of plain data: everything a resume needs (docs/reference/files.md, "Checkpoints and results")."""
         state = {"format": ckpt.FORMAT, "run_id": run_id, "epoch": epoch, "model": self.model.state_dict(),
                  "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
@@ -114,67 +116,49 @@ class Saver:
                           ckpt.serialize(ts.checkpoint(self.run_id, self.cfg, done_epoch, partial)))
 
     @torch.no_grad()
-    def snapshot(self, model: torch.nn.Module, val_loader, device: torch.device, epoch: int) -> None:
-        """The new best epoch's predictions on the first validation samples, as a picture."""
+    def snapshot(self, model: torch.nn.Module, val_loader, device: torch.device, epoch: int,
+                 label_names: list[str]) -> None:
+        """The new best epoch's predictions on the first validation samples, drawn over the
+        images (``medic.train.overlay``; a volume by its slice of most foreground)."""
+        from medic.train.metrics import case_ids
+        from medic.train.overlay import best_figure, save, shown
         images, masks = next(iter(val_loader))
         images, masks = images[:4], masks[:4]
         was_training = model.training
         model.eval()
         preds = model(images.to(device)).argmax(dim=1).cpu()
         model.train(was_training)
-        if images.ndim == 5:  # volumes (the built-in 3D set): their middle slices
-            k = images.shape[-1] // 2
-            images, masks, preds = images[..., k], masks[..., k], preds[..., k]
-        save_predictions(self.project.results_dir(self.run_id) / f"best_epoch_{epoch}.png",
-                         images[:, 0].float().numpy(), masks[:, 0].numpy(), preds.numpy(),
-                         f"Run {self.run_id}, epoch {epoch} (new best)")
+        names = case_ids(val_loader)[1]
+        cases = [shown(names[i], images[i, 0].float().numpy(), masks[i, 0].numpy(), preds[i].numpy())
+                 for i in range(len(images))]
+        save(self.project.results_dir(self.run_id) / f"best_epoch_{epoch}.png", best_figure, cases, label_names,
+                  self.cfg.num_classes, f"Run {self.run_id}, epoch {epoch} (new best): validation cases")
 
     def sidecar_start(self, r: dist.Ranks, steps: int, extra: list[str], state: dict | None,
-                      resume_path, labels: list[str] | None = None) -> None:
-        """The sidecar as the run starts: a new record, or the resumed run's record updated."""
+                      resume_path, labels: list[str] | None = None, split: dict | None = None) -> None:
+        """The sidecar as the run starts: a new record (over the claim that reserved the id, whose
+        start time it keeps), or the resumed run's record updated. ``split``: the cases trained
+        on and validated, and the data's fingerprint (``medic.train.caseinfo``)."""
         path = self.project.sidecar(self.run_id)
         cfg = self.cfg
+        where = {"pid": os.getpid(), "agent_pid": os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None,
+                 "host": hostname(), "pid_scope": pid_scope(), "heartbeat_s": heartbeat_interval()}
         if state:
             mark_resumed(path, {"from_epoch": state["epoch"], "checkpoint": str(resume_path)},
-                         status="running", end_time=None, message="", config=cfg.to_dict(),
-                         epochs=cfg.epochs, world_size=r.world_size, pid=os.getpid())
+                         status="running", end_time=None, message="", config=cfg.to_dict(), requeued=None,
+                         epochs=cfg.epochs, world_size=r.world_size, **where, **(split or {}))
             return
         import monai
         from medic import __version__
-        claim = read_sidecar(path) or {}  # a scheduler's claim (SLURM): its job and request stay
+        claim = read_sidecar(path) or {}  # the claim; a scheduler's (SLURM) keeps its job and request
         write_json_atomic(path, {**{k: claim[k] for k in ("launcher", "slurm", "requeues") if k in claim},
-            "run_id": self.run_id, "status": "running", "start_time": now_str(), "end_time": None,
+            "run_id": self.run_id, "status": "running", "start_time": claim.get("start_time") or now_str(),
+            "start_epoch": claim.get("start_epoch") or round(time.time(), 3), "end_time": None,
             "epochs": cfg.epochs, "epochs_done": 0, "batches_per_epoch": steps, "world_size": r.world_size,
             "monitor": selected_name(cfg.monitor, cfg.monitor_ema),  # the column Best_Loss_So_Far tracks
             "monitor_mode": cfg.monitor_direction, "extra_columns": extra,
-            "log_batch_metrics": cfg.log_batch_metrics, "best": None, "best_epoch": None,
-            "pid": os.getpid(), "agent_pid": os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None,
-            "host": socket.gethostname(), "message": "", "config": cfg.to_dict(), "labels": labels, **sweep_tags(),
+            "log_batch_metrics": cfg.log_batch_metrics, "best": None, "best_epoch": None, **where,
+            "message": "", "config": cfg.to_dict(), "labels": labels, **(split or {}), **sweep_tags(),
             "versions": {"medic": __version__, "torch": torch.__version__, "monai": monai.__version__,
                          "python": sys.version.split()[0]},
         })
-
-
-def save_predictions(path: Path, images, masks, preds, title: str) -> None:
-    """``images``: N×H×W floats; ``masks``/``preds``: N×H×W class indices (numpy arrays); one row
-    per sample: image, ground truth, prediction."""
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    n = len(images)
-    fig = Figure(figsize=(7.5, 2.5 * n), constrained_layout=True)
-    axes = fig.subplots(n, 3, squeeze=False)
-    for i in range(n):
-        for j, (data, name, cmap) in enumerate(((images[i], "Image", "gray"),
-                                                (masks[i], "Ground truth", "viridis"),
-                                                (preds[i], "Prediction", "viridis"))):
-            ax = axes[i][j]
-            ax.imshow(data, cmap=cmap, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(name)
-    fig.suptitle(title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda f: fig.savefig(f, dpi=80, format="png"))

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medic.errors import MedicError
+from medic.store import columns as C
 from medic.store.logger import improves  # the one rule, shared with MetricsLogger
 
 METRICS = ("dice", "hd95", "nsd")
-COLUMN_PREFIX = {"dice": "Val_Dice_", "hd95": "Val_HD95_", "nsd": "Val_NSD_"}
+COLUMN_PREFIX = {"dice": C.DICE_PREFIX, "hd95": C.HD95_PREFIX, "nsd": C.NSD_PREFIX}
 TOP_K_RE = re.compile(r"^epoch_(\d+)_(.+)_(-?[0-9.]+(?:e-?\d+)?|nan|inf)\.pth$")
 
 
@@ -32,17 +33,17 @@ def validation_columns(names: list[str], val_metrics: str) -> list[str]:
     """The epoch columns of a validation: Val_Loss, Val_Dice, the per-class Dice columns, then
     HD95 and NSD per class when asked for (``val_metrics``: e.g. ``"dice,hd95"``)."""
     asked = val_metrics.split(",")
-    return ["Val_Loss", "Val_Dice"] + [COLUMN_PREFIX[m] + n for m in METRICS if m in asked for n in names]
+    return [C.VAL_LOSS, C.VAL_DICE] + [COLUMN_PREFIX[m] + n for m in METRICS if m in asked for n in names]
 
 
 def selected_name(monitor: str, ema: float) -> str:
     """The name of the value that selects the model: the monitor, or its EMA column."""
-    return f"{monitor}_EMA" if ema > 0 else monitor
+    return C.ema_of(monitor) if ema > 0 else monitor
 
 
 def check_monitor(monitor: str, columns: list[str]) -> None:
     """The monitored name must be one the run records."""
-    valid = ["Avg_Loss"] + [c for c in columns if c != "Nonfinite_Batches" and not c.endswith("_EMA")]
+    valid = [C.AVG_LOSS] + [c for c in columns if c != C.NONFINITE_BATCHES and not c.endswith(C.EMA_SUFFIX)]
     if monitor not in valid:
         raise MedicError(f"--monitor {monitor}: not a metric of this run; valid names: {', '.join(valid)}")
 

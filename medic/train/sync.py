@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from medic.slurm.script import REQUEUE_ENV
-from medic.store.control import beat, read_stop_request
+from medic.store.control import Heartbeat, read_stop_request
 from medic.train import dist
 
 
@@ -28,7 +28,10 @@ class NonFiniteLoss(Exception):
 class StopFlag:
     """SIGINT/SIGTERM only set a flag; the loop agrees on it across ranks at a step boundary
     (``StepSync``). A third signal gives up on the graceful path. Under torchrun, the agent's
-    death counts too.
+    death counts too. On rank 0 (``watch``), so does a stop request in the run's files
+    (``medic.store.control``: ``medic stop`` or a Stop button, from any host), looked for at most
+    every ``CHECK_S`` seconds (one stat), together with the heartbeat; its ``action`` is kept:
+    ``stop``, or ``requeue`` (checkpoint, and leave the run to be continued).
 
     One stop can reach a worker several times within milliseconds (a scheduler signals every
     process of the job, and the launcher and torchrun's agent each pass the signal on), so
@@ -39,8 +42,9 @@ class StopFlag:
 
     def __init__(self):
         self.requested = False
-        self.action = ""  # "stop" or "requeue" when a stop request (a file) asked for it
-        self.files = None  # (project, run id): rank 0 looks for a stop request and beats
+        self.action = "stop"
+        self.files = None        # (project, run id) whose stop request rank 0 looks for
+        self.heartbeat = None
         self._check_at = 0.0
         self.signals = 0
         self._counted_at = -math.inf
@@ -49,7 +53,7 @@ class StopFlag:
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
-        if signum == signal.SIGTERM and os.environ.get(REQUEUE_ENV) and not self.action:
+        if signum == signal.SIGTERM and os.environ.get(REQUEUE_ENV) and not self.requested:
             self.action = "requeue"  # scontrol requeue, a preemption: SLURM continues the job
         now = time.monotonic()
         if now - self._counted_at >= self.BURST:
@@ -59,28 +63,30 @@ class StopFlag:
         if self.signals >= 3:
             raise KeyboardInterrupt
 
-    @property
-    def requeue(self) -> bool:
-        """Under medic's SLURM batch script a stop is a requeue (the time-limit warning, an admin's
-        scontrol requeue, a preemption: the job continues the run), unless a stop was asked for."""
-        return bool(os.environ.get(REQUEUE_ENV)) and self.action != "stop"
-
     def watch(self, project, run_id: str) -> None:
-        """Rank 0: from now on, look for the run's stop request (``medic.store.control``: medic
-        stop or a Stop button from any host, SLURM's time-limit warning) and beat its heartbeat,
-        at most every ``CHECK_S`` seconds."""
+        """Rank 0: look for the run's stop request, and beat its heartbeat (a thread for the
+        whole process, and at each check), from now on."""
         self.files = (project, run_id)
+        self.heartbeat = Heartbeat.of(project, run_id).start()
 
     def local(self) -> bool:
         if self._parent is not None and os.getppid() != self._parent:
             self.requested = True
-        if self.files is not None and not self.requested and time.monotonic() >= self._check_at:
-            self._check_at = time.monotonic() + self.CHECK_S
-            beat(*self.files)
-            request = read_stop_request(*self.files)
+        if self.files is not None and not self.requested:
+            self._check_files()
+        return self.requested
+
+    def _check_files(self) -> None:
+        now = time.monotonic()
+        if now < self._check_at:
+            return
+        self._check_at = now + self.CHECK_S
+        self.heartbeat.beat_if_due()
+        project, run_id = self.files
+        if os.path.exists(project.stop_request(run_id)):
+            request = read_stop_request(project, run_id)
             if request is not None:
                 self.requested, self.action = True, request["action"]
-        return self.requested
 
 
 @dataclass

@@ -24,12 +24,13 @@ import time
 
 import torch
 
-from medic.store.logger import TELEMETRY_COLUMNS
+from medic.store import columns as C
+from medic.store.columns import TELEMETRY_COLUMNS
 
 
 def columns(validates: bool) -> list[str]:
     """The telemetry columns of a run, in their order (last in the epoch row)."""
-    return [c for c in TELEMETRY_COLUMNS if validates or c != "Val_Seconds"]
+    return [c for c in TELEMETRY_COLUMNS if validates or c != C.VAL_SECONDS]
 
 
 def peak_rss_mb() -> float:
@@ -115,9 +116,9 @@ class EpochTimer:
             table = mine[None]
         samples = float(table[:, 0].sum())
         loop_s = float(table[:, 1].max())
-        row = {"Samples_Per_Second": samples / loop_s if loop_s > 0 else float("nan"),
-               "Data_Seconds": float(table[:, 2].max())}
+        row = {C.SAMPLES_PER_SECOND: samples / loop_s if loop_s > 0 else float("nan"),
+               C.DATA_SECONDS: float(table[:, 2].max())}
         if val_s is not None:
-            row["Val_Seconds"] = val_s
-        row["Peak_Memory_MB"] = float(table[:, 3].max())
+            row[C.VAL_SECONDS] = val_s
+        row[C.PEAK_MEMORY_MB] = float(table[:, 3].max())
         return row

@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 import torch
 
+from medic.store import columns as C
 from medic.train import dist
 from medic.train.metrics import CaseRows, Distances, base_dataset, case_ids, confusion_counts
+from medic.train.overlay import Shown, shown
 
 STRIP_CASES = 3  # validation cases shown in the prediction strip
 
@@ -21,11 +22,11 @@ STRIP_CASES = 3  # validation cases shown in the prediction strip
 @dataclass
 class Validation:
     """What one validation found: the epoch columns, the gathered per-case rows, and (rank 0)
-    the first cases' image, truth and prediction for the strip."""
+    the first cases' image, truth and prediction for the strip (``medic.train.overlay``)."""
 
     metrics: dict[str, float]
     cases: CaseRows
-    strip: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    strip: list[Shown] = field(default_factory=list)
 
 
 def spacing_of(loader) -> tuple[float, ...] | None:
@@ -60,17 +61,21 @@ def validate(model: torch.nn.Module, loader, loss_fn, device: torch.device, num_
         values = distances(pred, masks, counts) if distances.which else {}
         rows.add(order[at:at + n], ids[at:at + n], counts, values)
         at += n
-        if len(strip) < STRIP_CASES:
-            strip += [(middle(images[i, 0]), middle(masks[i, 0]), middle(pred[i, 0]))
+        if len(strip) < STRIP_CASES:  # a volume by its slice of most foreground, as the best epoch's
+            strip += [shown(strip_name(loader, ids[at - n + i]), *(t[i, 0].float().cpu().numpy()
+                                                                  for t in (images, masks, pred)))
                       for i in range(min(n, STRIP_CASES - len(strip)))]
     loss_sum, n = dist.all_reduce_sum(acc).tolist()
     model.train(was_training)
     cases = rows.gathered()
-    return Validation({"Val_Loss": loss_sum / n if n else float("nan"), **cases.summary(names)}, cases, strip)
+    return Validation({C.VAL_LOSS: loss_sum / n if n else float("nan"), **cases.summary(names)}, cases, strip)
 
 
-def middle(t: torch.Tensor) -> np.ndarray:
-    """A 2D picture of one case: itself, or the middle slice of a volume."""
-    while t.dim() > 2:
-        t = t[t.shape[0] // 2]
-    return t.float().cpu().numpy()
+def strip_name(loader, case_id: str) -> str:
+    """A case's name in the strip: its id, or the record's name of a volume data set when the id
+    is only a position."""
+    records = getattr(loader.dataset, "records", None)
+    indices = getattr(loader.dataset, "indices", None)
+    if case_id.isdigit() and records is not None and indices is not None:
+        return str(records[indices[int(case_id)]].get("case", case_id))
+    return case_id

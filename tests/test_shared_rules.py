@@ -81,6 +81,7 @@ def test_resume_latest_is_the_same_run_for_the_job_and_the_trainer(project):
     train(project, "--epochs", "1", *TINY, "--output_dir", str(project))
     older = only_run_id(project)
     newer = reserve_run_id(Project.at(project))
+    claim = (project / "metrics" / f"run_{newer}.json").read_text()
     (project / "checkpoints" / newer).mkdir(parents=True)
     shutil.copy(project / "checkpoints" / older / "best_model.pth", project / "checkpoints" / newer / "best_model.pth")
     assert newer > older
@@ -91,8 +92,8 @@ def test_resume_latest_is_the_same_run_for_the_job_and_the_trainer(project):
     assert job.wait(timeout=180) == 0, job.log_tail(30)
     side = medic.load_run(older, root=project).sidecar
     assert side["epochs_done"] == 2 and side["resumed"][0]["from_epoch"] == 1
-    assert not (project / "metrics" / f"run_{newer}.json").exists()  # untouched
-    assert (project / "metrics" / f"epoch_metrics_{newer}.csv").stat().st_size == 0
+    assert (project / "metrics" / f"run_{newer}.json").read_text() == claim  # untouched
+    assert not (project / "metrics" / f"epoch_metrics_{newer}.csv").exists()
 
 
 def test_setup_is_quiet_about_the_license():
