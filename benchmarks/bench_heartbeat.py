@@ -27,7 +27,7 @@ def per_call(fn, n: int) -> float:
 
 
 def main() -> None:
-    from medic.train.sync import StopFlag
+    from medic.train.stopping import StopFlag
     project = Project.at(tempfile.mkdtemp(dir=sys.argv[1] if len(sys.argv) > 1 else None))
     project.metrics.mkdir()
     project.sidecar("bench").write_text("{}\n")

@@ -25,7 +25,7 @@ _LAZY = {
     "attach_sweep": ("medic.sweeps.handle", "attach_sweep"),
     "sweep_summary": ("medic.sweeps.results", "sweep_summary"),
     "predict": ("medic.train.predict", "predict"),
-    "load_model": ("medic.train.restore", "load_model"),
+    "load_model": ("medic.train.outputs.restore", "load_model"),
     "figures": ("medic.analysis.figures", None),  # ``from medic import figures``: the module
 }
 

@@ -1,5 +1,5 @@
 """The ``medic`` command: parse, call, print. Each subcommand lives in its own module
-(``medic/commands/``, and ``medic.train.entry`` for training) and is imported only when used, so
+(``medic/commands/``, and ``medic.train.launch.roles`` for training) and is imported only when used, so
 ``medic analyze`` and ``medic watch`` never import torch. The commands share the argument parser
 below, which turns a bad flag into one line."""
 

@@ -74,7 +74,7 @@ class TrainConfig:
     model: str = opt("", "plug-in 'pkg.module:function' or 'path/to/file.py:function' taking the config, "
                          "returning an nn.Module", group="model")
     val_fraction: float = opt(0.0, "fraction of the data held out for validation (0 = none)", group="validation")
-    # k-fold cross-validation (medic.train.splits): validate fold i, train on the others
+    # k-fold cross-validation (medic.train.data.splits): validate fold i, train on the others
     folds: int = opt(0, "K-fold cross-validation: the number of folds (0 = none; from --splits when given)",
                      group="validation")
     fold: int = opt(-1, "the fold to validate, 0-based; -1 = none ('medic train --fold all [--slots N]': "

@@ -196,3 +196,20 @@ def test_imports_run_only_downwards():
     wrong = [f"{m} -> {t}" for m, targets in graph().items() for t in targets
              if part_of(t) not in ALLOWED[part_of(m)]]
     assert not wrong, "imports against the layering: " + ", ".join(sorted(wrong))
+
+
+def test_the_launch_side_of_training_imports_no_torch():
+    """``medic.train.launch`` (the roles, the checks before start, torchrun) and the data checks
+    it runs load no torch: a bad flag or a bad data set is reported before torch's seconds of
+    import, and the launcher process stays small. Imported for real, in a fresh interpreter."""
+    import subprocess
+    import sys
+    launch = sorted(n for n in MODULES if n.startswith("medic.train.launch"))
+    checks = ["medic.train.data.folders", "medic.train.data.layouts", "medic.train.data.splits"]
+    assert "medic.train.launch.roles" in launch and len(launch) >= 4
+    code = ("import importlib, sys\n"
+            f"for name in {launch + checks!r}:\n"
+            "    importlib.import_module(name)\n"
+            "    assert 'torch' not in sys.modules, name + ' imports torch'\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

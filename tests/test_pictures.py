@@ -15,7 +15,7 @@ from _train_helpers import read_csv, train
 from _volume_helpers import make_nnunet
 from conftest import PY, ROOT, child_env
 
-from medic.train.overlay import PANEL_PX, best_slice
+from medic.train.outputs.overlay import PANEL_PX, best_slice
 
 ARTIFACTS = ROOT / "test-artifacts"
 

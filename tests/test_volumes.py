@@ -17,7 +17,7 @@ from conftest import PY, child_env
 
 from medic.config import TrainConfig
 from medic.errors import MedicError
-from medic.train.layouts import check_layout, default_patch, plan_volumes, read_layout
+from medic.train.data.layouts import check_layout, default_patch, plan_volumes, read_layout
 
 QUICK = ["--batch_size", "2", "--log_interval", "1", "--lr", "0.01"]
 
@@ -211,7 +211,7 @@ def test_predict_groups_channel_files_into_one_case_named_like_the_input(tmp_pat
 def test_the_built_in_data_and_the_default_model_in_3d():
     import torch
 
-    from medic.train.data import SyntheticSegmentation
+    from medic.train.data.sets import SyntheticSegmentation
     from medic.train.models import build_loss, build_model
     cfg = TrainConfig(spatial_dims="3", image_size=32, num_samples=2)
     ds = SyntheticSegmentation(cfg.num_samples, cfg.image_size, cfg.num_classes, cfg.seed, spatial_dims=3)

@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     if not cfg.data:
         raise MedicError("medic check needs --data PATH (an images/ + masks/ folder, or a Decathlon or "
                          "nnU-Net data set)")
-    from medic.train.entry import explicit_options
-    from medic.train.start import check_data
+    from medic.train.launch.roles import explicit_options
+    from medic.train.launch.checks import check_data
     problems = Problems()
     found = check_data(cfg, explicit_options(argv), problems)
     rows = folder_rows(found) if isinstance(found, list) else layout_rows(found)

@@ -40,7 +40,7 @@ def output_pattern(project: Project, run_id: str) -> str:
 
 def submit(cfg: TrainConfig, slurm: SlurmOptions, explicit: set[str], out=print) -> int:
     """Submit ``cfg`` as a SLURM batch job (or print its script, ``--dry_run``). The input has
-    been checked (``medic.train.start.check_before_start``). Prints the run id and the job id."""
+    been checked (``medic.train.launch.checks.check_before_start``). Prints the run id and the job id."""
     project = Project.at(cfg.output_dir or None)
     cfg.output_dir = str(project.root)
     if "nproc_per_node" not in explicit and slurm.gpus_per_node:

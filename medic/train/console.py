@@ -183,3 +183,8 @@ def settings_lines(cfg, r, device, data, run_id: str) -> list[tuple[str, object]
     lines += [("Monitor", cfg.monitor), ("Checkpoint every", f"{cfg.save_interval} epochs"),
               ("Seed", cfg.seed), ("Run id", run_id)]
     return lines
+
+
+def eta_hours(epoch_times: list[float], remaining: int) -> float:
+    """The run's ETA in hours, as the console prints it (``medic.store.columns.eta_seconds``)."""
+    return (C.eta_seconds(epoch_times, remaining) or 0.0) / 3600

@@ -33,20 +33,23 @@ from medic.store.logger import MetricsLogger, improves
 from medic.store.paths import Project, release_run_id
 from medic.store.sidecar import now_str, update_sidecar
 from medic.store.stages import hold_at
-from medic.train import checkpoint as ckpt, dist, imports
-from medic.train.console import Console, settings_lines
-from medic.train.data import Data, loader_message
-from medic.train.casefiles import prune_case_tables, write_case_table
-from medic.train.caseinfo import split_record
-from medic.train.infer import predictor
+from medic.train import dist
+from medic.train.console import Console, eta_hours, settings_lines
+from medic.train.data import monai_loader as imports
+from medic.train.data.caseinfo import split_record
+from medic.train.data.sets import Data, loader_message
+from medic.train.launch.torchrun import report_failure
 from medic.train.metrics import class_names
 from medic.train.models import build_loss, build_model, build_optimizer, make_scheduler
-from medic.train.pictures import label_names, save_validation_strip
-from medic.train.save import Saver, TrainState
+from medic.train.outputs import checkpoint as ckpt
+from medic.train.outputs.casefiles import prune_case_tables, write_case_table
+from medic.train.outputs.pictures import label_names, save_validation_strip
+from medic.train.outputs.save import Saver, TrainState
 from medic.train.selection import Selector, check_monitor, selected_name, validation_columns
-from medic.train.sync import EpochState, NonFiniteLoss, StepSync, StopFlag, agree, record_windows
+from medic.train.sliding import predictor
+from medic.train.stopping import StopFlag
+from medic.train.sync import EpochState, NonFiniteLoss, StepSync, agree, record_windows
 from medic.train.telemetry import EpochTimer, columns as telemetry_columns
-from medic.train.torchrun import report_failure
 from medic.train.validation import Validation, validate
 
 
@@ -129,7 +132,7 @@ class RankRun:
         status, message, code = "failed", "", 1
         try:
             resumed = ckpt.load(self.resume_path) if self.resume_path else None
-            from medic.train.volumes import build_any_data  # MONAI loads here, not at import
+            from medic.train.data.volumes import build_any_data  # MONAI loads here, not at import
             data = build_any_data(self.cfg, self.r, self.device)
             check_monitor(self.cfg.monitor, extra_columns(self.cfg, data))  # before any file is written
             ts = build_state(self.cfg, data, self.device, resumed, self.resume_path)
@@ -392,9 +395,3 @@ def train_epoch(step: Step, loader, es: EpochState, epoch: int, first: int, step
     sync.drain()  # the epoch's last steps are recorded before its epoch row
     timer.end_loop()
     return False
-
-
-def eta_hours(epoch_times: list[float], remaining: int) -> float:
-    """The run's ETA in hours, as the console prints it (``medic.store.columns.eta_seconds``)."""
-    return (C.eta_seconds(epoch_times, remaining) or 0.0) / 3600
-

@@ -20,7 +20,7 @@ from medic.errors import MedicError, RunNotFoundError, one_line
 from medic.store.files import shown_path, write_json_atomic
 from medic.store.paths import Project
 from medic.store.sidecar import now_str
-from medic.train.layouts import ENDINGS, strip_ending
+from medic.train.data.layouts import ENDINGS, strip_ending
 
 WRITES = (".nii", ".nii.gz", ".png")  # the formats a mask is written in, as its input
 CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -70,7 +70,7 @@ def group_inputs(source: Path | list) -> list[tuple[str, list[Path], str]]:
 
 def load_model(path: Path, device):
     """The run's config and its model, in evaluation mode on ``device``."""
-    from medic.train import checkpoint as ckpt
+    from medic.train.outputs import checkpoint as ckpt
     from medic.train.models import build_model
     state = ckpt.load(path)
     cfg = TrainConfig.from_dict(state.get("config", {}), strict=False)
@@ -130,9 +130,9 @@ def predict(input: str | Path | list, output: str | Path, run: str = "latest", c
         raise MedicError(f"{other[0]}: medic predict writes masks as NIfTI or PNG; give .nii, .nii.gz or .png files")
     import torch  # after the checks: a mistake is reported before torch loads
 
-    from medic.train.infer import predict_volume
-    from medic.train.pictures import write_mask
-    from medic.train.volumes import medic_error_in, preprocess
+    from medic.train.sliding import predict_volume
+    from medic.train.outputs.pictures import write_mask
+    from medic.train.data.volumes import medic_error_in, preprocess
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     cfg, model, in_channels = load_model(path, dev)
@@ -183,7 +183,7 @@ def check_input(case: str, files: list[Path], cfg: TrainConfig, in_channels: int
 def provenance(checkpoint: Path, cfg: TrainConfig, cases: list) -> dict:
     """What ``predict.json`` records: which run, checkpoint and options made the masks."""
     from medic import __version__
-    from medic.train import checkpoint as ckpt
+    from medic.train.outputs import checkpoint as ckpt
     state = ckpt.load(checkpoint)  # (a second read: the model's loader keeps only the weights)
     from medic.train.selection import selected_name
     monitor = selected_name(cfg.monitor, cfg.monitor_ema)
@@ -211,7 +211,7 @@ def _channels(files: list[Path]) -> tuple[int, tuple[int, ...]]:
 
 def case_files(data: str | Path, index: int = 0) -> list[Path]:
     """The image files (one per channel) of a training case of a Decathlon or nnU-Net data set."""
-    from medic.train.layouts import read_layout
+    from medic.train.data.layouts import read_layout
     return [Path(p) for p in read_layout(data).cases[index].images]
 
 
@@ -224,7 +224,7 @@ def prediction_figure(files: list[Path], mask: Path):
     import numpy as np
     from matplotlib.figure import Figure
 
-    from medic.train.overlay import DPI, PANEL_PX, legend, panel, shown
+    from medic.train.outputs.overlay import DPI, PANEL_PX, legend, panel, shown
     image = np.asarray(nib.load(str(files[0])).dataobj, dtype=np.float32)
     image = image[..., 0] if image.ndim == 4 else image
     labels = np.asarray(nib.load(str(mask)).dataobj)

@@ -14,7 +14,7 @@ import torch
 from medic.store import columns as C
 from medic.train import dist
 from medic.train.metrics import CaseRows, Distances, base_dataset, case_ids, confusion_counts
-from medic.train.overlay import Shown, shown
+from medic.train.outputs.overlay import Shown, shown
 
 STRIP_CASES = 3  # validation cases shown in the prediction strip
 
@@ -22,7 +22,7 @@ STRIP_CASES = 3  # validation cases shown in the prediction strip
 @dataclass
 class Validation:
     """What one validation found: the epoch columns, the gathered per-case rows, and (rank 0)
-    the first cases' image, truth and prediction for the strip (``medic.train.overlay``)."""
+    the first cases' image, truth and prediction for the strip (``medic.train.outputs.overlay``)."""
 
     metrics: dict[str, float]
     cases: CaseRows

@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader, Dataset
 from medic.config import TrainConfig
 from medic.errors import MedicError, one_line
 from medic.train import dist
-from medic.train.data import Data, ResumableSampler, split_indices
-from medic.train.layouts import Layout, read_layout
-from medic.train.splits import fold_cases, uses_folds
+from medic.train.data.sets import Data, ResumableSampler, split_indices
+from medic.train.data.layouts import Layout, read_layout
+from medic.train.data.splits import fold_cases, uses_folds
 
 CT_WINDOW = (-175.0, 250.0)  # HU: the soft-tissue window of MONAI's abdominal CT tutorials
 FOREGROUND_RATIO = (2.0, 1.0)  # patches centred on foreground : on background
@@ -177,7 +177,7 @@ class VolumeSet:
     val: Cases | None
 
     def snapshot(self, model, folder, epoch: int, device) -> None:
-        from medic.train.pictures import save_volume_snapshot
+        from medic.train.outputs.pictures import save_volume_snapshot
         save_volume_snapshot(self, model, folder, epoch, device)
 
 
@@ -211,8 +211,8 @@ def build_volume_data(cfg: TrainConfig, r: dist.Ranks, device: torch.device) -> 
 
 def build_any_data(cfg: TrainConfig, r: dist.Ranks, device: torch.device) -> Data:
     """Volumes for a Decathlon or nnU-Net data set; else the 2D data of ``data.build_data``."""
-    from medic.train.data import build_data
-    from medic.train.layouts import is_layout
+    from medic.train.data.sets import build_data
+    from medic.train.data.layouts import is_layout
     if cfg.data and is_layout(cfg.data):
         return build_volume_data(cfg, r, device)
     return build_data(cfg, r, device)

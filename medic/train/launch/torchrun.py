@@ -23,7 +23,7 @@ from medic.store.files import write_json_atomic
 from medic.store.control import Heartbeat
 from medic.store.paths import Project, reserve_run_id
 from medic.store.sidecar import now_str, read_sidecar, update_sidecar
-from medic.train.start import check_before_start, plan_resume
+from medic.train.launch.checks import check_before_start, plan_resume
 
 EXIT_FILE_ENV = "MEDIC_EXIT_FILE"
 FAILURE_DIR_ENV = "MEDIC_FAILURE_DIR"  # where each failing rank leaves its error (report_failure)

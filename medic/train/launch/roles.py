@@ -2,7 +2,7 @@
 
 Two roles:
 - **launcher** (``--nproc_per_node N`` > 1, or torchrun rendezvous flags, outside torchrun):
-  ``medic.train.torchrun.launch`` checks the input, reserves the run id and starts torchrun.
+  ``medic.train.launch.torchrun.launch`` checks the input, reserves the run id and starts torchrun.
 - **worker** (a plain single process, or a rank under torchrun): rank 0 settles the run id and
   the resume point and shares them; every rank then runs ``medic.train.loop.run``.
 """
@@ -22,8 +22,8 @@ from medic.slurm.options import SlurmOptions, parse_train_args
 from medic.store.control import Heartbeat
 from medic.store.paths import Project, reserve_run_id
 from medic.store.stages import hold_at
-from medic.train.start import check_before_start, plan_resume
-from medic.train.torchrun import EXIT_FILE_ENV, launch
+from medic.train.launch.checks import check_before_start, plan_resume
+from medic.train.launch.torchrun import EXIT_FILE_ENV, launch
 
 HANDLED_CODES = (2, 3, 130)  # a user error, a non-finite loss, a graceful stop
 

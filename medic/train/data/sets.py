@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from medic.config import TrainConfig
 from medic.errors import MedicError
 from medic.train import dist
-from medic.train.splits import fold_cases, uses_folds
+from medic.train.data.splits import fold_cases, uses_folds
 
 
 class SyntheticSegmentation(Dataset):
@@ -55,7 +55,7 @@ class FolderSegmentation(Dataset):
 
     def __init__(self, root: str, image_size: int, num_classes: int):
         from monai.transforms import Resize, ScaleIntensity
-        from medic.train.imagefolder import pairs, read_array
+        from medic.train.data.folders import pairs, read_array
         resize_img = Resize((image_size, image_size), mode="bilinear")
         resize_mask = Resize((image_size, image_size), mode="nearest")
         scale = ScaleIntensity()
@@ -161,7 +161,7 @@ def build_data(cfg: TrainConfig, r: dist.Ranks, device: torch.device) -> Data:
     torch.manual_seed(cfg.seed)
     dataset = build_dataset(cfg)
     train_ds, val_ds = split(dataset, cfg.val_fraction, cfg.seed)
-    if uses_folds(cfg):  # --folds/--fold/--splits: the fold's cases instead (medic.train.splits)
+    if uses_folds(cfg):  # --folds/--fold/--splits: the fold's cases instead (medic.train.data.splits)
         names = [str(n) for n in getattr(dataset, "case_ids", range(len(dataset)))]
         train_idx, val_idx = fold_cases(cfg, names)
         train_ds, val_ds = Subset(dataset, train_idx), Subset(dataset, val_idx)

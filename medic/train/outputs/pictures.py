@@ -1,4 +1,4 @@
-"""Validation pictures (rank 0), drawn by ``medic.train.overlay``: the best epoch's picture of
+"""Validation pictures (rank 0), drawn by ``medic.train.outputs.overlay``: the best epoch's picture of
 volumes (the slice with the most foreground of a few validation cases: image, ground truth and
 prediction over it) with every validation case's predicted mask as NIfTI on the case's own grid
 and affine, for ITK-SNAP or 3D Slicer; and the strip of every validation.
@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from medic.store.files import write_atomic
-from medic.train.infer import predict_volume
+from medic.train.sliding import predict_volume
 from medic.train.metrics import class_names
-from medic.train.overlay import Shown, best_figure, save, shown, strip_figure
+from medic.train.outputs.overlay import Shown, best_figure, save, shown, strip_figure
 
 PICTURE_CASES = 4
 
@@ -71,5 +71,5 @@ def save_validation_strip(results: Path, run_id: str, epoch: int, val, data, cfg
 
 
 def orientation(cfg) -> str:
-    """How a volume data set's slices are shown (``medic.train.overlay``)."""
+    """How a volume data set's slices are shown (``medic.train.outputs.overlay``)."""
     return "ras" if cfg.spatial_dims == "3" else "columns"

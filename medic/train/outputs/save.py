@@ -25,9 +25,9 @@ from medic.store.paths import Project
 from medic.procs import hostname, pid_scope
 from medic.store.control import heartbeat_interval
 from medic.store.sidecar import mark_resumed, now_str, read_sidecar, sweep_tags
-from medic.train import checkpoint as ckpt
+from medic.train.outputs import checkpoint as ckpt
 from medic.train import dist
-from medic.train.casefiles import save_top_k
+from medic.train.outputs.casefiles import save_top_k
 from medic.train.console import Console
 from medic.train.selection import selected_name
 from medic.train.sync import EpochState
@@ -119,9 +119,9 @@ class Saver:
     def snapshot(self, model: torch.nn.Module, val_loader, device: torch.device, epoch: int,
                  label_names: list[str]) -> None:
         """The new best epoch's predictions on the first validation samples, drawn over the
-        images (``medic.train.overlay``; a volume by its slice of most foreground)."""
+        images (``medic.train.outputs.overlay``; a volume by its slice of most foreground)."""
         from medic.train.metrics import case_ids
-        from medic.train.overlay import best_figure, save, shown
+        from medic.train.outputs.overlay import best_figure, save, shown
         images, masks = next(iter(val_loader))
         images, masks = images[:4], masks[:4]
         was_training = model.training
@@ -138,7 +138,7 @@ class Saver:
                       resume_path, labels: list[str] | None = None, split: dict | None = None) -> None:
         """The sidecar as the run starts: a new record (over the claim that reserved the id, whose
         start time it keeps), or the resumed run's record updated. ``split``: the cases trained
-        on and validated, and the data's fingerprint (``medic.train.caseinfo``)."""
+        on and validated, and the data's fingerprint (``medic.train.data.caseinfo``)."""
         path = self.project.sidecar(self.run_id)
         cfg = self.cfg
         where = {"pid": os.getpid(), "agent_pid": os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from medic.config import TrainConfig
-from medic.train.data import Data
+from medic.train.data.sets import Data
 from medic.train.metrics import dataset_cases
 
 
@@ -36,7 +36,7 @@ def split_record(cfg: TrainConfig, data: Data) -> dict[str, Any]:
 
 def fingerprint(cfg: TrainConfig, data: Data) -> dict[str, Any]:
     """What identifies the data set (see the module docstring)."""
-    from medic.train.layouts import header, is_layout, read_layout
+    from medic.train.data.layouts import header, is_layout, read_layout
     digest = hashlib.sha256()
     meta_hash = None
     rows: list[tuple[str, tuple[int, ...], int]] = []
@@ -51,7 +51,7 @@ def fingerprint(cfg: TrainConfig, data: Data) -> dict[str, Any]:
             rows.append((case.name, header(case.label, case.name)[0], sum(_size(f) for f in files)))
     elif cfg.data:
         kind = "folder"
-        from medic.train.imagefolder import pairs
+        from medic.train.data.folders import pairs
         shapes = getattr(_base(data.train_ds), "case_shapes", None) or []
         for i, (image, mask) in enumerate(pairs(cfg.data)):
             rows.append((image.name, tuple(shapes[i]) if i < len(shapes) else (), _size(image) + _size(mask)))

@@ -17,11 +17,11 @@ from medic.store.files import shown_path
 from medic.store.paths import RUN_ID_RE, Project, resume_points, resumed_run_id
 from medic.store.sidecar import read_sidecar
 from medic.store.status import is_local, run_status
-from medic.train.imagefolder import check_folder
-from medic.train.layouts import is_layout, plan_volumes
+from medic.train.data.folders import check_folder
+from medic.train.data.layouts import is_layout, plan_volumes
 from medic.train.plugins import check_plugin
 from medic.train.selection import check_monitor, validation_columns
-from medic.train.splits import check_folds
+from medic.train.data.splits import check_folds
 
 # options that describe the model and so must match the checkpoint being resumed
 MODEL_OPTIONS = ("model", "num_classes")
@@ -85,7 +85,7 @@ def check_writable(root: Path) -> None:
 
 def resolve_resume(project: Project, spec: str) -> Path:
     """``latest`` | a run id | a checkpoint path → the checkpoint file to resume from."""
-    from medic.train import checkpoint as ckpt  # torch: only when resuming
+    from medic.train.outputs import checkpoint as ckpt  # torch: only when resuming
     path = Path(spec)
     if spec.endswith(".pth") or path.is_file():
         if not path.is_file():
@@ -107,7 +107,7 @@ def resolve_resume(project: Project, spec: str) -> Path:
 def plan_resume(cfg: TrainConfig, explicit: set[str], project: Project) -> tuple[TrainConfig, str, Path]:
     """The config, run id and checkpoint of a resumed run: the checkpoint's options, overridden by
     what the user typed now."""
-    from medic.train import checkpoint as ckpt  # torch: only when resuming
+    from medic.train.outputs import checkpoint as ckpt  # torch: only when resuming
     path = resolve_resume(project, cfg.resume)
     state = ckpt.load(path)
     stored = dict(state.get("config", {}))
