@@ -45,7 +45,7 @@ def main() -> None:
     import medic.cli  # noqa: F401 - the imports every command shares, paid once
     import medic.commands.train  # noqa: F401
     import medic.train.entry  # noqa: F401
-    import torch  # noqa: F401
+    import medic.train.loop  # noqa: F401 - torch and MONAI: a single-process resume loads them
     parallel = int(os.environ.get("MEDIC_BATCH_PARALLEL", "3"))
     work = tempfile.mkdtemp(prefix="medic-batch-")
     results: list[dict] = [{} for _ in cases]

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from _fault_helpers import COUNTS, EPOCHS, NEWEST_SAVED, check, fault_env, injected, note, snapshot, snapshot_diff
+from _fault_helpers import COUNTS, EPOCHS, NEWEST_SAVED, SAVE, check, fault_env, injected, note, snapshot, snapshot_diff
 from conftest import PY, ROOT
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("fault_summary")]
