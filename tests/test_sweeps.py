@@ -189,7 +189,10 @@ def test_a_killed_driver_is_resumed_without_training_any_trial_twice(project):
 
     done = sweep_cli(project, "--resume", sweep_id, "--slots", "2", timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"run {alive_run} is still training; re-attached" in done.stdout
+    # the surviving trial is followed, never restarted: re-attached while it trains, or kept when
+    # it finished before the new driver looked (on a loaded machine its last epochs can win)
+    assert (f"run {alive_run} is still training; re-attached" in done.stdout
+            or f"run {alive_run} had completed; kept" in done.stdout), done.stdout
     assert f"run {dead_run} died; resumed from its checkpoint" in done.stdout
     summary = pd.read_csv(project / "analysis" / "sweeps" / sweep_id / "summary.csv")
     assert list(summary["status"]) == ["completed", "completed"]
