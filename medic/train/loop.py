@@ -21,6 +21,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -35,10 +36,10 @@ from medic.train import checkpoint as ckpt
 from medic.train import dist, imports
 from medic.train.console import Console, settings_lines
 from medic.train.data import Data, loader_message
-from medic.train.casefiles import prune_case_tables, save_strip, write_case_table
 from medic.train.infer import predictor
 from medic.train.metrics import class_names
-from medic.train.models import build_loss, build_model, build_optimizer
+from medic.train.models import build_loss, build_model, build_optimizer, make_scheduler
+from medic.train.outputs import PICTURE_CASES, Predictions, Writer, best_jobs, case_jobs
 from medic.train.save import Saver, TrainState
 from medic.train.selection import Selector, check_monitor, selected_name, validation_columns
 from medic.train.sync import EpochState, NonFiniteLoss, StepSync, StopFlag, agree, record_windows
@@ -120,6 +121,8 @@ class RankRun:
         self.start_wall = time.time()
         self.selector: Selector | None = None
         self.early_stop = ""  # the message, once patience has run out
+        self.writer = Writer()  # the epoch's outputs, written while the next epoch trains
+        self.row_at = 0.0  # when the last epoch row was written (perf_counter)
 
     def train(self) -> int:
         status, message, code = "failed", "", 1
@@ -138,6 +141,7 @@ class RankRun:
             step = Step(self.cfg, model, build_loss(), ts.optimizer, self.device, self.control, self.stop,
                         self.logger, self.con)
             stopped = self.epochs(step, ts, data, resumed)
+            self.writer.join()  # every output on disk before the run says it ended
             status, code = ("stopped", 130) if stopped else ("completed", 0)
             message = self.early_stop
         except NonFiniteLoss as err:
@@ -156,6 +160,10 @@ class RankRun:
             self.failed(err)
             raise
         finally:
+            try:  # whatever happened, the files being written are finished (each one whole)
+                self.writer.join()
+            except Exception as err:  # noqa: BLE001 - the first failure is the one reported
+                self.con.error(f"medic: error: an output could not be written ({type(err).__name__}: {err})")
             if self.logger is not None:
                 self.logger.close()
             elif self.r.is_main and not self.resume_path:
@@ -198,6 +206,7 @@ class RankRun:
         start_epoch = resumed["epoch"] + 1 if resumed else 1
         partial = resumed.get("partial") if resumed else None
         done_epoch = start_epoch - 1
+        self.row_at = time.perf_counter()
         for epoch in range(start_epoch, cfg.epochs + 1):
             es = EpochState(**partial["state"]) if partial and partial["epoch"] == epoch else EpochState()
             first = len(es.losses)
@@ -208,19 +217,21 @@ class RankRun:
             timer = EpochTimer(self.device)
             if train_epoch(step, data.loader, es, epoch, first, data.steps, timer):
                 es.elapsed = time.perf_counter() - t0
+                self.writer.join()  # last.pth of the last whole epoch first
                 if r.is_main:
                     self.saver.partial(ts, done_epoch, epoch, es)
                     con.say("stopped_mid", epoch=epoch, checkpoint_epoch=done_epoch, run_id=self.run_id)
                 return True
             v0 = time.perf_counter()
-            val = None
+            val = kept = None
             if data.val_loader is not None and epoch % cfg.val_interval == 0:  # --val_interval
+                kept = Predictions(pictures=PICTURE_CASES if r.is_main else 0)
                 val = validate(ts.model, data.val_loader, step.loss_fn, self.device, cfg.num_classes,
                                class_names(data.train_ds, cfg.num_classes), tuple(cfg.val_metrics.split(",")),
-                               cfg.nsd_tolerance, predict=predictor(ts.model, cfg))
+                               cfg.nsd_tolerance, predict=predictor(ts.model, cfg), keep=kept)
             val_s = time.perf_counter() - v0 if val is not None else None
             seconds = time.perf_counter() - t0
-            self.end_epoch(step, ts, data, es, epoch, seconds, val, timer.finish(self.control, val_s))
+            self.end_epoch(step, ts, data, es, epoch, seconds, val, timer.finish(self.control, val_s), kept)
             done_epoch = epoch
             # every rank reaches the same early-stop decision from the same gathered values;
             # it still goes through the stop agreement, so that no rank can be left waiting
@@ -238,10 +249,13 @@ class RankRun:
         return False
 
     def end_epoch(self, step: Step, ts: TrainState, data: Data, es: EpochState, epoch: int, seconds: float,
-                  val: Validation | None, telemetry: dict[str, float] | None = None) -> None:
-        """The epoch's row, summary, LR step, checkpoints, case table and sidecar progress
-        (``telemetry``: the epoch's time and memory columns, last in the row, not in the console
-        summary)."""
+                  val: Validation | None, telemetry: dict[str, float] | None = None,
+                  kept: Predictions | None = None) -> None:
+        """The epoch's summary, LR step and row; its outputs (checkpoints, best masks and picture
+        from ``kept``, case table, sidecar progress) prepared here and written by the background
+        writer after the row (``telemetry``: the epoch's time and memory columns, last in the row,
+        not in the console summary; Output_Seconds: the time from the previous row on that is
+        neither training nor validation, so that the row's times add up to the wall time)."""
         cfg = self.cfg
         metrics = dict(val.metrics) if val is not None else {}
         ts.epoch_times.append(seconds)
@@ -265,27 +279,30 @@ class RankRun:
         if is_best:
             ts.best, ts.best_epoch = value, epoch
         if self.r.is_main:
-            self.logger.log_epoch(epoch, avg_loss=avg, min_batch_loss=lo, max_batch_loss=hi, learning_rate=lr,
-                                  epoch_time=seconds, best_so_far=ts.best if ts.best is not None else float("nan"),
-                                  is_best=is_best, **metrics, **(telemetry or {}))
             self.con.epoch_summary(epoch, cfg.epochs, avg, lo, hi, lr, seconds,
                                    eta_hours(ts.epoch_times, cfg.epochs - epoch), metrics)
         if ts.scheduler is not None and not (cfg.lr_scheduler == "plateau" and unvalidated):
             ts.scheduler.step(value) if cfg.lr_scheduler == "plateau" else ts.scheduler.step()
+        results = self.project.results_dir(self.run_id)
+        jobs = best_jobs(kept, data.volumes, results, epoch, f"Run {self.run_id}, epoch {epoch} (new best)"
+                         + (": slice of most foreground" if data.volumes is not None else "")) \
+            if is_best and kept is not None else []
         if self.r.is_main:
-            self.saver.epoch(ts, epoch, is_best, previous, value)
-            if is_best and data.val_loader is not None:
-                if data.volumes is not None:  # volumes: slices and NIfTI masks of the validation cases
-                    data.volumes.snapshot(ts.model, self.project.results_dir(self.run_id), epoch, self.device)
-                else:
-                    self.saver.snapshot(ts.model, data.val_loader, self.device, epoch)
+            jobs += self.saver.epoch(ts, epoch, is_best, previous, value)  # after the masks they stand for
             if val is not None:
-                results = self.project.results_dir(self.run_id)
-                write_case_table(results, epoch, val.cases, class_names(data.train_ds, cfg.num_classes))
-                prune_case_tables(results, {epoch, ts.best_epoch})
-                save_strip(results / "strip" / f"epoch_{epoch}.png", val.strip, f"Run {self.run_id}, epoch {epoch}")
-            update_sidecar(self.sidecar, epochs_done=epoch, best=ts.best, best_epoch=ts.best_epoch,
-                           updated=now_str())
+                jobs += case_jobs(results, epoch, ts.best_epoch, val, class_names(data.train_ds, cfg.num_classes),
+                                  f"Run {self.run_id}, epoch {epoch}")
+            jobs.append((partial(update_sidecar, self.sidecar, epochs_done=epoch, best=ts.best,
+                                 best_epoch=ts.best_epoch, updated=now_str()), "sidecar"))
+            # a resumed mid-epoch's seconds began before this process: never below 0
+            outputs_s = max(0.0, time.perf_counter() - self.row_at - seconds)
+            telemetry = {**(telemetry or {}), C.OUTPUT_SECONDS: outputs_s}
+            self.logger.log_epoch(epoch, avg_loss=avg, min_batch_loss=lo, max_batch_loss=hi, learning_rate=lr,
+                                  epoch_time=seconds, best_so_far=ts.best if ts.best is not None else float("nan"),
+                                  is_best=is_best, **metrics, **telemetry)
+        self.row_at = time.perf_counter()
+        for job, key in jobs:  # the row first: no checkpoint on disk without its epoch row
+            self.writer.submit(job, key)
 
     def failed(self, err: BaseException) -> None:
         """A bug or a lost peer: record it (the launcher names the rank that started it), mark
@@ -376,13 +393,3 @@ def train_epoch(step: Step, loader, es: EpochState, epoch: int, first: int, step
 def eta_hours(epoch_times: list[float], remaining: int) -> float:
     """The run's ETA in hours, as the console prints it (``medic.store.columns.eta_seconds``)."""
     return (C.eta_seconds(epoch_times, remaining) or 0.0) / 3600
-
-
-def make_scheduler(cfg: TrainConfig, optimizer):
-    if cfg.lr_scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    if cfg.lr_scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_size, gamma=cfg.lr_gamma)
-    if cfg.lr_scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=cfg.monitor_direction, factor=cfg.lr_gamma)
-    return None

@@ -36,3 +36,14 @@ def build_loss() -> nn.Module:
     samples' losses, so a global batch split over ranks has the same loss as in one process."""
     from monai.losses import DiceCELoss
     return DiceCELoss(to_onehot_y=True, softmax=True)
+
+
+def make_scheduler(cfg: TrainConfig, optimizer):
+    """The --lr_scheduler of the run, or None."""
+    if cfg.lr_scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if cfg.lr_scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_size, gamma=cfg.lr_gamma)
+    if cfg.lr_scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=cfg.monitor_direction, factor=cfg.lr_gamma)
+    return None

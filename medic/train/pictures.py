@@ -1,6 +1,7 @@
 """The best epoch's pictures of volumes (rank 0): a PNG of the slice through the largest
 foreground of a few validation cases (image, ground truth, prediction), and every validation
-case's predicted mask as NIfTI on the case's own grid and affine, for ITK-SNAP or 3D Slicer.
+case's predicted mask as NIfTI on the case's own grid and affine, for ITK-SNAP or 3D Slicer
+(each process writes its own shard's). Both come from the predictions the validation made.
 
     results/<id>/best_epoch_N.png
     results/<id>/best_masks/<case>.nii.gz     (replaced at each new best)
@@ -12,13 +13,10 @@ import gzip
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from medic.store.files import write_atomic
-from medic.train.infer import predict_volume
+from medic.train.infer import to_source
 from medic.train.save import save_predictions
-
-PICTURE_CASES = 4
 
 
 def largest_foreground_slice(label: np.ndarray) -> int:
@@ -44,24 +42,28 @@ def write_mask(path: Path, mask: np.ndarray, like: str) -> None:
     write_atomic(path, lambda f: f.write(gzip.compress(data, compresslevel=1) if path.name.endswith(".gz") else data))
 
 
-@torch.no_grad()
-def save_volume_snapshot(volumes, model: torch.nn.Module, folder: Path, epoch: int, device: torch.device) -> None:
-    cfg, val = volumes.cfg, volumes.val
-    rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for j, i in enumerate(val.indices):
-        record = val.records[i]
-        out = predict_volume(model, volumes.pre, dict(record), cfg, device)
+def picture_row(image: np.ndarray, label: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, ...]:
+    """One case of the best epoch's picture: a 2D case as it is, a volume's slice of most foreground."""
+    if label.ndim == 3:
+        k = largest_foreground_slice(label)
+        return image[..., k], label[..., k], pred[..., k]
+    return image, label, pred
+
+
+def write_best_masks(folder: Path, cases, pre, records: list[dict]) -> None:
+    """The masks a validation predicted (``cases``: (case info, uint8 classes) of this process's
+    shard), each mapped back onto its case's own grid and affine (MONAI's ``Invertd``, as
+    ``medic predict`` does), as ``best_masks/<case>.nii.gz``; only for NIfTI inputs."""
+    for info, classes in cases:
+        record = records[info["index"]]
         first = record["image"] if isinstance(record["image"], str) else record["image"][0]
         if first.lower().endswith((".nii", ".nii.gz")):
-            write_mask(folder / "best_masks" / f"{record['case']}.nii.gz", out["source"], first)
-        if j < PICTURE_CASES:
-            label = out["label"][0].numpy()
-            if label.ndim == 3:
-                k = largest_foreground_slice(label)
-                rows.append((out["image"][0, ..., k].numpy(), label[..., k], out["pred"][..., k].numpy()))
-            else:
-                rows.append((out["image"][0].numpy(), label, out["pred"].numpy()))
+            source = to_source(classes, info["meta"], info["ops"], pre)
+            write_mask(folder / "best_masks" / f"{record['case']}.nii.gz", source, first)
+
+
+def save_best_picture(folder: Path, epoch: int, rows, title: str) -> None:
+    """``results/<id>/best_epoch_N.png`` from the validation's picture rows."""
     if rows:
         images, masks, preds = ([r[n] for r in rows] for n in range(3))
-        save_predictions(folder / f"best_epoch_{epoch}.png", images, masks, preds,
-                         f"Run {folder.name}, epoch {epoch} (new best): slice of most foreground")
+        save_predictions(folder / f"best_epoch_{epoch}.png", images, masks, preds, title)

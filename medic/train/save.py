@@ -6,6 +6,8 @@ epoch's prediction picture.
     checkpoints/<id>/top_k/epoch_N_<metric>_<value>.pth   with --save_top_k K: the K best
     checkpoints/<id>/last.pth            every epoch, written last (the resume point)
     results/<id>/best_epoch_N.png        image, ground truth and prediction of a few samples
+
+The files are written by a background thread (``medic.train.outputs.Writer``), in this order.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import os
 import socket
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -86,24 +90,29 @@ class Saver:
     def folder(self) -> Path:
         return self.project.checkpoint_dir(self.run_id)
 
-    def epoch(self, ts: TrainState, epoch: int, is_best: bool, previous: float | None, value: float) -> None:
-        """model_epoch_N (every save_interval), best_model (on improvement), then last.pth — last,
-        so that when last.pth is intact nothing newer exists. The state is serialised once and
-        the same bytes go to each file."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+    def epoch(self, ts: TrainState, epoch: int, is_best: bool, previous: float | None,
+              value: float) -> list[tuple[Callable[[], None], str | None]]:
+        """The epoch's checkpoint writes as ``(job, key)`` for the background writer, in their
+        order: model_epoch_N (every save_interval), best_model (on improvement), the top k, then
+        last.pth — last, so that when last.pth is intact nothing newer exists. The state is
+        serialised here, once, and the same bytes go to each file."""
+        folder = self.folder
+        folder.mkdir(parents=True, exist_ok=True)
         data = ckpt.serialize(ts.checkpoint(self.run_id, self.cfg, epoch))
+        jobs: list[tuple[Callable[[], None], str | None]] = []
         if epoch % self.cfg.save_interval == 0:
-            ckpt.write_checkpoint(self.folder / f"model_epoch_{epoch}.pth", data)
+            jobs.append((partial(ckpt.write_checkpoint, folder / f"model_epoch_{epoch}.pth", data), None))
             self.con.say("saved", name=f"model_epoch_{epoch}.pth")
         if is_best:
             self.con.new_best(selected_name(self.cfg.monitor, self.cfg.monitor_ema), value, previous)
-            ckpt.write_checkpoint(self.folder / "best_model.pth", data)
+            jobs.append((partial(ckpt.write_checkpoint, folder / "best_model.pth", data), "best_model.pth"))
             self.con.say("saved_best", name="best_model.pth")
         if self.cfg.save_top_k:
-            save_top_k(self.folder / "top_k", self.cfg.save_top_k, epoch,
-                       selected_name(self.cfg.monitor, self.cfg.monitor_ema), value,
-                       self.cfg.monitor_direction, data, ckpt.write_checkpoint)
-        ckpt.write_checkpoint(self.folder / "last.pth", data)
+            jobs.append((partial(save_top_k, folder / "top_k", self.cfg.save_top_k, epoch,
+                                 selected_name(self.cfg.monitor, self.cfg.monitor_ema), value,
+                                 self.cfg.monitor_direction, data, ckpt.write_checkpoint), None))
+        jobs.append((partial(ckpt.write_checkpoint, folder / "last.pth", data), "last.pth"))
+        return jobs
 
     def partial(self, ts: TrainState, done_epoch: int, epoch: int, es: EpochState) -> None:
         """After a graceful stop mid-epoch: last.pth holds the exact position, so --resume
@@ -112,22 +121,6 @@ class Saver:
         partial = {"epoch": epoch, "batch": len(es.losses), "state": es.to_dict()}
         ckpt.write_checkpoint(self.folder / "last.pth",
                           ckpt.serialize(ts.checkpoint(self.run_id, self.cfg, done_epoch, partial)))
-
-    @torch.no_grad()
-    def snapshot(self, model: torch.nn.Module, val_loader, device: torch.device, epoch: int) -> None:
-        """The new best epoch's predictions on the first validation samples, as a picture."""
-        images, masks = next(iter(val_loader))
-        images, masks = images[:4], masks[:4]
-        was_training = model.training
-        model.eval()
-        preds = model(images.to(device)).argmax(dim=1).cpu()
-        model.train(was_training)
-        if images.ndim == 5:  # volumes (the built-in 3D set): their middle slices
-            k = images.shape[-1] // 2
-            images, masks, preds = images[..., k], masks[..., k], preds[..., k]
-        save_predictions(self.project.results_dir(self.run_id) / f"best_epoch_{epoch}.png",
-                         images[:, 0].float().numpy(), masks[:, 0].numpy(), preds.numpy(),
-                         f"Run {self.run_id}, epoch {epoch} (new best)")
 
     def sidecar_start(self, r: dist.Ranks, steps: int, extra: list[str], state: dict | None,
                       resume_path, labels: list[str] | None = None) -> None:

@@ -38,9 +38,11 @@ def spacing_of(loader) -> tuple[float, ...] | None:
 @torch.no_grad()
 def validate(model: torch.nn.Module, loader, loss_fn, device: torch.device, num_classes: int,
              names: list[str], val_metrics: tuple[str, ...] = ("dice",), nsd_tolerance: float = 1.0,
-             predict: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Validation:
+             predict: Callable[[torch.Tensor], torch.Tensor] | None = None, keep: Callable | None = None) -> Validation:
     """Val_Loss (per-sample mean), Val_Dice and the per-class columns over all ranks' shards.
-    Every rank must call it (the rows are gathered); every rank gets the same result."""
+    Every rank must call it (the rows are gathered); every rank gets the same result. ``keep``
+    (optional) is given each batch's case infos (None for plain batches), images, truth and
+    predicted classes: the best epoch's outputs come from them, not from a second inference."""
     predict = predict or model
     was_training = model.training
     model.eval()
@@ -50,7 +52,7 @@ def validate(model: torch.nn.Module, loader, loss_fn, device: torch.device, num_
     rows, strip = CaseRows(), []
     acc = torch.zeros(2, device=device, dtype=torch.float64)  # loss sum, samples
     at = 0
-    for images, masks in loader:  # the bare module: shards differ in length, so no collectives here
+    for images, masks, *infos in loader:  # the bare module: shards differ in length, so no collectives here
         images, masks = images.to(device), masks.to(device)
         logits = predict(images)
         n = images.shape[0]
@@ -61,6 +63,8 @@ def validate(model: torch.nn.Module, loader, loss_fn, device: torch.device, num_
         values = distances(pred, masks, counts) if distances.which else {}
         rows.add(order[at:at + n], ids[at:at + n], counts, values)
         at += n
+        if keep is not None:
+            keep(infos[0] if infos else None, images, masks, pred)
         if len(strip) < STRIP_CASES:
             strip += [(middle(images[i, 0]), middle(masks[i, 0]), middle(pred[i, 0]))
                       for i in range(min(n, STRIP_CASES - len(strip)))]

@@ -1,0 +1,143 @@
+"""An epoch's outputs, written behind the training: the best epoch's masks and picture from the
+predictions the validation has just made, checkpoints, case tables and strips.
+
+    Writer        one background thread per process, jobs run in the order given: the masks of a
+                  best epoch are on disk before the checkpoints submitted after them. A job
+                  submitted with a key replaces a queued (not yet started) job of the same key:
+                  a newer last.pth, best_model.pth or set of best masks makes the older one
+                  pointless, so a slow disk never lets the queue (or its memory) grow with the
+                  epochs. ``join`` waits for everything; it is called only where no other
+                  process waits at a collective for this one (a stop, the end of the run).
+    Predictions   what one validation keeps of its own shard for those outputs: per case its
+                  predicted classes as bytes (uint8) with the metadata that maps them back onto
+                  the case's grid and affine; on rank 0 the picture's slices of the first cases.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+# test hook: seconds rank 0's background writer sleeps before each job (a slow disk, on purpose)
+SLOW_WRITE_ENV = "MEDIC_TEST_SLOW_WRITE"
+PICTURE_CASES = 4
+Job = tuple  # (a function of no arguments, its key or None)
+
+
+def _slow_write() -> float:
+    if os.environ.get("RANK", "0") != "0":
+        return 0.0
+    try:
+        return max(0.0, float(os.environ.get(SLOW_WRITE_ENV) or 0))
+    except ValueError:
+        return 0.0
+
+
+class Writer:
+    """A background thread that runs write jobs in order (keyed jobs replace their queued
+    namesake). A job's exception is raised again by the next ``submit`` or ``join``."""
+
+    def __init__(self):
+        self._jobs: deque[tuple[str | None, Callable[[], None]]] = deque()
+        self._cv = threading.Condition()
+        self._busy = False
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._slow = _slow_write()
+
+    def submit(self, job: Callable[[], None], key: str | None = None) -> None:
+        """Queue ``job``; with ``key``, in place of a queued job of the same key."""
+        with self._cv:
+            self._raise()
+            for i, (k, _) in enumerate(self._jobs):
+                if key is not None and k == key:
+                    self._jobs[i] = (key, job)
+                    return
+            self._jobs.append((key, job))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="medic-writer", daemon=True)
+                self._thread.start()
+            self._cv.notify_all()
+
+    def join(self) -> None:
+        """Wait until every queued job has run; raise the first job error."""
+        with self._cv:
+            while self._jobs or self._busy:
+                self._cv.wait()
+            self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._jobs:
+                    self._cv.wait()
+                _, job = self._jobs.popleft()
+                self._busy = True
+            try:
+                if self._slow:
+                    time.sleep(self._slow)
+                job()
+            except BaseException as err:  # handed to the training thread
+                with self._cv:
+                    self._error = self._error or err
+            finally:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
+
+
+@dataclass
+class Predictions:
+    """One validation's predictions of this process's shard, kept for the best epoch's outputs."""
+
+    pictures: int = 0                                        # picture rows to keep (rank 0: 4)
+    cases: list[tuple[dict, torch.Tensor]] = field(default_factory=list)  # (case info, uint8 classes)
+    rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)  # picture slices
+
+    def __call__(self, infos, images: torch.Tensor, masks: torch.Tensor, pred: torch.Tensor) -> None:
+        """Keep a validation batch's predictions (``pred``: N×1×spatial class indices)."""
+        from medic.train.pictures import picture_row
+        classes = pred[:, 0].to(torch.uint8).cpu()
+        for i in range(classes.shape[0]):
+            if infos is not None:
+                self.cases.append((infos[i], classes[i]))
+            if len(self.rows) < self.pictures:
+                self.rows.append(picture_row(images[i, 0].float().cpu().numpy(), masks[i, 0].cpu().numpy(),
+                                             classes[i].numpy()))
+
+
+def best_jobs(kept: Predictions, volumes, results: Path, epoch: int, title: str) -> list[Job]:
+    """A new best epoch's outputs from its validation's predictions: this process's masks in
+    ``best_masks/`` (volumes), and the picture (rank 0, which keeps the rows)."""
+    from medic.train.pictures import save_best_picture, write_best_masks
+    jobs: list[Job] = []
+    if volumes is not None and kept.cases:
+        jobs.append((partial(write_best_masks, results, kept.cases, volumes.pre, volumes.val.records), "best_masks"))
+    if kept.rows:
+        jobs.append((partial(save_best_picture, results, epoch, kept.rows, title), None))
+    return jobs
+
+
+def case_jobs(results: Path, epoch: int, best_epoch: int, val, names: list[str], title: str) -> list[Job]:
+    """Rank 0: the validation's case table (the best's and the last's kept) and its strip."""
+    from medic.train.casefiles import prune_case_tables, save_strip, write_case_table
+
+    def write() -> None:
+        write_case_table(results, epoch, val.cases, names)
+        prune_case_tables(results, {epoch, best_epoch})
+        save_strip(results / "strip" / f"epoch_{epoch}.png", val.strip, title)
+    return [(write, None)]
