@@ -19,7 +19,7 @@ COMMON = ["--batch_size", "2", "--lr", "0.01", "--log_interval", "1", "--val_fra
 
 
 def test_a_slow_writer_times_nothing_out_and_the_best_masks_equal_medic_predict(tmp_path):
-    """Rank 0's writer sleeps 8 s per job with --dist_timeout 6 under 2 processes: the run
+    """Rank 0 sleeps 8 s before writing its masks, with --dist_timeout 6, under 2 processes: the run
     completes; each process's masks equal ``medic predict --checkpoint best`` on the same cases."""
     data = make_decathlon(tmp_path / "data", n=5)
     project = tmp_path / "project"

@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-# test hook: seconds rank 0's background writer sleeps before each job (a slow disk, on purpose)
+# test hook: seconds rank 0 sleeps before writing its best masks (a slow disk, on purpose)
 SLOW_WRITE_ENV = "MEDIC_TEST_SLOW_WRITE"
 PICTURE_CASES = 4
 Job = tuple  # (a function of no arguments, its key or None)
@@ -52,7 +52,6 @@ class Writer:
         self._busy = False
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
-        self._slow = _slow_write()
 
     def submit(self, job: Callable[[], None], key: str | None = None) -> None:
         """Queue ``job``; with ``key``, in place of a queued job of the same key."""
@@ -88,8 +87,6 @@ class Writer:
                 _, job = self._jobs.popleft()
                 self._busy = True
             try:
-                if self._slow:
-                    time.sleep(self._slow)
                 job()
             except BaseException as err:  # handed to the training thread
                 with self._cv:
@@ -126,10 +123,16 @@ def best_jobs(kept: Predictions, volumes, results: Path, epoch: int, title: str)
     from medic.train.pictures import save_best_picture, write_best_masks
     jobs: list[Job] = []
     if volumes is not None and kept.cases:
-        jobs.append((partial(write_best_masks, results, kept.cases, volumes.pre, volumes.val.records), "best_masks"))
+        jobs.append((partial(_write_masks, write_best_masks, results, kept.cases, volumes.pre, volumes.val.records),
+                     "best_masks"))
     if kept.rows:
         jobs.append((partial(save_best_picture, results, epoch, kept.rows, title), None))
     return jobs
+
+
+def _write_masks(write, *args) -> None:
+    time.sleep(_slow_write())
+    write(*args)
 
 
 def case_jobs(results: Path, epoch: int, best_epoch: int, val, names: list[str], title: str) -> list[Job]:
