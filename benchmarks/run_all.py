@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH, Section, load_average, machine, table  # noqa: E402
 
-ORDER = ("logger", "readers", "analysis", "bigcsv", "overhead", "scaling", "lightning", "start")
+ORDER = ("logger", "readers", "analysis", "bigcsv", "overhead", "scaling", "lightning", "start", "val3d")
 
 
 def analysis_section(mode: str, work: Path) -> Section:
