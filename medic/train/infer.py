@@ -28,6 +28,15 @@ def sliding_window_logits(model: torch.nn.Module, image: torch.Tensor, cfg: Trai
     return out.as_tensor() if hasattr(out, "as_tensor") else out
 
 
+def classes_of(logits: torch.Tensor) -> torch.Tensor:
+    """``logits.argmax(dim=1, keepdim=True)``, the same values, faster: torch's argmax over the
+    channel axis of a volume is a strided reduction (on CPU about 12x the time of one comparison
+    for two classes), so two classes are one comparison and more an argmax over the last axis."""
+    if logits.shape[1] == 2:
+        return (logits[:, 1:2] > logits[:, 0:1]).long()  # ties (and the first max) go to class 0, as argmax's
+    return logits.movedim(1, -1).contiguous().argmax(-1).unsqueeze(1)
+
+
 def predictor(model: torch.nn.Module, cfg: TrainConfig):
     """``predict(images) -> logits`` for validation."""
     return lambda images: sliding_window_logits(model, images, cfg)
@@ -45,7 +54,7 @@ def predict_volume(model: torch.nn.Module, pre, record: dict, cfg: TrainConfig, 
     model.eval()
     logits = sliding_window_logits(model, image.as_tensor()[None].to(device), cfg)
     model.train(was_training)
-    pred = logits.argmax(dim=1).cpu()  # 1 × spatial: one channel, like the image's
+    pred = classes_of(logits)[:, 0].cpu()  # 1 × spatial: one channel, like the image's
     return {"image": image.as_tensor(), "label": data["label"].as_tensor() if "label" in data else None,
             "pred": pred[0].float(), "source": to_source(pred[0], image.meta, image.applied_operations, pre)}
 

@@ -14,6 +14,7 @@ import torch
 
 from medic.store import columns as C
 from medic.train import dist
+from medic.train.infer import classes_of
 from medic.train.metrics import CaseRows, Distances, base_dataset, case_ids, confusion_counts
 
 STRIP_CASES = 3  # validation cases shown in the prediction strip
@@ -58,7 +59,7 @@ def validate(model: torch.nn.Module, loader, loss_fn, device: torch.device, num_
         n = images.shape[0]
         acc[0] += loss_fn(logits, masks).double() * n
         acc[1] += n
-        pred = logits.argmax(dim=1, keepdim=True)
+        pred = classes_of(logits)
         counts = confusion_counts(pred, masks, num_classes)
         values = distances(pred, masks, counts) if distances.which else {}
         rows.add(order[at:at + n], ids[at:at + n], counts, values)
