@@ -59,8 +59,8 @@ def make_set(root: Path, n: int, shape: tuple[int, int, int]) -> Path:
     return root
 
 
-def reference(data: Path, epochs: int, threads: int, out: Path) -> None:
-    """The hand-written MONAI loop; writes its per-epoch training and validation seconds."""
+def reference_parts(data: Path):
+    """The hand-written loop's pieces: its training epoch and its validation, as functions."""
     import torch
     from monai import transforms as T
     from monai.data import CacheDataset, DataLoader, decollate_batch
@@ -70,7 +70,6 @@ def reference(data: Path, epochs: int, threads: int, out: Path) -> None:
     from monai.networks.nets import UNet
 
     from medic.train.data import split_indices  # the same validation cases as medic's
-    torch.set_num_threads(threads)
     torch.manual_seed(SEED)
     meta = json.loads((data / "dataset.json").read_text())
     records = [{"image": str(data / r["image"]), "label": str(data / r["label"])} for r in meta["training"]]
@@ -95,9 +94,8 @@ def reference(data: Path, epochs: int, threads: int, out: Path) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=LR, fused=True)
     dice = DiceMetric(include_background=False, reduction="mean")
     post_pred, post_label = T.AsDiscrete(argmax=True, to_onehot=2), T.AsDiscrete(to_onehot=2)
-    best, rows = -1.0, []
-    for _ in range(epochs):
-        t0 = time.perf_counter()
+
+    def train_epoch() -> None:
         model.train()
         for batch in train_loader:
             # plain tensors into the model: a MetaTensor's bookkeeping on every operation is
@@ -107,7 +105,8 @@ def reference(data: Path, epochs: int, threads: int, out: Path) -> None:
             loss = loss_fn(model(images), labels)
             loss.backward()
             optimizer.step()
-        t1 = time.perf_counter()
+
+    def validate() -> float:
         model.eval()
         with torch.no_grad():
             for batch in val_loader:
@@ -117,11 +116,88 @@ def reference(data: Path, epochs: int, threads: int, out: Path) -> None:
                      y=[post_label(y) for y in decollate_batch(batch["label"].as_tensor())])
         value = dice.aggregate().item()
         dice.reset()
+        return value
+    return model, train_epoch, validate
+
+
+def reference(data: Path, epochs: int, threads: int, out: Path) -> None:
+    """The hand-written MONAI loop; writes its per-epoch training and validation seconds."""
+    import torch
+    torch.set_num_threads(threads)
+    model, train_epoch, validate = reference_parts(data)
+    best, rows = -1.0, []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        train_epoch()
+        t1 = time.perf_counter()
+        value = validate()
         if value > best:
             best = value
             torch.save(model.state_dict(), out.parent / "best_metric_model.pth")
         rows.append({"train_s": t1 - t0, "val_s": time.perf_counter() - t1})
     out.write_text(json.dumps(rows))
+
+
+def medic_parts(data: Path):
+    """medic's own training epoch (``loop.train_epoch``) and validation (``validation.validate``
+    keeping the predictions for the best masks), on its own data pipeline, as functions."""
+    import torch
+
+    from medic.config import TrainConfig
+    from medic.train import dist
+    from medic.train.console import Console
+    from medic.train.infer import predictor
+    from medic.train.loop import Step, train_epoch
+    from medic.train.models import build_loss, build_model, build_optimizer
+    from medic.train.outputs import PICTURE_CASES, Predictions
+    from medic.train.sync import EpochState, StopFlag
+    from medic.train.validation import validate
+    from medic.train.volumes import build_volume_data
+    cfg = TrainConfig.from_dict({"data": str(data), "batch_size": BATCH, "patch_size": " ".join(map(str, PATCH)),
+                                 "val_fraction": VAL_FRACTION, "seed": SEED, "lr": LR, "spatial_dims": "3",
+                                 "num_classes": 2, "normalize": "zscore", "log_interval": 1000}, strict=False)
+    device = torch.device("cpu")
+    d = build_volume_data(cfg, dist.ranks(), device)
+    torch.manual_seed(SEED)
+    model = build_model(cfg, in_channels=1)
+    step = Step(cfg, model, build_loss(), build_optimizer(model, cfg), device, None, StopFlag(), None,
+                Console(enabled=False))
+    epoch = [0]
+
+    def train() -> None:
+        epoch[0] += 1
+        d.sampler.set_epoch(epoch[0])
+        model.train()
+        train_epoch(step, d.loader, EpochState(), epoch[0], 0, d.steps)
+
+    def val() -> None:
+        validate(model, d.val_loader, step.loss_fn, device, 2, ["ball"], predict=predictor(model, cfg),
+                 keep=Predictions(pictures=PICTURE_CASES))
+    return train, val
+
+
+def parts(size: tuple[int, int, int], rounds: int, work: Path, threads: int) -> dict:
+    """In one process, alternating: medic's training epoch against the reference's, medic's
+    validation against the reference's; medians over the rounds (the first left out)."""
+    import torch
+    torch.set_num_threads(threads)
+    data = work / f"data_{'x'.join(map(str, size))}"
+    if not data.exists():
+        make_set(data, 12, size)
+    m_train, m_val = medic_parts(data)
+    _, r_train, r_val = reference_parts(data)
+    times: dict[str, list[float]] = {k: [] for k in ("medic_train", "reference_train", "medic_val", "reference_val")}
+    fns = {"medic_train": m_train, "reference_train": r_train, "medic_val": m_val, "reference_val": r_val}
+    for k in range(rounds + 1):
+        for name in (list(fns) if k % 2 == 0 else list(fns)[::-1]):
+            t = time.perf_counter()
+            fns[name]()
+            if k:
+                times[name].append(time.perf_counter() - t)
+    med = {k: median(v) for k, v in times.items()}
+    return {"size": size, "rounds": rounds, "load": load_average(), "medians": med,
+            "ratios": {"train_s": med["medic_train"] / med["reference_train"],
+                       "val_s": med["medic_val"] / med["reference_val"]}}
 
 
 def spawn(cmd: list[str], cwd: Path, threads: int) -> tuple[float, float]:
@@ -214,11 +290,25 @@ def run(mode: str, work: Path) -> Section:
     rounds, epochs = (1, 3) if mode == "smoke" else (3, 6)
     sizes = [(64, 64, 48)] + ([(128, 128, 96)] if mode == "full" else [])
     results = [compare(s, rounds, epochs, work / "val3d", threads) for s in sizes]
+    inproc = [parts(s, 2 if mode == "smoke" else 6, work / "val3d", threads) for s in sizes]
     summary = [[f"3D {'x'.join(map(str, r['size']))}: {PARTS[p]}, medic / hand-written MONAI",
                 f"{r['ratios'][p]:.2f}x", f"<= {GOALS[p]:.2f}x", "ok" if r["ratios"][p] <= GOALS[p] else "MISSED"]
                for r in results for p in ("train_s", "val_s", "wall_s")]
-    return Section("3D validation against a hand-written MONAI loop", markdown(results), summary,
-                   {"results": [{k: v for k, v in r.items() if k != "runs"} for r in results]})
+    summary += [[f"3D {'x'.join(map(str, r['size']))}: {PARTS[p]}, one process, alternating",
+                 f"{r['ratios'][p]:.2f}x", f"<= {GOALS[p]:.2f}x", "ok" if r["ratios"][p] <= GOALS[p] else "MISSED"]
+                for r in inproc for p in ("train_s", "val_s")]
+    return Section("3D validation against a hand-written MONAI loop", markdown(results) + parts_markdown(inproc),
+                   summary, {"results": [{k: v for k, v in r.items() if k != "runs"} for r in results],
+                             "parts": inproc})
+
+
+def parts_markdown(results: list[dict]) -> str:
+    rows = [["x".join(map(str, r["size"])), PARTS[p], f"{r['medians'][f'medic_{p[:-2]}']:.3f} s",
+             f"{r['medians'][f'reference_{p[:-2]}']:.3f} s", f"{r['ratios'][p]:.2f}x", r["load"]]
+            for r in results for p in ("train_s", "val_s")]
+    return ("\n\nThe same parts in one process, alternating (medic's ``train_epoch`` and ``validate``, "
+            "the reference's loop), medians of the rounds after the first:\n\n"
+            + table(["volumes", "part", "medic", "hand-written MONAI", "medic's cost", "load after"], rows) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--profile", action="store_true", help="one medic run under cProfile (medic.prof)")
+    p.add_argument("--parts", action="store_true", help="only the in-process alternation of the parts")
     args = p.parse_args(argv)
     if args.reference:
         reference(args.data, args.epochs, args.threads, args.out)
@@ -242,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
         medic_run(data, args.epochs, args.threads, work / "medic", profile=prof)
         import pstats
         pstats.Stats(str(prof)).sort_stats("cumulative").print_stats(40)
+        return 0
+    if args.parts:
+        result = parts(tuple(args.size), args.rounds, work, args.threads)
+        print(parts_markdown([result]))
         return 0
     result = compare(tuple(args.size), args.rounds, args.epochs, work, args.threads)
     print(markdown([result]))
