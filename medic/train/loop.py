@@ -121,7 +121,8 @@ class RankRun:
         self.start_wall = time.time()
         self.selector: Selector | None = None
         self.early_stop = ""  # the message, once patience has run out
-        self.writer = Writer()  # the epoch's outputs, written while the next epoch trains
+        # written while the next epoch trains: rank 0's files, and each rank's best masks (outputs.py)
+        self.writer, self.masks = Writer(), Writer()
         self.row_at = 0.0  # when the last epoch row was written (perf_counter)
 
     def train(self) -> int:
@@ -142,6 +143,7 @@ class RankRun:
                         self.logger, self.con)
             stopped = self.epochs(step, ts, data, resumed)
             self.writer.join()  # every output on disk before the run says it ended
+            self.masks.join()
             status, code = ("stopped", 130) if stopped else ("completed", 0)
             message = self.early_stop
         except NonFiniteLoss as err:
@@ -162,6 +164,7 @@ class RankRun:
         finally:
             try:  # whatever happened, the files being written are finished (each one whole)
                 self.writer.join()
+                self.masks.join()
             except Exception as err:  # noqa: BLE001 - the first failure is the one reported
                 self.con.error(f"medic: error: an output could not be written ({type(err).__name__}: {err})")
             if self.logger is not None:
@@ -218,6 +221,7 @@ class RankRun:
             if train_epoch(step, data.loader, es, epoch, first, data.steps, timer):
                 es.elapsed = time.perf_counter() - t0
                 self.writer.join()  # last.pth of the last whole epoch first
+                self.masks.join()
                 if r.is_main:
                     self.saver.partial(ts, done_epoch, epoch, es)
                     con.say("stopped_mid", epoch=epoch, checkpoint_epoch=done_epoch, run_id=self.run_id)
@@ -251,11 +255,9 @@ class RankRun:
     def end_epoch(self, step: Step, ts: TrainState, data: Data, es: EpochState, epoch: int, seconds: float,
                   val: Validation | None, telemetry: dict[str, float] | None = None,
                   kept: Predictions | None = None) -> None:
-        """The epoch's summary, LR step and row; its outputs (checkpoints, best masks and picture
-        from ``kept``, case table, sidecar progress) prepared here and written by the background
-        writer after the row (``telemetry``: the epoch's time and memory columns, last in the row,
-        not in the console summary; Output_Seconds: the time from the previous row on that is
-        neither training nor validation, so that the row's times add up to the wall time)."""
+        """The epoch's summary, LR step and row (``telemetry`` last in it; Output_Seconds: the time
+        since the previous row that is neither training nor validation); its outputs (checkpoints,
+        best masks and picture from ``kept``, case table, sidecar) go to the background writers."""
         cfg = self.cfg
         metrics = dict(val.metrics) if val is not None else {}
         ts.epoch_times.append(seconds)
@@ -284,16 +286,17 @@ class RankRun:
         if ts.scheduler is not None and not (cfg.lr_scheduler == "plateau" and unvalidated):
             ts.scheduler.step(value) if cfg.lr_scheduler == "plateau" else ts.scheduler.step()
         results = self.project.results_dir(self.run_id)
-        jobs = best_jobs(kept, data.volumes, results, epoch, f"Run {self.run_id}, epoch {epoch} (new best)"
+        masks = best_jobs(kept, data.volumes, results, epoch, f"Run {self.run_id}, epoch {epoch} (new best)"
                          + (": slice of most foreground" if data.volumes is not None else "")) \
             if is_best and kept is not None else []
+        jobs = self.saver.epoch(ts, epoch, is_best, previous, value) if self.r.is_main else []
         if self.r.is_main:
-            jobs += self.saver.epoch(ts, epoch, is_best, previous, value)  # after the masks they stand for
             if val is not None:
                 jobs += case_jobs(results, epoch, ts.best_epoch, val, class_names(data.train_ds, cfg.num_classes),
                                   f"Run {self.run_id}, epoch {epoch}")
             jobs.append((partial(update_sidecar, self.sidecar, epochs_done=epoch, best=ts.best,
                                  best_epoch=ts.best_epoch, updated=now_str()), "sidecar"))
+            self.writer.join()  # the previous epoch's files (long done, unless the disk is slow)
             # a resumed mid-epoch's seconds began before this process: never below 0
             outputs_s = max(0.0, time.perf_counter() - self.row_at - seconds)
             telemetry = {**(telemetry or {}), C.OUTPUT_SECONDS: outputs_s}
@@ -303,6 +306,8 @@ class RankRun:
         self.row_at = time.perf_counter()
         for job, key in jobs:  # the row first: no checkpoint on disk without its epoch row
             self.writer.submit(job, key)
+        for job, key in masks:
+            self.masks.submit(job, key)
 
     def failed(self, err: BaseException) -> None:
         """A bug or a lost peer: record it (the launcher names the rank that started it), mark

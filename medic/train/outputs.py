@@ -1,13 +1,15 @@
 """An epoch's outputs, written behind the training: the best epoch's masks and picture from the
 predictions the validation has just made, checkpoints, case tables and strips.
 
-    Writer        one background thread per process, jobs run in the order given: the masks of a
-                  best epoch are on disk before the checkpoints submitted after them. A job
-                  submitted with a key replaces a queued (not yet started) job of the same key:
-                  a newer last.pth, best_model.pth or set of best masks makes the older one
-                  pointless, so a slow disk never lets the queue (or its memory) grow with the
-                  epochs. ``join`` waits for everything; it is called only where no other
-                  process waits at a collective for this one (a stop, the end of the run).
+    Writer        a background thread that runs jobs in the order given. A job submitted with a
+                  key replaces a queued (not yet started) job of the same key: a newer last.pth,
+                  best_model.pth or set of best masks makes the older one pointless, so a slow
+                  disk never lets the queue (or its memory) grow with the epochs. Each process
+                  has two: rank 0's files (checkpoints, case tables, strips, the sidecar), waited
+                  for before the next epoch row, so that a row is never more than one epoch
+                  ahead of last.pth (the previous epoch's files have had a whole epoch); and its
+                  best masks and picture, waited for only at a stop and at the end, where no
+                  other process waits for this one at a collective.
     Predictions   what one validation keeps of its own shard for those outputs: per case its
                   predicted classes as bytes (uint8) with the metadata that maps them back onto
                   the case's grid and affine; on rank 0 the picture's slices of the first cases.
