@@ -39,7 +39,7 @@ from medic.train.data import Data, loader_message
 from medic.train.infer import predictor
 from medic.train.metrics import class_names
 from medic.train.models import build_loss, build_model, build_optimizer, make_scheduler
-from medic.train.outputs import PICTURE_CASES, Predictions, Writer, best_jobs, case_jobs
+from medic.train.outputs import PICTURE_CASES, Predictions, Writer, best_jobs, case_jobs, join_all
 from medic.train.save import Saver, TrainState
 from medic.train.selection import Selector, check_monitor, selected_name, validation_columns
 from medic.train.sync import EpochState, NonFiniteLoss, StepSync, StopFlag, agree, record_windows
@@ -121,7 +121,8 @@ class RankRun:
         self.start_wall = time.time()
         self.selector: Selector | None = None
         self.early_stop = ""  # the message, once patience has run out
-        # written while the next epoch trains: rank 0's files, and each rank's best masks (outputs.py)
+        # written while the next epoch trains: rank 0's case tables, strips and sidecar progress, and
+        # each rank's best masks and picture (outputs.py)
         self.writer, self.masks = Writer(), Writer()
         self.row_at = 0.0  # when the last epoch row was written (perf_counter)
 
@@ -142,8 +143,7 @@ class RankRun:
             step = Step(self.cfg, model, build_loss(), ts.optimizer, self.device, self.control, self.stop,
                         self.logger, self.con)
             stopped = self.epochs(step, ts, data, resumed)
-            self.writer.join()  # every output on disk before the run says it ended
-            self.masks.join()
+            join_all(self.writer, self.masks)  # every output on disk before the run says it ended
             status, code = ("stopped", 130) if stopped else ("completed", 0)
             message = self.early_stop
         except NonFiniteLoss as err:
@@ -163,8 +163,7 @@ class RankRun:
             raise
         finally:
             try:  # whatever happened, the files being written are finished (each one whole)
-                self.writer.join()
-                self.masks.join()
+                join_all(self.writer, self.masks)
             except Exception as err:  # noqa: BLE001 - the first failure is the one reported
                 self.con.error(f"medic: error: an output could not be written ({type(err).__name__}: {err})")
             if self.logger is not None:
@@ -220,8 +219,7 @@ class RankRun:
             timer = EpochTimer(self.device)
             if train_epoch(step, data.loader, es, epoch, first, data.steps, timer):
                 es.elapsed = time.perf_counter() - t0
-                self.writer.join()  # last.pth of the last whole epoch first
-                self.masks.join()
+                join_all(self.writer, self.masks)  # before the resume point that follows them
                 if r.is_main:
                     self.saver.partial(ts, done_epoch, epoch, es)
                     con.say("stopped_mid", epoch=epoch, checkpoint_epoch=done_epoch, run_id=self.run_id)
@@ -289,14 +287,14 @@ class RankRun:
         masks = best_jobs(kept, data.volumes, results, epoch, f"Run {self.run_id}, epoch {epoch} (new best)"
                          + (": slice of most foreground" if data.volumes is not None else "")) \
             if is_best and kept is not None else []
-        jobs = self.saver.epoch(ts, epoch, is_best, previous, value) if self.r.is_main else []
+        saves = self.saver.epoch(ts, epoch, is_best, previous, value) if self.r.is_main else []
+        jobs = []
         if self.r.is_main:
             if val is not None:
                 jobs += case_jobs(results, epoch, ts.best_epoch, val, class_names(data.train_ds, cfg.num_classes),
                                   f"Run {self.run_id}, epoch {epoch}")
             jobs.append((partial(update_sidecar, self.sidecar, epochs_done=epoch, best=ts.best,
                                  best_epoch=ts.best_epoch, updated=now_str()), "sidecar"))
-            self.writer.join()  # the previous epoch's files (long done, unless the disk is slow)
             # a resumed mid-epoch's seconds began before this process: never below 0
             outputs_s = max(0.0, time.perf_counter() - self.row_at - seconds)
             telemetry = {**(telemetry or {}), C.OUTPUT_SECONDS: outputs_s}
@@ -304,7 +302,9 @@ class RankRun:
                                   epoch_time=seconds, best_so_far=ts.best if ts.best is not None else float("nan"),
                                   is_best=is_best, **metrics, **telemetry)
         self.row_at = time.perf_counter()
-        for job, key in jobs:  # the row first: no checkpoint on disk without its epoch row
+        for save, _ in saves:  # after the row: no checkpoint without its row; before the next epoch:
+            save()             # a process killed in it resumes from this one
+        for job, key in jobs:
             self.writer.submit(job, key)
         for job, key in masks:
             self.masks.submit(job, key)

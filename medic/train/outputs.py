@@ -1,14 +1,14 @@
 """An epoch's outputs, written behind the training: the best epoch's masks and picture from the
-predictions the validation has just made, checkpoints, case tables and strips.
+predictions the validation has just made, case tables and strips. (Checkpoints are written by the
+training thread right after the epoch row, so that a process killed in the next epoch resumes
+from them.)
 
     Writer        a background thread that runs jobs in the order given. A job submitted with a
-                  key replaces a queued (not yet started) job of the same key: a newer last.pth,
-                  best_model.pth or set of best masks makes the older one pointless, so a slow
+                  key replaces a queued (not yet started) job of the same key: a newer set of best
+                  masks or sidecar progress makes the older one pointless, so a slow
                   disk never lets the queue (or its memory) grow with the epochs. Each process
-                  has two: rank 0's files (checkpoints, case tables, strips, the sidecar), waited
-                  for before the next epoch row, so that a row is never more than one epoch
-                  ahead of last.pth (the previous epoch's files have had a whole epoch); and its
-                  best masks and picture, waited for only at a stop and at the end, where no
+                  has two: rank 0's case tables, strips and sidecar progress; and its best masks
+                  and picture. Both are waited for only at a stop and at the end, where no
                   other process waits for this one at a collective.
     Predictions   what one validation keeps of its own shard for those outputs: per case its
                   predicted classes as bytes (uint8) with the metadata that maps them back onto
@@ -97,6 +97,12 @@ class Writer:
                 with self._cv:
                     self._busy = False
                     self._cv.notify_all()
+
+
+def join_all(*writers: Writer) -> None:
+    """Wait for every writer (each raises its first job error)."""
+    for writer in writers:
+        writer.join()
 
 
 @dataclass

@@ -6,8 +6,6 @@ epoch's prediction picture.
     checkpoints/<id>/top_k/epoch_N_<metric>_<value>.pth   with --save_top_k K: the K best
     checkpoints/<id>/last.pth            every epoch, written last (the resume point)
     results/<id>/best_epoch_N.png        image, ground truth and prediction of a few samples
-
-The files are written by a background thread (``medic.train.outputs.Writer``), in this order.
 """
 
 from __future__ import annotations
@@ -92,8 +90,7 @@ class Saver:
 
     def epoch(self, ts: TrainState, epoch: int, is_best: bool, previous: float | None,
               value: float) -> list[tuple[Callable[[], None], str | None]]:
-        """The epoch's checkpoint writes as ``(job, key)`` for the background writer, in their
-        order: model_epoch_N (every save_interval), best_model (on improvement), the top k, then
+        """The epoch's checkpoint writes as ``(job, key)``, to be run in their order: model_epoch_N (every save_interval), best_model (on improvement), the top k, then
         last.pth — last, so that when last.pth is intact nothing newer exists. The state is
         serialised here, once, and the same bytes go to each file."""
         folder = self.folder
