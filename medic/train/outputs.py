@@ -36,12 +36,8 @@ Job = tuple  # (a function of no arguments, its key or None)
 
 
 def _slow_write() -> float:
-    if os.environ.get("RANK", "0") != "0":
-        return 0.0
-    try:
-        return max(0.0, float(os.environ.get(SLOW_WRITE_ENV) or 0))
-    except ValueError:
-        return 0.0
+    from medic.train.checkpoint import env_seconds
+    return env_seconds(SLOW_WRITE_ENV) if os.environ.get("RANK", "0") == "0" else 0.0
 
 
 class Writer:
