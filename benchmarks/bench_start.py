@@ -92,9 +92,9 @@ IMPORTS = {
     "import torch": "import torch",
     "import torch and torch._dynamo (every torch optimizer's first step imports it)": "import torch, torch._dynamo",
     "import monai (all of it, as before)": "import torch, monai",
-    "import monai (held back: what a run uses)": "from medic.train.imports import import_monai; import_monai(False)",
+    "import monai (held back: what a run uses)": "from medic.train.data.monai_loader import import_monai; import_monai(False)",
     "a worker's floor: torch, torch._dynamo and MONAI as a run loads it":
-        "import torch._dynamo; from medic.train.imports import import_monai; import_monai(False)",
+        "import torch._dynamo; from medic.train.data.monai_loader import import_monai; import_monai(False)",
     "the torchrun agent's own imports, before it starts the workers": "import torch.distributed.run",
 }
 

@@ -69,7 +69,7 @@ def reference_parts(data: Path):
     from monai.metrics import DiceMetric
     from monai.networks.nets import UNet
 
-    from medic.train.data import split_indices  # the same validation cases as medic's
+    from medic.train.data.sets import split_indices  # the same validation cases as medic's
     torch.manual_seed(SEED)
     meta = json.loads((data / "dataset.json").read_text())
     records = [{"image": str(data / r["image"]), "label": str(data / r["label"])} for r in meta["training"]]
@@ -146,13 +146,15 @@ def medic_parts(data: Path):
     from medic.config import TrainConfig
     from medic.train import dist
     from medic.train.console import Console
-    from medic.train.infer import predictor
+    from medic.train.data.volumes import build_volume_data
     from medic.train.loop import Step, train_epoch
     from medic.train.models import build_loss, build_model, build_optimizer
-    from medic.train.outputs import PICTURE_CASES, Predictions
-    from medic.train.sync import EpochState, StopFlag
+    from medic.train.outputs.pictures import PICTURE_CASES
+    from medic.train.outputs.writer import Predictions
+    from medic.train.sliding import predictor
+    from medic.train.stopping import StopFlag
+    from medic.train.sync import EpochState
     from medic.train.validation import validate
-    from medic.train.volumes import build_volume_data
     cfg = TrainConfig.from_dict({"data": str(data), "batch_size": BATCH, "patch_size": " ".join(map(str, PATCH)),
                                  "val_fraction": VAL_FRACTION, "seed": SEED, "lr": LR, "spatial_dims": "3",
                                  "num_classes": 2, "normalize": "zscore", "log_interval": 1000}, strict=False)

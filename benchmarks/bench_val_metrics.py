@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from medic.config import TrainConfig
     from medic.train import dist
-    from medic.train.data import build_data
+    from medic.train.data.sets import build_data
     from medic.train.metrics import class_names
     from medic.train.models import build_loss, build_model, build_optimizer
     from medic.train.validation import validate

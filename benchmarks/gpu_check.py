@@ -46,7 +46,7 @@ def sync_audit(out_dir: Path, epochs: int = 2, log_interval: int = 5, extra: lis
 
     import torch
     from medic.train import loop
-    from medic.train.entry import main as train_main
+    from medic.train.launch.roles import main as train_main
     from medic.train.telemetry import EpochTimer
 
     counts = {"steps": 0, "flushes": 0, "epochs": 0, "event_waits_in_steps": 0, "event_waits_after_loop": 0}

@@ -40,12 +40,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from medic.config import TrainConfig
     from medic.train.console import Console
-    from medic.train.data import build_dataset
+    from medic.train.data.sets import build_dataset
     from medic.store.logger import MetricsLogger
     from medic.train.models import build_loss, build_model, build_optimizer
-    from medic.train.data import ResumableSampler
+    from medic.train.data.sets import ResumableSampler
     from medic.train.loop import Step, train_epoch
-    from medic.train.sync import EpochState, StopFlag
+    from medic.train.stopping import StopFlag
+    from medic.train.sync import EpochState
     from medic.train.telemetry import EpochTimer
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -116,5 +117,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from medic.train.entry import end_process  # a rank ends as medic's own ranks do
+    from medic.train.launch.roles import end_process  # a rank ends as medic's own ranks do
     end_process(main)

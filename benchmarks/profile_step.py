@@ -3,7 +3,7 @@
     python benchmarks/profile_step.py --epochs 3 --log_batch_metrics --log_interval 1 ...
     torchrun --nproc_per_node 2 benchmarks/profile_step.py --threads 1 ...   (as medic starts it)
 
-It runs the real trainer (``medic.train.entry.main``) unchanged; only the module attributes the loop
+It runs the real trainer (``medic.train.launch.roles.main``) unchanged; only the module attributes the loop
 calls through are wrapped with ``perf_counter`` timers (about a microsecond each):
 
     sync           the per-step agreement (``StepSync.poll``, ``.after_backward``, ``.close``,
@@ -42,7 +42,7 @@ def install() -> tuple[list[dict], dict]:
     """Wrap the timed parts; returns the list that fills with one dict per epoch, and the running
     totals (``save_epoch`` happens between epochs, so only its total is kept)."""
     from medic.train import dist, loop, sync
-    from medic.train.save import Saver
+    from medic.train.outputs.save import Saver
     from medic.train.console import Console
     from medic.store.logger import MetricsLogger
 
@@ -133,7 +133,7 @@ def optimizer_us(repeats: int = 50, rounds: int = 3) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     epochs, totals = install()
-    from medic.train.entry import main as train_main
+    from medic.train.launch.roles import main as train_main
     code = train_main(argv)
     out = os.environ.get("MEDIC_PROFILE_OUT")
     if out:
@@ -146,5 +146,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from medic.train.entry import end_process
+    from medic.train.launch.roles import end_process
     end_process(main)

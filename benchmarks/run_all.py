@@ -2,7 +2,8 @@
 numbers in ``results.json``), printed as well.
 
     python benchmarks/run_all.py            # quick mode: a few minutes
-    python benchmarks/run_all.py --full     # the large sizes: 1M logger rows, more rounds, 10M-row analysis
+    python benchmarks/run_all.py --full     # the large sizes: 1M logger rows, more rounds, 10M-row analysis,
+                                            # 10,000 runs for medic runs
     python benchmarks/run_all.py --smoke    # tiny sizes, to check the benchmarks themselves run
     python benchmarks/run_all.py --only logger readers
 
@@ -26,7 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH, Section, load_average, machine, table  # noqa: E402
 
-ORDER = ("logger", "readers", "analysis", "bigcsv", "overhead", "scaling", "lightning", "start", "val3d")
+ORDER = ("logger", "readers", "analysis", "bigcsv", "catalog", "overhead", "scaling", "lightning", "start",
+         "val3d")
 
 
 def analysis_section(mode: str, work: Path) -> Section:

@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     from torch.utils.data import DataLoader
 
     from medic.config import TrainConfig
-    from medic.train.data import build_dataset
+    from medic.train.data.sets import build_dataset
     from medic.train.models import build_loss, build_model, build_optimizer
-    from medic.train.data import ResumableSampler
+    from medic.train.data.sets import ResumableSampler
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world != 2:
@@ -126,5 +126,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from medic.train.entry import end_process  # a rank ends as medic's own ranks do
+    from medic.train.launch.roles import end_process  # a rank ends as medic's own ranks do
     end_process(main)

@@ -14,6 +14,7 @@ _LAZY = {
     "MedicError": ("medic.errors", "MedicError"),
     "CsvTail": ("medic.store.tail", "CsvTail"),
     "runs": ("medic.store.catalog", "runs"),
+    "catalog": ("medic.store.catalog", "catalog"),
     "load_run": ("medic.store.catalog", "load_run"),
     "Run": ("medic.store.catalog", "Run"),
     "compare_runs": ("medic.analysis.compare", "compare_runs"),
@@ -24,7 +25,7 @@ _LAZY = {
     "attach_sweep": ("medic.sweeps.handle", "attach_sweep"),
     "sweep_summary": ("medic.sweeps.results", "sweep_summary"),
     "predict": ("medic.train.predict", "predict"),
-    "load_model": ("medic.train.restore", "load_model"),
+    "load_model": ("medic.train.outputs.restore", "load_model"),
     "figures": ("medic.analysis.figures", None),  # ``from medic import figures``: the module
 }
 

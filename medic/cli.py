@@ -1,15 +1,16 @@
 """The ``medic`` command: parse, call, print. Each subcommand lives in its own module
-(``medic/commands/``, and ``medic.train.entry`` for training) and is imported only when used, so
+(``medic/commands/``, and ``medic.train.launch.roles`` for training) and is imported only when used, so
 ``medic analyze`` and ``medic watch`` never import torch. The commands share the argument parser
 below, which turns a bad flag into one line."""
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 
-from medic.errors import MedicError
+from medic.errors import MedicError, did_you_mean
 
 # the module of each command, imported by name when the command runs (never at start-up)
 COMMANDS = {
@@ -24,6 +25,7 @@ COMMANDS = {
     "sweep": ("medic.commands.sweep", "many trainings of the training notebook: grid or Optuna search, resumable"),
     "predict": ("medic.commands.predict", "segment new volumes with a trained run's model"),
     "evaluate": ("medic.commands.evaluate", "score masks against labels with the validation metrics"),
+    "check": ("medic.commands.check", "check a data set (every case at once) without training"),
 }
 
 
@@ -59,15 +61,24 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 class ArgParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as a ``MedicError``: one line, no usage dump, and writes
-    its help with ``HelpFormatter``."""
+    """argparse that reports a bad flag as a ``MedicError``: one line, no usage dump, with a
+    did-you-mean, and writes its help with ``HelpFormatter``. Prefixes are never guessed
+    (``allow_abbrev=False``): argparse would silently read ``--epoch`` as ``--epochs``, and a
+    prefix that a later flag makes ambiguous breaks scripts that worked."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs["allow_abbrev"] = False
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):
+        if message.startswith("unrecognized arguments:"):
+            flags = [t for t in message.split(":", 1)[1].split() if t.startswith("-")]
+            hint = did_you_mean(flags[0], self._option_string_actions) if flags else ""
+            if hint:
+                raise MedicError(f"{self.prog}: unrecognized argument {flags[0].split('=')[0]!r}; {hint}")
         raise MedicError(f"{self.prog}: {message}")
+
 
 
 def add_root_option(parser: argparse.ArgumentParser) -> None:
@@ -126,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"medic: error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        close = difflib.get_close_matches(name, list(COMMANDS), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else f"commands: {', '.join(COMMANDS)}"
+        print(f"medic: error: unknown command {name!r}; {hint} (medic --help lists them)", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
     return run_main(module.main, rest)

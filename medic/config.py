@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from medic.errors import MedicError
+from medic.errors import MedicError, did_you_mean
 from medic.store.columns import AVG_LOSS, direction
 
 
@@ -66,12 +67,14 @@ class TrainConfig:
     data: str = opt("", "a data set folder in one of three layouts: 2D images/ and masks/ of matching "
                         "file names (PNG, JPEG, TIFF, NPY, NIfTI); a Medical Segmentation Decathlon task "
                         "(dataset.json, imagesTr/, labelsTr/); an nnU-Net v2 raw data set (dataset.json, "
-                        "imagesTr/<case>_0000.nii.gz, labelsTr/); empty = built-in synthetic data", group="data")
-    dataset: str = opt("", "plug-in 'pkg.module:function' taking the config, returning a Dataset "
-                           "of (image, mask) tensors", group="data")
-    model: str = opt("", "plug-in 'pkg.module:function' taking the config, returning an nn.Module", group="model")
+                        "imagesTr/<case>_0000.nii.gz, labelsTr/); empty = built-in synthetic data (recorded as an "
+                        "absolute path)", group="data")
+    dataset: str = opt("", "plug-in 'pkg.module:function' or 'path/to/file.py:function' taking the config, "
+                           "returning a Dataset of (image, mask) tensors", group="data")
+    model: str = opt("", "plug-in 'pkg.module:function' or 'path/to/file.py:function' taking the config, "
+                         "returning an nn.Module", group="model")
     val_fraction: float = opt(0.0, "fraction of the data held out for validation (0 = none)", group="validation")
-    # k-fold cross-validation (medic.train.splits): validate fold i, train on the others
+    # k-fold cross-validation (medic.train.data.splits): validate fold i, train on the others
     folds: int = opt(0, "K-fold cross-validation: the number of folds (0 = none; from --splits when given)",
                      group="validation")
     fold: int = opt(-1, "the fold to validate, 0-based; -1 = none ('medic train --fold all [--slots N]': "
@@ -130,7 +133,9 @@ class TrainConfig:
                              "(shared by the ranks and by later runs)", group="data")
 
     def validate(self) -> "TrainConfig":
-        """Check every value; raise ``MedicError`` naming the first bad one."""
+        """Check every value; raise ``MedicError`` naming the first bad one. Paths become absolute
+        (``resolve_paths``)."""
+        self.resolve_paths()
         for f in fields(self):
             value = getattr(self, f.name)
             kind = _type_of(f)
@@ -167,12 +172,29 @@ class TrainConfig:
             raise MedicError(f"option dist_timeout must be > 0, got {self.dist_timeout}")
         for name in ("model", "dataset"):
             spec = getattr(self, name)
-            if spec and (spec.count(":") != 1 or not all(spec.split(":"))):
-                raise MedicError(f"option {name} must look like 'package.module:function', got {spec!r}")
+            where, _, function = spec.rpartition(":")
+            if spec and not (where and function and (where.endswith(".py") or ":" not in where)):
+                raise MedicError(f"option {name} must look like 'package.module:function' or "
+                                 f"'path/to/file.py:function', got {spec!r}")
         if self.data and self.dataset:
             raise MedicError("give either data (a folder) or dataset (a plug-in), not both")
         self.check_volume_options()
         return self
+
+    def resolve_paths(self) -> None:
+        """``data``, ``cache_dir`` and a plug-in given as a file (``models/net.py:build``) as
+        absolute paths: the run records where they are, not where they were seen from, so a
+        resume works from any working folder and two runs on the same folder record the same
+        value. Messages show them as typed again where that is shorter (``shown_path``)."""
+        for name in PATH_OPTIONS:
+            value = getattr(self, name)
+            if value:
+                setattr(self, name, os.path.abspath(os.path.expanduser(value)))
+        for name in ("model", "dataset"):
+            spec = getattr(self, name)
+            where, _, function = spec.rpartition(":")
+            if where.endswith(".py") and function:
+                setattr(self, name, f"{os.path.abspath(os.path.expanduser(where))}:{function}")
 
     def validate_selection(self) -> None:
         """The per-class metrics, monitor, EMA, top-k and patience options."""
@@ -272,6 +294,10 @@ class TrainConfig:
         return args
 
 
+# options that name a file or folder: stored as absolute paths (TrainConfig.resolve_paths)
+PATH_OPTIONS = ("data", "cache_dir")
+
+
 def _type_of(f) -> type:
     return {"int": int, "float": float, "str": str, "bool": bool}[f.type if isinstance(f.type, str) else f.type.__name__]
 
@@ -282,10 +308,11 @@ METAVARS = {"data": "PATH", "dataset": "MODULE:FUNCTION", "model": "MODULE:FUNCT
 
 
 def build_parser(prog: str = "medic train") -> argparse.ArgumentParser:
+    # allow_abbrev=False: argparse would silently read --epoch as --epochs
     from medic.cli import HelpFormatter  # the commands' help style (cli imports no module of medic)
 
     parser = argparse.ArgumentParser(
-        prog=prog, usage="%(prog)s [options]", formatter_class=HelpFormatter,
+        prog=prog, allow_abbrev=False, usage="%(prog)s [options]", formatter_class=HelpFormatter,
         description="Train a segmentation model with DDP and record its metrics.\n"
                     "Every flag also takes dashes (--log-batch-metrics).",
         epilog="Any other torchrun rendezvous flag (--nnodes, --node_rank, --rdzv_endpoint,\n"
@@ -316,7 +343,16 @@ def build_parser(prog: str = "medic train") -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None, prog: str = "medic train") -> tuple[TrainConfig, list[str]]:
     """Parse training flags; unknown ``--rdzv*``/``--nnodes``-style flags are returned for
     torchrun. A bad flag or value becomes a ``MedicError`` (one line, no usage dump)."""
+    values, torchrun_flags = parse_values(argv, prog)
+    return TrainConfig(**values).validate(), torchrun_flags
+
+
+def parse_values(argv: list[str] | None, prog: str, extend=None) -> tuple[dict[str, Any], list[str]]:
+    """The parsed flags as a dict, and torchrun's flags; ``extend(parser)`` adds more flags
+    (``medic train``'s launcher options)."""
     parser = build_parser(prog)
+    if extend is not None:
+        extend(parser)
     parser.exit_on_error = False
     try:
         ns, rest = parser.parse_known_args(argv)
@@ -324,11 +360,9 @@ def parse_args(argv: list[str] | None, prog: str = "medic train") -> tuple[Train
         raise MedicError(str(err)) from None
     torchrun_flags, bad = _split_torchrun_flags(rest)
     if bad:
-        close = difflib.get_close_matches(bad[0].split("=")[0].lstrip("-").replace("-", "_"),
-                                          [f.name for f in fields(TrainConfig)], n=1)
-        raise MedicError(f"unrecognized argument {bad[0]!r}" + (f"; did you mean --{close[0]}?" if close else ""))
-    values = {k: " ".join(v) if isinstance(v, list) else v for k, v in vars(ns).items()}
-    return TrainConfig(**values).validate(), torchrun_flags
+        hint = did_you_mean(bad[0], parser._option_string_actions) if bad[0].startswith("-") else ""
+        raise MedicError(f"unrecognized argument {bad[0].split('=')[0]!r}" + (f"; {hint}" if hint else ""))
+    return {k: " ".join(v) if isinstance(v, list) else v for k, v in vars(ns).items()}, torchrun_flags
 
 
 TORCHRUN_FLAGS = {"nnodes", "node_rank", "rdzv_endpoint", "rdzv_backend", "rdzv_id", "rdzv_conf",
@@ -350,3 +384,4 @@ def _split_torchrun_flags(rest: list[str]) -> tuple[list[str], list[str]]:
             bad.append(tok)
         i += 1
     return passed, bad
+

@@ -10,14 +10,18 @@ The job is ``python -m medic.train ...`` (which starts torchrun itself for sever
 its own session, so it outlives the kernel that started it and a kernel interrupt or restart never
 reaches it. Its output goes to ``log/launcher_<id>.log`` (a pipe nobody drains would stall
 training), and ``log/launcher_<id>.pid`` records the agent's pid so another process can find it.
-Stopping sends SIGINT (the trainer saves a checkpoint and marks the run stopped), then escalates to
-SIGTERM and SIGKILL on the agent *and* its workers: torchrun starts each worker in a session of
-its own, so killing the agent alone would leave them training.
+
+Stopping writes a stop request next to the run (``medic.store.control``), which the trainer reads
+at its next progress interval from whatever host it runs on: it saves a checkpoint and marks the
+run stopped. Where the job's process is local, SIGINT is sent as well (the fast path), then, if
+it does not end, SIGTERM and SIGKILL to the agent *and* its workers: torchrun starts each worker
+in a session of its own, so killing the agent alone would leave them training.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import site
 import subprocess
@@ -27,13 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from medic.errors import MedicError, RunNotFoundError
-from medic.procs import descendants, pid_alive, process_start_ticks, send_signal
-from medic.store.paths import RUN_ID_RE, Project, reserve_run_id
-from medic.store.files import write_json_atomic
-from medic.store.sidecar import now_str, read_sidecar, written_at
+from medic.procs import descendants, hostname, pid_alive, pid_scope, process_start_ticks, send_signal
+from medic.store.control import request_stop
+from medic.store.paths import RUN_ID_RE, Project, is_claim, release_run_id, reserve_run_id, resumed_run_id
+from medic.store.files import tail_lines, write_json_atomic
+from medic.store.sidecar import now_str, read_sidecar, update_sidecar, written_at
+from medic.store.status import ACTIVE, FINISHED, run_status, is_local
 
 # what an attached job reports as its exit code when only the sidecar's status is known
-STATUS_RETURNCODES = {"completed": 0, "stopped": 130, "failed": 1}
+STATUS_RETURNCODES = {"completed": 0, "stopped": 130, "failed": 1, "interrupted": 1, "timeout": 1}
 
 
 def pidfile_path(project: Project, run_id: str) -> Path:
@@ -80,9 +86,9 @@ class Job:
         return read_sidecar(self.project.sidecar(self.run_id))
 
     @property
-    def status(self) -> str | None:
-        """The run's status from its sidecar: running, completed, failed or stopped."""
-        return (self.sidecar or {}).get("status")
+    def status(self) -> str:
+        """The run's status: one word of the table in ``medic.store.status``."""
+        return run_status(self.project, self.run_id)
 
     @property
     def log_path(self) -> Path:
@@ -98,6 +104,8 @@ class Job:
                 self._record_returncode(rc)
             return rc
         if pid_alive(self.pid, start_ticks=self.start_ticks):
+            return None
+        if self.pid is None and self.status in ACTIVE:  # a run on another host: alive by its heartbeat
             return None
         saved = (read_sidecar(pidfile_path(self.project, self.run_id)) or {}).get("returncode")
         if isinstance(saved, int):
@@ -152,18 +160,31 @@ class Job:
                 raise TimeoutError(f"run {self.run_id} is still running after {timeout:g} s")
 
     def stop(self, timeout: float = 60.0, kill_after: float = 10.0) -> int | None:
-        """Stop the job: SIGINT to the agent (workers save a checkpoint, the run is marked stopped).
+        """Stop the job: a stop request in the run's files (read by the trainer on any host: it
+        saves a checkpoint and marks the run stopped) and, where its process is local, SIGINT to
+        the agent, escalating as below. A run on another host is waited for.
 
         Args:
             timeout: seconds to wait for the graceful stop before SIGTERM goes to the agent and
-                every worker.
+                every worker (a local job), or before giving up waiting (a job elsewhere).
             kill_after: seconds after the SIGTERM before SIGKILL.
 
         Returns:
-            The job's exit code (130 for a graceful stop).
+            The job's exit code (130 for a graceful stop); None when a run elsewhere has not
+            ended by then.
         """
         if not self.running:
             return self.returncode
+        try:
+            request_stop(self.project, self.run_id, "stop", reason="medic stop")
+        except OSError:
+            if self.pid is None:
+                raise
+        if self.pid is None:  # elsewhere: the request is the only way
+            deadline = time.monotonic() + timeout
+            while self.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            return self.poll()
         known: dict[int, int | None] = {}
 
         def gather() -> list[int]:
@@ -194,13 +215,7 @@ class Job:
         Args:
             n: how many lines.
         """
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(max(0, f.seek(0, os.SEEK_END) - 256 * max(n, 1)))
-                lines = f.read().decode(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(lines[-n:])
+        return "\n".join(tail_lines(self.log_path, n))
 
     def raise_for_status(self) -> None:
         """Raise ``MedicError`` (with the end of the log) unless the job ended and completed."""
@@ -210,15 +225,49 @@ class Job:
         status = self.status
         if rc != 0 or status != "completed":
             message = (self.sidecar or {}).get("message") or ""
-            raise MedicError(f"run {self.run_id} ended with exit code {rc}, status {status or 'unknown'}"
+            raise MedicError(f"run {self.run_id} ended with exit code {rc}, status {status}"
                              + (f": {message}" if message else "")
                              + f"\n--- last lines of {self.log_path} ---\n{self.log_tail(15)}")
+
+
+class SlurmJob(Job):
+    """A training job that SLURM runs: its state comes from ``squeue`` and the run's files, never
+    from a pid (the processes live on compute nodes). ``stop`` goes through the run's files (the
+    trainer saves a checkpoint and the run is marked stopped); a job still waiting is cancelled."""
+
+    @property
+    def job_id(self) -> str:
+        """SLURM's job id (the same across requeues), from the run's sidecar."""
+        info = (self.sidecar or {}).get("slurm")
+        return str(info.get("job_id") or "") if isinstance(info, dict) else ""
+
+    def __repr__(self) -> str:
+        return f"<SlurmJob run {self.run_id}, SLURM job {self.job_id} ({self.status}) in {self.project.root}>"
+
+    @property
+    def log_path(self) -> Path:
+        """SLURM's output file of the job (every rank-0 line, and the job's own errors)."""
+        return self.project.log / f"slurm_{self.run_id}_{self.job_id}.out"
+
+    def poll(self) -> int | None:
+        if self._returncode is None and self.status in FINISHED:
+            self._returncode = STATUS_RETURNCODES.get(self.status or "", 1)
+        return self._returncode
+
+    def stop(self, timeout: float = 60.0, kill_after: float = 60.0) -> int | None:
+        """Stop the run: a job that waits is cancelled (``scancel``) and nothing trains; a running
+        one is asked through the files to save a checkpoint and stop. After ``timeout`` s without
+        an end, the job is cancelled; ``kill_after`` s more are left for SLURM to end it."""
+        from medic.slurm.control import stop_run
+        if self.poll() is None:
+            stop_run(self.project, self.run_id, self.job_id, lambda: self.poll() is not None, timeout, kill_after)
+        return self.poll()
 
 
 # -- launch / attach -------------------------------------------------------------------------------
 
 def _child_env(run_id: str) -> dict[str, str]:
-    env = dict(os.environ, MEDIC_RUN_ID=run_id, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **({"MEDIC_RUN_ID": run_id} if run_id else {}))
     # the job runs the same medic as this process, even when it is imported from a source tree
     src = str(Path(__file__).resolve().parent.parent)
     if src not in site.getsitepackages():
@@ -226,43 +275,37 @@ def _child_env(run_id: str) -> dict[str, str]:
     return env
 
 
-def _resumed_run_id(project: Project, resume: str) -> str:
-    if resume == "latest":  # the trainer's choice (the same function decides)
-        run_id = project.newest_resumable()
-        if run_id is None:
-            raise RunNotFoundError(f"resume=latest but no run in {project.root} has a checkpoint to resume from")
-        return run_id
-    found = RUN_ID_RE.search(str(resume))
-    if not found:
-        raise RunNotFoundError(f"cannot tell which run {resume!r} continues; give a run id")
-    return found.group(0)
-
-
 def _sweep_run_id(project: Project) -> str | None:
-    """The run id a sweep driver reserved for this trial (``MEDIC_SWEEP_RUN_ID``), while unused."""
+    """The run id a sweep driver reserved for this trial (``MEDIC_SWEEP_RUN_ID``), while unused:
+    its sidecar is still the bare claim, and no job was started for it."""
     run_id = os.environ.get("MEDIC_SWEEP_RUN_ID", "")
-    csv = project.epoch_csv(run_id) if RUN_ID_RE.fullmatch(run_id) else None
-    if csv is None or not csv.is_file() or csv.stat().st_size or project.sidecar(run_id).exists() \
-            or pidfile_path(project, run_id).exists():
+    if not RUN_ID_RE.fullmatch(run_id) or not is_claim(read_sidecar(project.sidecar(run_id))) \
+            or project.epoch_csv(run_id).exists() or pidfile_path(project, run_id).exists():
         return None
     return run_id
 
 
-def launch(config, root: str | os.PathLike | None = None) -> Job:
+def launch(config, root: str | os.PathLike | None = None, launcher: str = "local",
+           slurm: dict[str, Any] | None = None) -> Job:
     """Start training in the background and return its ``Job`` at once.
 
     The job runs in a session of its own, so it outlives the kernel that launched it; its output
-    goes to ``log/launcher_<run_id>.log``.
+    goes to ``log/launcher_<run_id>.log``. With ``launcher="slurm"`` it is a SLURM batch job
+    instead: this returns once SLURM has accepted it, with a ``SlurmJob``.
 
     Args:
         config: a ``TrainConfig``, or a dict of its options (checked like the command line's).
         root: the project root (default: the working directory).
+        launcher: ``"local"`` (processes on this machine) or ``"slurm"`` (``sbatch``).
+        slurm: the SLURM request, ``medic train``'s SLURM options by name
+            (``{"nodes": 2, "gpus_per_node": 4, "time": "12:00:00", "partition": "gpu"}``).
 
     Returns:
         The job; its ``run_id`` is known at once.
 
     Raises:
-        MedicError: an unknown option or a bad value, or a root that is not a folder.
+        MedicError: an unknown option or a bad value, or a root that is not a folder; for SLURM,
+            no ``sbatch`` or a job that ``sbatch`` refuses (its message).
 
     Example::
 
@@ -274,15 +317,19 @@ def launch(config, root: str | os.PathLike | None = None) -> Job:
         print(job.log_tail(5))
     """
     from medic.config import TrainConfig
+    from medic.slurm.options import SlurmOptions
     config = TrainConfig.from_dict(config) if isinstance(config, dict) else config.validate()
+    options = SlurmOptions.from_dict({**(slurm or {}), "launcher": launcher})
     cwd = Path(root if root is not None else os.getcwd()).resolve()
     if not cwd.is_dir():
         raise MedicError(f"project root {cwd} is not a folder")
     project = Project.at(cwd / config.output_dir if config.output_dir else cwd)
+    if options.launcher == "slurm":
+        return _submit(config, options, project, cwd)
     project.make_dirs()
     reserved = not config.resume
     run_id = (_sweep_run_id(project) or reserve_run_id(project)) if reserved \
-        else _resumed_run_id(project, config.resume)
+        else resumed_run_id(project, config.resume)
     argv = [sys.executable, "-m", "medic.train", *config.to_args(include_launcher=True)]
     log_path = launcher_log_path(project, run_id)
     try:
@@ -290,15 +337,30 @@ def launch(config, root: str | os.PathLike | None = None) -> Job:
             popen = subprocess.Popen(argv, cwd=cwd, env=_child_env(run_id), stdin=subprocess.DEVNULL,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     except OSError as err:
-        csv = project.epoch_csv(run_id)
-        if reserved and csv.exists() and csv.stat().st_size == 0:
-            csv.unlink()
+        if reserved:
+            release_run_id(project, run_id)
         raise MedicError(f"could not start training: {err}") from err
+    if reserved:  # the claim names the job's process from now on, not this one
+        update_sidecar(project.sidecar(run_id), pid=popen.pid)
     ticks = process_start_ticks(popen.pid)
     write_json_atomic(pidfile_path(project, run_id), {
         "run_id": run_id, "pid": popen.pid, "start_ticks": ticks, "start_time": now_str(),
+        "host": hostname(), "pid_scope": pid_scope(),
         "argv": argv, "cwd": str(cwd), "log": str(log_path)})
     return Job(run_id, project, popen.pid, ticks, popen=popen)
+
+
+def _submit(config, options, project: Project, cwd: Path) -> "SlurmJob":
+    """``medic train --launcher slurm`` in a child process (the same checks and claim as in a
+    shell); it returns once SLURM has accepted the job."""
+    argv = [sys.executable, "-m", "medic.train", *config.to_args(include_launcher=True), *options.to_args()]
+    proc = subprocess.run(argv, cwd=cwd, env=_child_env(""), stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=300)
+    found = re.search(r"run (\S+): SLURM job \S+ submitted", proc.stdout)
+    if proc.returncode != 0 or not found:
+        lines = (proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}").splitlines()
+        raise MedicError(lines[-1].removeprefix("medic: error: "))
+    return SlurmJob(found.group(1), project, None)
 
 
 def attach(run_id: str | None = None, root: str | os.PathLike | None = None) -> Job:
@@ -311,8 +373,11 @@ def attach(run_id: str | None = None, root: str | os.PathLike | None = None) -> 
             raise RunNotFoundError(f"no runs in {project.metrics}")
         run_id = ids[-1]
     run_id = str(run_id)
+    side = read_sidecar(project.sidecar(run_id)) or {}
+    if side.get("launcher") == "slurm" and isinstance(side.get("slurm"), dict) and side["slurm"].get("job_id"):
+        return SlurmJob(run_id, project, None)
     info = read_sidecar(pidfile_path(project, run_id))
-    if info and isinstance(info.get("pid"), int):
+    if info and isinstance(info.get("pid"), int) and is_local(info):
         rc = info.get("returncode")
         return Job(run_id, project, info["pid"], info.get("start_ticks"),
                    returncode=rc if isinstance(rc, int) else None)
@@ -322,8 +387,8 @@ def attach(run_id: str | None = None, root: str | os.PathLike | None = None) -> 
     # without a pid file: the torchrun agent (or the single process) named in the sidecar, unless
     # that pid now belongs to a process started after the sidecar was last written
     written = written_at(project.sidecar(run_id))
-    for key in ("agent_pid", "pid"):
-        pid = (sidecar or {}).get(key)
+    for key in ("agent_pid", "pid") if sidecar is not None and is_local(sidecar) else ():
+        pid = sidecar.get(key)
         if isinstance(pid, int) and pid_alive(pid, written_at=written):
             return Job(run_id, project, pid, process_start_ticks(pid))
     return Job(run_id, project, None)

@@ -17,6 +17,7 @@ import ast
 import difflib
 import io
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import fields
@@ -25,7 +26,6 @@ from typing import Any
 
 from medic.errors import MedicError
 from medic.live.session import show_analysis  # noqa: F401 (03_analyze calls nb.show_analysis)
-from medic.store.sidecar import read_sidecar
 
 KERNEL_NAME = "medic"
 NOTEBOOKS = ("01_train", "02_monitor", "03_analyze", "04_compare")
@@ -33,9 +33,10 @@ NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 LITERAL_TYPES = (bool, int, float, str, list, dict, type(None))
 # each notebook's parameters (name -> type); 01_train also takes every training option
 COMMON = {"project_root": str, "interactive": bool}
-TRAIN_NOTEBOOK_PARAMETERS = {**COMMON, "refresh_seconds": float}
+TRAIN_NOTEBOOK_PARAMETERS = {**COMMON, "refresh_seconds": float, "launcher": str, "slurm": dict}
 MONITOR_PARAMETERS = {"run_id": str, **COMMON, "refresh_seconds": float, "timeout_seconds": float}
-COMPARE_PARAMETERS = {"run_ids": list, "where": dict, "sweep": str, "metrics": list, **COMMON}
+COMPARE_PARAMETERS = {"run_ids": list, "where": dict, "sweep": str, "status": str, "since": str, "top": int,
+                      "by": str, "metrics": list, **COMMON}
 SWEEP_PARAMETERS = {"grid": dict, "space": dict, "trials": int, "fixed": dict, "slots": int, "prune": str,
                     "prune_startup": int, "sweep_id": str, **COMMON, "refresh_seconds": float}
 ANALYZE_PARAMETERS = {"run_id": str, "metrics_file": str, **COMMON, "batch_metrics": bool, "top_n": int}
@@ -107,6 +108,26 @@ def train_config(namespace: dict[str, Any]):
     return TrainConfig.from_dict({k: v for k, v in values.items() if k in spec})
 
 
+def launch_settings(namespace: dict[str, Any]) -> dict[str, Any]:
+    """Where the training notebook's run goes (``launcher`` and the ``slurm`` request), checked,
+    as keyword arguments of ``medic.launch``."""
+    from medic.config import TrainConfig
+    from medic.slurm.options import SlurmOptions
+    spec = {f.name: object for f in fields(TrainConfig)}
+    p = parameters(namespace, {**spec, **TRAIN_NOTEBOOK_PARAMETERS})
+    options = SlurmOptions.from_dict({**p.get("slurm", {}), "launcher": p.get("launcher", "local")})
+    return {"launcher": options.launcher, "slurm": dict(p.get("slurm", {}))}
+
+
+def shell_command(config, where: dict[str, Any]) -> str:
+    """The ``medic train`` command line of the same run (``where``: from ``launch_settings``)."""
+    from medic.slurm.options import SlurmOptions
+    args = config.to_args(include_launcher=True)
+    if where.get("launcher") == "slurm":
+        args += SlurmOptions.from_dict({**where.get("slurm", {}), "launcher": "slurm"}).to_args()
+    return " ".join(["medic", "train", *(shlex.quote(a) for a in args)])
+
+
 def monitor_settings(namespace: dict[str, Any]) -> dict[str, Any]:
     """The monitor notebook's parameters, checked, as keyword arguments of ``medic.live.monitor``."""
     p = parameters(namespace, MONITOR_PARAMETERS)
@@ -114,17 +135,19 @@ def monitor_settings(namespace: dict[str, Any]) -> dict[str, Any]:
         raise MedicError("refresh_seconds must be > 0 and timeout_seconds >= 0, got "
                          f"{p.get('refresh_seconds')} and {p.get('timeout_seconds')}")
     root = project_root(p.get("project_root", ""))
-    return {"run": run_id_for(p.get("run_id", ""), root), "root": root,
+    # the newest run even while it starts (its sidecar only): the monitor waits for its rows
+    return {"run": run_id_for(p.get("run_id", ""), root, need="any"), "root": root,
             "refresh": p.get("refresh_seconds", 1.0), "timeout": p.get("timeout_seconds") or None}
 
 
-def run_id_for(run_id: str, root: str | os.PathLike) -> str:
-    """``run_id`` checked to exist in the project, or the newest run when it is empty."""
+def run_id_for(run_id: str, root: str | os.PathLike, need: str = "epoch_csv") -> str:
+    """``run_id`` checked to exist in the project, or the newest run (with the file ``need``)
+    when it is empty."""
     from medic.store.catalog import check_run_id, newest_run_id
     from medic.store.paths import Project
     project = Project.at(root)
     if not run_id:
-        return newest_run_id(project)
+        return newest_run_id(project, need)
     check_run_id(project, str(run_id))
     return str(run_id)
 
@@ -146,26 +169,30 @@ def analyze_settings(namespace: dict[str, Any]) -> dict[str, Any]:
 
 def compare_settings(namespace: dict[str, Any]) -> dict[str, Any]:
     """The comparison notebook's parameters, checked; ``runs`` are the chosen, loaded runs: the
-    ones named in ``run_ids``, else every run whose options match ``where``, else the newest two."""
-    from medic.store.catalog import check_run_id, load_run
+    ones named in ``run_ids``, else the runs the filters pick (``where``: options; ``sweep``,
+    ``status``, ``since``, ``top``/``by``: those of ``medic runs``, from the same catalog), else
+    the newest two."""
+    from medic.store.catalog import catalog, check_run_id, is_missing, load_run
     from medic.errors import RunNotFoundError
     from medic.store.paths import Project
     p = parameters(namespace, COMPARE_PARAMETERS)
     root = project_root(p.get("project_root", ""))
     project = Project.at(root)
     ids, where = [str(i) for i in p.get("run_ids", [])], p.get("where", {})
-    if p.get("sweep") and not ids:  # the runs of one sweep
-        ids = [i for i in project.run_ids() if (read_sidecar(project.sidecar(i)) or {}).get("sweep") == p["sweep"]
-               and project.epoch_csv(i).exists()]
-        if not ids:
-            raise RunNotFoundError(f"no run in {project.metrics} belongs to sweep {p['sweep']!r}")
-    elif ids:
+    filters = {k: p[k] for k in ("sweep", "status", "since", "top", "by") if p.get(k) not in (None, "", 0)}
+    if ids:
         for run_id in ids:
             check_run_id(project, run_id)
-    elif where:
-        ids = [i for i in project.run_ids() if _matches((read_sidecar(project.sidecar(i)) or {}).get("config"), where)]
+    elif where or filters:
+        table = catalog(root, **filters)
+        table = table[table["files"].str.split(",").map(lambda tags: "epoch" in tags)]
+        ids = [r["run_id"] for r in table.to_dict("records")
+               if _matches({k: r[k] for k in where if k in r and not is_missing(r[k])}, where)]
         if not ids:
-            raise RunNotFoundError(f"no run in {project.metrics} has the options {where}")
+            what = (f"belongs to sweep {p['sweep']!r}" if set(filters) == {"sweep"} and not where else
+                    f"has the options {where}" if where and not filters else
+                    "matches " + ", ".join(f"{k}={v!r}" for k, v in {**filters, **where}.items()))
+            raise RunNotFoundError(f"no run in {project.metrics} {what}")
     else:
         ids = [i for i in project.run_ids() if project.epoch_csv(i).exists()][-2:]
         if not ids:
@@ -280,10 +307,10 @@ def run_all(out_dir: str | os.PathLike, root: str | os.PathLike | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m medic.notebooks",
+    parser = argparse.ArgumentParser(prog="python -m medic.notebooks", allow_abbrev=False,
                                      description="Run the notebooks headlessly with papermill.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run-all", help="train a small run, then monitor, analyse and compare it")
+    p = sub.add_parser("run-all", allow_abbrev=False, help="train a small run, then monitor, analyse and compare it")
     p.add_argument("out_dir", nargs="?", default="analysis/notebooks",
                    help="where the executed notebooks go (default: analysis/notebooks)")
     p.add_argument("--root", default="", help="project root (default: found from the working directory)")

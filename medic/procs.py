@@ -12,7 +12,27 @@ must still be resumable.
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
+
+
+def hostname() -> str:
+    """This host's name as medic records it (``MEDIC_HOSTNAME`` overrides it, for tests)."""
+    return os.environ.get("MEDIC_HOSTNAME") or socket.gethostname()
+
+
+def pid_scope() -> str:
+    """Where a pid means this process table: the kernel's boot id and the pid namespace. Two
+    machines (or containers) may share a host name; a pid recorded under another scope cannot be
+    checked here."""
+    parts = []
+    for path, read in (("/proc/sys/kernel/random/boot_id", lambda p: open(p).read().strip()),
+                       ("/proc/self/ns/pid", os.readlink)):
+        try:
+            parts.append(read(path))
+        except OSError:
+            parts.append("")
+    return "/".join(parts)
 
 
 def _stat_fields(pid: int) -> list[str] | None:

@@ -166,19 +166,20 @@ def test_os_replace_only_in_the_atomic_write():
 # which parts may import which: the layers of DESIGN.md, lowest first. A part imports only
 # itself and the parts listed for it; nothing imports upwards.
 # the column registry imports nothing and every layer asks it, the trainer's options included
-BASE = {"medic", "medic.errors", "medic.lang", "medic.procs", "medic.config", "medic.cli", "medic.store.columns"}
+BASE = {"medic", "medic.errors", "medic.lang", "medic.procs", "medic.squeue", "medic.config", "medic.cli", "medic.store.columns"}
 ALLOWED = {
     "base": {"base"},
     "store": {"base", "store"},
-    "train": {"base", "store", "train"},
+    "slurm": {"base", "store", "slurm"},
+    "train": {"base", "store", "slurm", "train"},
     "analysis": {"base", "store", "analysis"},
-    "jobs": {"base", "store"},
+    "jobs": {"base", "store", "slurm"},
     "integrations": {"base", "store", "integrations"},
     "export": {"base", "store", "analysis", "export"},
-    "live": {"base", "store", "analysis", "jobs", "live"},
-    "sweeps": {"base", "store", "analysis", "jobs", "live", "sweeps"},
-    "notebooks": {"base", "store", "analysis", "jobs", "live", "sweeps", "notebooks"},
-    "commands": {"base", "store", "train", "analysis", "jobs", "live", "sweeps", "integrations", "export", "commands"},
+    "live": {"base", "store", "analysis", "jobs", "slurm", "live"},
+    "sweeps": {"base", "store", "analysis", "jobs", "slurm", "live", "sweeps"},
+    "notebooks": {"base", "store", "analysis", "jobs", "slurm", "live", "sweeps", "notebooks"},
+    "commands": {"base", "store", "train", "slurm", "analysis", "jobs", "live", "sweeps", "integrations", "export", "commands"},
 }
 
 
@@ -195,3 +196,20 @@ def test_imports_run_only_downwards():
     wrong = [f"{m} -> {t}" for m, targets in graph().items() for t in targets
              if part_of(t) not in ALLOWED[part_of(m)]]
     assert not wrong, "imports against the layering: " + ", ".join(sorted(wrong))
+
+
+def test_the_launch_side_of_training_imports_no_torch():
+    """``medic.train.launch`` (the roles, the checks before start, torchrun) and the data checks
+    it runs load no torch: a bad flag or a bad data set is reported before torch's seconds of
+    import, and the launcher process stays small. Imported for real, in a fresh interpreter."""
+    import subprocess
+    import sys
+    launch = sorted(n for n in MODULES if n.startswith("medic.train.launch"))
+    checks = ["medic.train.data.folders", "medic.train.data.layouts", "medic.train.data.splits"]
+    assert "medic.train.launch.roles" in launch and len(launch) >= 4
+    code = ("import importlib, sys\n"
+            f"for name in {launch + checks!r}:\n"
+            "    importlib.import_module(name)\n"
+            "    assert 'torch' not in sys.modules, name + ' imports torch'\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

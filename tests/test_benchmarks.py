@@ -148,6 +148,16 @@ def test_big_csv_benchmark_times_cold_grown_and_naive_processes(tmp_path):
 
 
 @pytest.mark.slow
+def test_catalog_benchmark_times_cold_unchanged_grown_and_naive_listings(tmp_path):
+    import bench_catalog
+    section = bench_catalog.run("smoke", tmp_path)  # it checks the listing itself: grown runs, problems
+    r = section.data
+    assert r["runs"] == 200 and set(r["seconds"]) == set(r["peak_mb"]) == {"cold", "unchanged", "grown", "naive"}
+    assert all(v > 0 for v in r["seconds"].values()) and r["in_process"]["runs"] == 200
+    assert "| naive: one `pd.read_csv` per file |" in section.body and len(section.summary) == 4
+
+
+@pytest.mark.slow
 def test_start_benchmark_reports_before_after_and_the_floor(tmp_path):
     import bench_start
     section = bench_start.run("smoke", tmp_path)

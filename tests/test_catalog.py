@@ -70,13 +70,14 @@ def test_runs_after_the_guides_cleanup_commands(project):
     assert frame.loc["20250102_000000", "files"] == "batch,json,log"  # the find removed its epoch CSV
     assert frame.loc["20250103_000000", "epochs_done"] == 2
     assert frame.loc["20250104_000000", "files"] == "epoch,batch,json"
-    assert frame.loc["20250105_000000", "status"] == "unknown"  # no sidecar
+    # no sidecar: its files are its only sign of life, and they have just been written
+    assert frame.loc["20250105_000000", "status"] == "running"
     assert frame.loc["20250105_000000", "epochs_done"] == 2
     out = cli("runs", cwd=project)
     assert out.returncode == 0 and "20250105_000000" in out.stdout and "epoch CSV missing" in out.stdout
 
 
-def test_status_of_live_dead_reused_and_stale_runs(project):
+def test_status_of_live_dead_reused_and_silent_runs(project):
     write_run(project, "20250101_000001", epochs=2, status="running", pid=os.getpid())
     write_run(project, "20250101_000002", epochs=2, status="running", pid=dead_pid())
     write_run(project, "20250101_000003", epochs=2, status="running", pid=None)
@@ -90,7 +91,7 @@ def test_status_of_live_dead_reused_and_stale_runs(project):
         f.write("3,0.2,0.1")
     status = runs(project).set_index("run_id")["status"].to_dict()
     assert status == {"20250101_000001": "running", "20250101_000002": "interrupted",
-                      "20250101_000003": "running", "20250101_000004": "stale",
+                      "20250101_000003": "running", "20250101_000004": "interrupted",
                       "20250101_000005": "interrupted"}
     assert runs(project).set_index("run_id").loc["20250101_000001", "epochs_done"] == 2
     update_sidecar(project / "metrics" / "run_20250101_000002.json", status="failed")
@@ -103,7 +104,8 @@ def test_load_run_by_id_path_and_latest(tmp_path_factory):
     by_path = load_run(latest.paths["epoch_csv"])
     by_batch_path = load_run(latest.paths["batch_csv"])
     assert by_path.run_id == by_batch_path.run_id == latest.run_id
-    assert set(latest.paths) == {"epoch_csv", "batch_csv", "sidecar", "log", "checkpoints", "results"}
+    assert set(latest.paths) - {"heartbeat"} == {"epoch_csv", "batch_csv", "sidecar", "log", "checkpoints",
+                                                 "results"}
     e = latest.epochs
     assert list(e.columns[:9]) == ["Epoch", "Avg_Loss", "Min_Batch_Loss", "Max_Batch_Loss", "Learning_Rate",
                                    "Epoch_Time_Seconds", "Best_Loss_So_Far", "Is_Best_Model", "Timestamp"]

@@ -1,8 +1,9 @@
+import os
 from dataclasses import fields
 
 import pytest
 
-from medic.config import TrainConfig, parse_args
+from medic.config import PATH_OPTIONS, TrainConfig, parse_args
 from medic.errors import MedicError
 
 
@@ -29,7 +30,8 @@ def test_every_option_is_a_flag_in_both_spellings():
                 value = {"model": "x.y:z", "dataset": "x.y:z", "monitor": "Val_Dice_class_1",
                          "val_metrics": "dice,nsd"}.get(f.name, "abc")
                 extra = ["--val_fraction", "0.2"] if f.name == "monitor" else []
-                assert getattr(parse_args([flag, value, *extra])[0], f.name) == value
+                expected = os.path.abspath(value) if f.name in PATH_OPTIONS else value
+                assert getattr(parse_args([flag, value, *extra])[0], f.name) == expected
     cfg, _ = parse_args(["--log-batch-metrics", "--log_interval", "5", "--batch-size", "8"])
     assert cfg.log_batch_metrics and cfg.log_interval == 5 and cfg.batch_size == 8
 
@@ -74,3 +76,17 @@ def test_from_dict_is_strict():
     with pytest.raises(MedicError, match="must be int"):
         TrainConfig.from_dict({"epochs": "3"})
     assert TrainConfig.from_dict({"lr": 1}).lr == 1.0
+
+
+def test_paths_are_recorded_absolute_whatever_the_working_folder(tmp_path, monkeypatch):
+    """The same folder typed relative or absolute is one value (no difference in medic compare),
+    and a plug-in file is found from anywhere."""
+    (tmp_path / "Task99_Toy").mkdir()
+    monkeypatch.chdir(tmp_path)
+    typed, _ = parse_args(["--data", "Task99_Toy", "--cache_dir", "cache", "--model", "nets/unet.py:build"])
+    full, _ = parse_args(["--data", str(tmp_path / "Task99_Toy")])
+    assert typed.data == full.data == str(tmp_path / "Task99_Toy")
+    assert typed.cache_dir == str(tmp_path / "cache") and typed.model == f"{tmp_path}/nets/unet.py:build"
+    assert TrainConfig.from_dict(typed.to_dict()).to_dict() == typed.to_dict()
+    with pytest.raises(MedicError, match="'path/to/file.py:function'"):
+        parse_args(["--model", "a:b:c"])

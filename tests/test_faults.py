@@ -96,7 +96,7 @@ def batch_rows(root: Path, run_id: str) -> list[dict]:
 def checkpoint_epoch(root: Path, run_id: str) -> tuple[int, int]:
     """(epochs done, batches into the next epoch) of the checkpoint a resume would use; (0, 0)
     when there is none."""
-    from medic.train import checkpoint as ckpt
+    from medic.train.outputs import checkpoint as ckpt
     from medic.errors import MedicError
     try:
         _, state = ckpt.newest_intact(root / "checkpoints" / run_id, warn=lambda m: None)
@@ -110,7 +110,7 @@ def check_files(root: Path, run_id: str, damaged: Collection[Path] = (), nonfini
     """What must hold at any moment, even right after a SIGKILL: both CSVs parse (a partial last
     line aside) with one row per epoch / per (epoch, batch) in order; medic's readers agree;
     every checkpoint on disk loads; the checkpoint is at most one epoch behind the epoch CSV."""
-    from medic.train import checkpoint as ckpt
+    from medic.train.outputs import checkpoint as ckpt
     from medic.errors import MedicError
     from medic.store.logger import BATCH_COLUMNS, EPOCH_COLUMNS
     from medic.store.readers import read_batch_csv, read_epoch_csv
@@ -204,7 +204,7 @@ def kill_plan(rng: random.Random, n: int) -> list[str]:
 
 
 def loads(path: Path) -> bool:
-    from medic.train import checkpoint as ckpt
+    from medic.train.outputs import checkpoint as ckpt
     from medic.errors import MedicError
     try:
         ckpt.load(path)
@@ -422,7 +422,7 @@ def test_sigint_and_sigterm_stop_gracefully_and_resume_continues_exactly(referen
             check("Traceback" not in job.stderr(), job.stderr()[-3000:])
         side = sidecar(root, run_id)
         check(side["status"] == "stopped", side)
-        from medic.train import checkpoint as ckpt
+        from medic.train.outputs import checkpoint as ckpt
         state = ckpt.load(root / "checkpoints" / run_id / "last.pth")
         partial = state.get("partial")
         check(partial is not None and partial["epoch"] == at_epoch and state["epoch"] == at_epoch - 1, state.keys())
@@ -549,7 +549,7 @@ class Evil:
 def bad_inputs(reference, tmp_path_factory):
     """A project holding a finished run, and every kind of bad input next to it."""
     import torch
-    from medic.train import checkpoint as ckpt
+    from medic.train.outputs import checkpoint as ckpt
     base = tmp_path_factory.mktemp("bad")
     root = base / "project"
     shutil.copytree(reference.root, root, copy_function=os.link)  # hard links: cheap and exact
@@ -640,7 +640,7 @@ def test_bad_input_gets_one_clear_line_and_changes_nothing(bad_inputs, mode):
 def test_checkpoint_safety_in_process(bad_inputs, tmp_path):
     """weights_only refuses code; truncated and foreign files are named as such; a run whose
     newest checkpoint is damaged resumes from the newest intact one."""
-    from medic.train import checkpoint as ckpt
+    from medic.train.outputs import checkpoint as ckpt
     from medic.errors import MedicError
     root = bad_inputs.root
     marker = tmp_path / "evil ran"

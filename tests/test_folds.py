@@ -17,7 +17,7 @@ from _volume_helpers import AFFINE, make_decathlon, save
 from sklearn.model_selection import KFold
 
 from medic.config import TrainConfig
-from medic.train.splits import fold_cases, generate_splits, kfold
+from medic.train.data.splits import fold_cases, generate_splits, kfold
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -29,8 +29,9 @@ def csv_rows(path) -> list[list[str]]:
 def test_launch_runs_a_ddp_job_to_completion(tmp_path):
     job = launch(dict(TINY, epochs=2), root=tmp_path)
     project = Project.at(tmp_path)
-    # the id is known at once and already claimed, before the trainer has started
-    assert project.epoch_csv(job.run_id).exists()
+    # the id is known at once and already claimed by its sidecar, naming the job's process
+    claim = json.loads(project.sidecar(job.run_id).read_text())
+    assert claim["status"] == "starting" and claim["pid"] == job.pid and job.status == "starting"
     info = json.loads(pidfile_path(project, job.run_id).read_text())
     assert info["pid"] == job.pid and info["run_id"] == job.run_id
     assert job.running and job.returncode is None
@@ -74,7 +75,8 @@ def test_job_outlives_its_kernel_and_medic_stop_stops_it_with_its_workers(tmp_pa
     kernel.wait()
     project = Project.at(tmp_path)
     job = attach(run_id, tmp_path)
-    wait_for(lambda: len(csv_rows(project.epoch_csv(run_id))) >= 2 or not job.running, 120,
+    wait_for(lambda: project.epoch_csv(run_id).exists() and len(csv_rows(project.epoch_csv(run_id))) >= 2
+             or not job.running, 120,
              "the first epoch row")
     assert job.running, job.log_tail(30)
     workers = descendants(job.pid)

@@ -105,8 +105,8 @@ def test_label_names_become_column_names():
 def evaluate(checkpoint) -> tuple[dict, list[str], dict]:
     """One process, here: the validation of a checkpoint's model on its run's validation set."""
     from medic.config import TrainConfig
-    from medic.train import checkpoint as ckpt
-    from medic.train.data import build_data
+    from medic.train.outputs import checkpoint as ckpt
+    from medic.train.data.sets import build_data
     from medic.train.dist import Ranks
     from medic.train.models import build_loss, build_model
     from medic.train.validation import validate

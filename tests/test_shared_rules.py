@@ -76,24 +76,24 @@ def test_resume_latest_is_the_same_run_for_the_job_and_the_trainer(project):
     """A newer run with only best_model.pth is no resume point: the notebook's Job and the
     trainer both continue the older run that has last.pth."""
     import medic
-    from medic.jobs import _resumed_run_id
-    from medic.store.paths import Project, reserve_run_id
+    from medic.store.paths import Project, reserve_run_id, resumed_run_id
 
     train(project, "--epochs", "1", *TINY, "--output_dir", str(project))
     older = only_run_id(project)
     newer = reserve_run_id(Project.at(project))
+    claim = (project / "metrics" / f"run_{newer}.json").read_text()
     (project / "checkpoints" / newer).mkdir(parents=True)
     shutil.copy(project / "checkpoints" / older / "best_model.pth", project / "checkpoints" / newer / "best_model.pth")
     assert newer > older
-    assert _resumed_run_id(Project.at(project), "latest") == older
+    assert resumed_run_id(Project.at(project), "latest") == older
 
     job = medic.launch({"resume": "latest", "epochs": 2, "lang": "en"}, root=project)
     assert job.run_id == older
     assert job.wait(timeout=180) == 0, job.log_tail(30)
     side = medic.load_run(older, root=project).sidecar
     assert side["epochs_done"] == 2 and side["resumed"][0]["from_epoch"] == 1
-    assert not (project / "metrics" / f"run_{newer}.json").exists()  # untouched
-    assert (project / "metrics" / f"epoch_metrics_{newer}.csv").stat().st_size == 0
+    assert (project / "metrics" / f"run_{newer}.json").read_text() == claim  # untouched
+    assert not (project / "metrics" / f"epoch_metrics_{newer}.csv").exists()
 
 
 def test_setup_is_quiet_about_the_license():

@@ -126,7 +126,7 @@ def test_the_recorder_times_the_data_wait_of_one_process():
 PROBE = """
 import sys
 from medic.config import TrainConfig
-from medic.train import imports
+from medic.train.data import monai_loader as imports
 held = ("ignite", "mlflow", "jsonschema", "matplotlib", "pandas")
 cfg = TrainConfig.from_dict({%s}, strict=False)
 imports.load(cfg).join()
@@ -153,10 +153,23 @@ def test_monai_is_loaded_for_what_a_run_uses(options, loaded):
 
 def test_a_resume_a_plug_in_or_the_environment_load_all_of_monai(monkeypatch):
     from medic.config import TrainConfig
-    from medic.train.imports import IMPORT_ALL_ENV, needs_all
+    from medic.train.data.monai_loader import IMPORT_ALL_ENV, needs_all
     monkeypatch.delenv(IMPORT_ALL_ENV, raising=False)
     assert not needs_all(TrainConfig())
     assert needs_all(TrainConfig(model="pkg:fn")) and needs_all(TrainConfig(dataset="pkg:fn"))
     assert needs_all(TrainConfig(resume="latest"))
     monkeypatch.setenv(IMPORT_ALL_ENV, "1")
     assert needs_all(TrainConfig())
+
+
+def test_a_resume_loads_all_of_monai_only_for_a_run_with_a_plug_in(tmp_path, monkeypatch):
+    import json
+    from medic.config import TrainConfig
+    from medic.train.data.monai_loader import IMPORT_ALL_ENV, needs_all
+    monkeypatch.delenv(IMPORT_ALL_ENV, raising=False)
+    (tmp_path / "metrics").mkdir()
+    for run_id, model in (("20250101_000000", ""), ("20250101_000001", "pkg:fn")):
+        (tmp_path / "metrics" / f"run_{run_id}.json").write_text(json.dumps({"config": {"model": model}}))
+    assert not needs_all(TrainConfig(resume="20250101_000000", output_dir=str(tmp_path)))
+    assert needs_all(TrainConfig(resume="20250101_000001", output_dir=str(tmp_path)))
+    assert needs_all(TrainConfig(resume="20250101_000002", output_dir=str(tmp_path)))  # no sidecar

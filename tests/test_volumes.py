@@ -17,7 +17,7 @@ from conftest import PY, child_env
 
 from medic.config import TrainConfig
 from medic.errors import MedicError
-from medic.train.layouts import check_layout, default_patch, plan_volumes, read_layout
+from medic.train.data.layouts import check_layout, default_patch, plan_volumes, read_layout
 
 QUICK = ["--batch_size", "2", "--log_interval", "1", "--lr", "0.01"]
 
@@ -98,7 +98,7 @@ def corrupt_header(root):
     ("decathlon", listed_but_missing, [], "case case_003: image"),
     ("decathlon", four_d_image, [], "case case_001: image case_001.nii.gz is 4D (40, 36, 20, 2) where a 3D volume"),
     ("decathlon", patch_too_large, ["--patch_size", "48", "32", "16"],
-     "case case_000: --patch_size 48 32 16 is larger than the volume 40 x 36 x 20"),
+     "--patch_size 48 32 16 is larger than 4 volumes (RAS order): case case_000 40 x 36 x 20, case case_001"),
     ("decathlon", corrupt_header, [], "case case_000: cannot read"),
     ("nnunet", nnunet_channel_missing, [], "case case_002: channel 0001 (T2) is missing"),
     ("nnunet", nnunet_ignore_label, [], "the 'ignore' label is not supported yet"),
@@ -171,7 +171,7 @@ def test_nnunet_two_processes_equal_one_and_a_resumed_run_and_predict_round_trip
                            "--output", str(out)], cwd=two, env=child_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[1/1] scan:" in proc.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["scan.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["predict.json", "scan.nii.gz"]
     shape, affine, values = nifti(out / "scan.nii.gz")
     assert shape == SHAPE and np.allclose(affine, AFFINE) and values.dtype == np.uint8
     again = subprocess.run([PY, "-m", "medic.cli", "predict", "--input", str(inputs), "--output", str(out)],
@@ -211,7 +211,7 @@ def test_predict_groups_channel_files_into_one_case_named_like_the_input(tmp_pat
 def test_the_built_in_data_and_the_default_model_in_3d():
     import torch
 
-    from medic.train.data import SyntheticSegmentation
+    from medic.train.data.sets import SyntheticSegmentation
     from medic.train.models import build_loss, build_model
     cfg = TrainConfig(spatial_dims="3", image_size=32, num_samples=2)
     ds = SyntheticSegmentation(cfg.num_samples, cfg.image_size, cfg.num_classes, cfg.seed, spatial_dims=3)

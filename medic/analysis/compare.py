@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Sequence
 
+from medic.config import PATH_OPTIONS
 from medic.errors import MedicError
 from medic.store import columns as C
 from medic.store.catalog import Run, differing_options, load_run, no_runs_error
+from medic.store.files import shown_path
 from medic.store.paths import Project
 
 if TYPE_CHECKING:
@@ -20,6 +22,10 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 MAX_METRIC_ROWS = 4  # Avg_Loss plus up to three shared extra metrics
+# options that change how a run is recorded or where it runs, never the curves: left out of the
+# legend (the table still lists every option that differs)
+NOT_SHAPING = ("log_interval", "log_batch_metrics", "save_interval", "save_top_k", "dist_timeout",
+               "cache_rate", "cache_dir", "device")
 
 
 def _value(v) -> str:
@@ -29,11 +35,13 @@ def _value(v) -> str:
 
 
 def run_labels(runs: Sequence[Run]) -> list[str]:
-    """``<run id> (lr=0.001, batch_size=4)``: each run named by the options that differ."""
-    keys = differing_options([r.config for r in runs]) if len(runs) > 1 else []
+    """``<run id> (lr=0.001, batch_size=4)``: each run named by the options that differ and
+    shape the result (not how it was logged, saved or where it ran)."""
+    keys = [k for k in differing_options([r.config for r in runs]) if k not in NOT_SHAPING] if len(runs) > 1 else []
     labels = []
     for r in runs:
-        opts = ", ".join(f"{k}={_value(r.config[k])}" for k in keys[:4] if k in r.config)
+        opts = ", ".join(f"{k}={shown_path(r.config[k]) if k in PATH_OPTIONS else _value(r.config[k])}"
+                         for k in keys[:4] if k in r.config)
         labels.append(f"{r.run_id} ({opts})" if opts else r.run_id)
     return labels
 

@@ -126,6 +126,8 @@ def training_figure(epochs: pd.DataFrame, monitor: str | tuple[str, str] | None 
     extras = extra_metrics(epochs)
     loss_extras = [c for c in extras if C.drawn_with_loss(c)]
     other, per_class = split_per_class([c for c in extras if c not in loss_extras])
+    if "Val_Dice_" in per_class:  # the per-class Dice panel draws the mean already: not twice
+        other = [c for c in other if c != "Val_Dice"]
     # a row for the other metrics, per-class panels two to a row, and a Where the time goes panel
     # when the CSV has the timing columns
     rows = 2 + (1 if other else 0) + (len(per_class) + 1) // 2 + has_timing(epochs)
@@ -190,12 +192,25 @@ def training_figure(epochs: pd.DataFrame, monitor: str | tuple[str, str] | None 
         for i, (prefix, columns) in enumerate(per_class.items()):
             row, col = first + i // 2, i % 2
             span = slice(0, 2) if col == 0 and i == len(per_class) - 1 else slice(col, col + 1)
-            per_class_panel(fig.add_subplot(grid[row, span]), epochs, prefix, columns, colors, **dots)
+            ax = fig.add_subplot(grid[row, span])
+            per_class_panel(ax, epochs, prefix, columns, colors, **dots)
+            if prefix == "Val_Dice_" and monitor[0] == "Val_Dice" and "Val_Dice" not in other:
+                _best_marks(ax, epochs, best, monitor[0], colors)
         if has_timing(epochs):
             time_panel(fig.add_subplot(grid[rows - 1, :]), epochs, colors)
         if title:
             fig.suptitle(title, fontsize=14)
     return fig
+
+
+def _best_marks(ax: "Axes", epochs: pd.DataFrame, best: pd.DataFrame, monitor: str, colors) -> None:
+    """The monitor's best-so-far line and the best model's star, in the panel that draws it."""
+    _line(ax, epochs["Epoch"], epochs["Best_Loss_So_Far"], color=colors[2], lw=1.5, ls="--",
+          label=f"best {monitor} so far")
+    if len(best):
+        ax.plot(best["Epoch"].iloc[-1], best[monitor].iloc[-1], marker="*", ms=14, color=colors[3], ls="none",
+                label=f"best model (epoch {best['Epoch'].iloc[-1]})")
+    ax.legend(loc="best", fontsize=8)
 
 
 def stats_figure(epochs: pd.DataFrame, title: str | None = None) -> "Figure":
@@ -213,6 +228,7 @@ def stats_figure(epochs: pd.DataFrame, title: str | None = None) -> "Figure":
             else:
                 _line(ax_imp, e[1:], improvement, color=colors[2], lw=1, label="improvement")
             ax_imp.axhline(0, color="0.3", lw=0.8)
+            ax_imp.set_xlim(e[0] - 0.5, e[-1] + 0.5)  # whole epochs on the axis, even for one bar
         else:
             _note(ax_imp, "needs at least two epochs")
         ax_imp.set_title("Loss Improvement per Epoch")
@@ -278,8 +294,16 @@ def batch_figure(result: "BatchAnalysis", title: str | None = None) -> "Figure":
             _log_if_wide(ax, result.lr_y)
         for ax in axes[:-1]:
             ax.set_xlabel("")
-        fig.suptitle(title or f"{result.path.name}: {result.rows:,} batches", fontsize=14)
+        fig.suptitle(title or f"{run_title(result.path)}: {result.rows:,} batches", fontsize=14)
     return fig
+
+
+def run_title(csv_path) -> str:
+    """``Run 20251106_103015``, from a metrics CSV's name (else the file's name)."""
+    from medic.store.paths import BATCH_CSV_RE, EPOCH_CSV_RE
+    name = Path(csv_path).name
+    m = EPOCH_CSV_RE.match(name) or BATCH_CSV_RE.match(name)
+    return f"Run {m.group('id')}" if m else name
 
 
 def comparison_figure(runs: list[tuple[str, pd.DataFrame]], metrics: list[str]) -> "Figure":
@@ -311,6 +335,9 @@ def comparison_figure(runs: list[tuple[str, pd.DataFrame]], metrics: list[str]) 
                 for ax in axes[row]:
                     _log_if_wide(ax, pd.concat([f[metric] for _, f in runs]))
         # one legend for the whole figure: the same runs in every panel
+        # (titled there: a suptitle would sit on top of a legend placed outside)
         fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside upper center",
-                   ncol=1 if len(runs) > 3 or max(len(lb) for lb, _ in runs) > 60 else len(runs))
+                   ncol=1 if len(runs) > 3 or max(len(lb) for lb, _ in runs) > 60 else len(runs),
+                   title=f"{len(runs)} runs compared (the options that differ and shape the result)",
+                   title_fontsize=11)
     return fig

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from medic.analysis.cases import worst_of_epoch
-from medic.analysis.figures import batch_figure, preload, save_figure, stats_figure, training_figure
+from medic.analysis.figures import batch_figure, preload, run_title, save_figure, stats_figure, training_figure
 from medic.analysis.report import batch_report, training_report
 from medic.analysis.batches import analyze_batch_file
 from medic.analysis.stats import summarize_epochs
@@ -22,7 +22,7 @@ from medic.store.files import write_text_atomic
 from medic.store.paths import BATCH_CSV_RE, EPOCH_CSV_RE, Project
 from medic.store.readers import read_epoch_csv
 from medic.store.sidecar import read_sidecar
-from medic.store.status import effective_status
+from medic.store.status import run_status
 
 
 def sidecar_for(csv_path: str | os.PathLike) -> dict[str, Any] | None:
@@ -61,13 +61,17 @@ def analyze_epochs(csv_path: str | os.PathLike, root: str | os.PathLike | None =
 
     epochs = read_epoch_csv(csv_path)
     sidecar = sidecar_for(csv_path)
-    status = effective_status(sidecar) if sidecar else None
+    m = EPOCH_CSV_RE.match(Path(csv_path).name)
+    status = run_status(Project(Path(csv_path).resolve().parent.parent), m.group("id"), sidecar) \
+        if sidecar and m else None
     summary = summarize_epochs(epochs, sidecar, status)
     summary.message = str((sidecar or {}).get("message") or "")
     summary.worst_epoch, summary.worst_cases = worst_of_epoch(csv_path, summary.best_monitored_epoch)
     text = training_report(summary, csv_path, lang)
-    main_fig = training_figure(epochs, monitor=(summary.monitor, summary.monitor_mode))
-    stats_fig = stats_figure(epochs)
+    title = run_title(csv_path)  # every figure names its run
+    main_fig = training_figure(epochs, monitor=(summary.monitor, summary.monitor_mode),
+                               title=f"{title}: training analysis")
+    stats_fig = stats_figure(epochs, title=f"{title}: loss statistics")
     paths = output_paths(Project.at(root), csv_path, "epoch")
     write_outputs(paths, {"figure": main_fig, "stats": stats_fig}, text)
     return paths, text

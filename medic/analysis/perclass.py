@@ -47,7 +47,7 @@ def per_class_compare(ax: "Axes", runs: "list[tuple[str, pd.DataFrame]]", column
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_ylabel("Dice")
     ax.set_ylim(-0.02, 1.02)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8)  # beside the panel, over no curve
 
 
 def shared_per_class_dice(frames: "list[pd.DataFrame]") -> list[str]:

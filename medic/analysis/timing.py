@@ -17,6 +17,7 @@ from medic.store import columns as C
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+HEADROOM = 1.35  # the time panel's y range over its data: the top quarter holds the legend
 DATA_WAIT_WARN = 0.20  # data wait above this share of the epoch: the loader is the bottleneck
 
 TEXT = {
@@ -119,8 +120,12 @@ def time_panel(ax: "Axes", epochs: pd.DataFrame, colors) -> None:
     twin = ax.twinx()
     twin.plot(e, rate, color=colors[1], marker="o" if len(e) <= 50 else None, ms=4, lw=2, label="samples/s")
     twin.set_ylabel("Samples per second")
-    twin.set_ylim(bottom=0)
     twin.grid(False)
+    # headroom above the tallest bar and the throughput line: the legend sits there, over no data
+    top = np.nanmax(total) if np.isfinite(total).any() else 1.0
+    ax.set_ylim(0, HEADROOM * (top if top > 0 else 1.0))
+    fastest = np.nanmax(rate) if np.isfinite(rate).any() else 1.0
+    twin.set_ylim(0, HEADROOM * (fastest if fastest > 0 else 1.0))
     handles = ax.get_legend_handles_labels()
     more = twin.get_legend_handles_labels()
-    ax.legend(handles[0] + more[0], handles[1] + more[1], loc="lower left")
+    ax.legend(handles[0] + more[0], handles[1] + more[1], loc="upper center", ncol=4, fontsize=9)

@@ -5,8 +5,9 @@ the analysis files named after the run — after showing what would go.
     medic clean --older-than 7 --yes     # runs last touched more than 7 days ago: removed
     medic clean 20251106_103015 --yes    # these runs
 
-Nothing is removed without ``--yes``. A run whose process is still alive (status ``running``)
-is never removed. With both ``--keep`` and ``--older-than`` a run goes only if both select it.
+Nothing is removed without ``--yes``. A run that is still active (status ``starting``,
+``queued`` or ``running``) is never removed. With both ``--keep`` and ``--older-than`` a run
+goes only if both select it.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from medic.store.catalog import all_run_ids, analysis_files, run_files
 from medic.errors import MedicError, RunNotFoundError
 from medic.store.paths import RUN_ID_RE, Project
 from medic.store.sidecar import read_sidecar
-from medic.store.status import effective_status
+from medic.store.status import ACTIVE, run_status
 
 # removal order: derived files first, the sidecar and epoch CSV (which make a run a run) last,
 # so an interrupted clean leaves a run that is still listed and can be cleaned again
-_ORDER = ("analysis", "results", "checkpoints", "log", "batch_csv", "epoch_csv", "sidecar")
+_ORDER = ("analysis", "results", "checkpoints", "log", "batch_csv", "heartbeat", "stop_request", "epoch_csv",
+          "sidecar")
 
 
 def _size(path: Path) -> int:
@@ -57,11 +59,7 @@ def run_plan(project: Project, run_id: str) -> tuple[list[Path], str, float]:
             mtimes.append(p.stat().st_mtime)
         except OSError:
             pass
-    try:
-        written = files["sidecar"].stat().st_mtime if "sidecar" in files else None
-    except OSError:
-        written = None
-    status = effective_status(sidecar, sidecar_mtime=written, last_update=max(mtimes, default=None))
+    status = run_status(project, run_id, sidecar, last_update=max(mtimes, default=None))
     return paths, status, max(mtimes, default=0.0)
 
 
@@ -106,10 +104,10 @@ def main(argv: list[str] | None = None) -> int:
                     args.keep if args.keep is not None else None, args.older_than)
     if args.runs and args.keep is None and args.older_than is None:
         chosen = pool
-    live = [i for i in chosen if plans[i][1] == "running"]
+    live = [i for i in chosen if plans[i][1] in ACTIVE]
     doomed = [i for i in chosen if i not in live]
     for i in live:
-        print(f"keeping {i}: it is still running (stop it first: medic stop {i})")
+        print(f"keeping {i}: it is still {plans[i][1]} (stop it first: medic stop {i})")
     if not doomed:
         print("nothing to remove")
         return 0

@@ -133,7 +133,7 @@ def follow(source, chosen: list, interval: float) -> None:
             if new:
                 for target in chosen:
                     print(f"{target.label}: {target.sync(source)}", flush=True)
-            elif source.status in FINISHED or source.status == "unknown":
+            elif source.status in FINISHED:
                 break
     except KeyboardInterrupt:
         print("Stopped following (the run itself goes on); what was exported stays.", flush=True)

@@ -1,6 +1,8 @@
 """``medic stop [RUN_ID]``: stop a running training job (default: the newest running one); it
-saves a checkpoint and its run is marked stopped (``medic.jobs.Job.stop``). ``medic stop SWEEP_ID``
-stops a sweep's drivers, which stop their trials the same way."""
+saves a checkpoint and its run is marked stopped (``medic.jobs.Job.stop``). It works from any
+host that shares the project folder: the request is a file next to the run, which the trainer
+reads at its next progress interval; where the job's process is local, a signal is sent too.
+``medic stop SWEEP_ID`` stops a sweep's drivers, which stop their trials the same way."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from medic.cli import ArgParser
 from medic.errors import RunNotFoundError
 from medic.jobs import attach
 from medic.store.paths import Project
-from medic.store.sidecar import read_sidecar
+from medic.store.status import ACTIVE, run_status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,17 +31,22 @@ def main(argv: list[str] | None = None) -> int:
         job = attach(args.run_id, project.root)
     else:
         running = [attach(r, project.root) for r in reversed(project.run_ids())
-                   if (read_sidecar(project.sidecar(r)) or {}).get("status") == "running"]
+                   if run_status(project, r) in ACTIVE]
         running = [j for j in running if j.running]
         if not running:
             raise RunNotFoundError(f"no running job in {project.root}")
         job = running[0]
     if not job.running:
-        print(f"run {job.run_id} is not running (status: {job.status or 'unknown'})")
+        print(f"run {job.run_id} is not running (status: {job.status})")
         return 0
-    print(f"stopping run {job.run_id} (pid {job.pid}) ...", flush=True)
+    where = f"pid {job.pid}" if job.pid is not None else f"on {(job.sidecar or {}).get('host') or 'another host'}"
+    print(f"stopping run {job.run_id} ({where}) ...", flush=True)
     rc = job.stop(timeout=args.timeout)
-    print(f"run {job.run_id} ended (status: {job.status or 'unknown'}, exit code {rc})")
+    if rc is None:
+        print(f"run {job.run_id} has not stopped within {args.timeout:g} s (status: {job.status}); "
+              "its stop request stays: it stops at its next progress interval")
+        return 1
+    print(f"run {job.run_id} ended (status: {job.status}" + (f", exit code {rc})" if job.pid else ")"))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""``medic train``: the trainer (``medic.train.entry``), and ``medic train --folds K --fold all``:
+"""``medic train``: the trainer (``medic.train.launch.roles``), and ``medic train --folds K --fold all``:
 the K fold runs as a sweep (a ``fold`` grid of ``medic
 sweep``, so slots, resume and the sweep's launchers apply), then the cross-validation's summary
 in ``analysis/cv/cv_<timestamp>/`` (``medic.analysis.cv``).
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if wants_all_folds(argv):  # every fold, as a sweep, then the cross-validation's summary
         return run_all_folds(argv)
-    from medic.train.entry import main as train_main
+    from medic.train.launch.roles import main as train_main
     return train_main(argv)
 
 
@@ -60,8 +60,8 @@ def run_all_folds(argv: list[str], say: Callable[[str], None] = print) -> int:
     from medic.store.paths import Project
     from medic.sweeps.results import sweep_summary
     from medic.sweeps.run import new_spec, start
-    from medic.train.splits import fold_count, splits_path
-    from medic.train.start import check_before_start
+    from medic.train.data.splits import fold_count, splits_path
+    from medic.train.launch.checks import check_before_start
 
     rest, slots = take_sweep_flags(argv)
     cfg, torchrun_flags = parse_args(rest)

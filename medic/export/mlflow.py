@@ -32,8 +32,9 @@ from medic.store import columns as C
 # MLflow's HTTP client retries for minutes by default; one try and a short timeout answer in seconds
 HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0"}
-STATUS = {"running": "RUNNING", "completed": "FINISHED", "failed": "FAILED", "stopped": "KILLED",
-          "interrupted": "KILLED"}
+# the status table (medic.store.status) in MLflow's words
+STATUS = {"starting": "RUNNING", "queued": "RUNNING", "running": "RUNNING", "completed": "FINISHED",
+          "failed": "FAILED", "stopped": "KILLED", "interrupted": "KILLED", "timeout": "KILLED"}
 CHECKPOINTS = {"best": "best_model.pth", "last": "last.pth"}
 _BATCH = 1000  # MLflow takes at most 1000 metrics and 100 params or tags per log_batch
 _KEY_RE = re.compile(r"[^\w\-. /]")

@@ -19,7 +19,7 @@ from medic.errors import MedicError
 from medic.store import columns as C
 from medic.store.paths import Project
 from medic.store.sidecar import read_sidecar
-from medic.store.status import effective_status
+from medic.store.status import run_status
 from medic.store.tail import CsvTail
 
 # options that say nothing about the training (a resume sets ``resume`` every time)
@@ -104,13 +104,7 @@ class RunSource:
 
     @property
     def status(self) -> str:
-        if not self.sidecar:
-            return "unknown"
-        try:
-            written = os.stat(self.sidecar_path).st_mtime
-        except OSError:
-            written = None
-        return effective_status(self.sidecar, sidecar_mtime=written)
+        return run_status(self.project, self.run_id, self.sidecar or None)
 
     @property
     def monitor(self) -> str:

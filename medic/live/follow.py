@@ -21,7 +21,7 @@ from medic.store.columns import compact_cells
 from medic.store.files import shown_path
 from medic.store.paths import Project, run_id_sort_key
 from medic.store.sidecar import read_sidecar
-from medic.store.status import FINISHED, effective_status
+from medic.store.status import FINISHED, effective_status, run_status
 from medic.store.tail import CsvTail
 
 TEXT = {
@@ -81,11 +81,9 @@ class Follower:
         return str(side.get("monitor") or (side.get("config") or {}).get("monitor") or C.AVG_LOSS)
 
     def status(self, sidecar: dict | None) -> str:
-        try:
-            written = self.sidecar_path.stat().st_mtime if self.sidecar_path else None
-        except OSError:
-            written = None
-        return effective_status(sidecar, sidecar_mtime=written)
+        if self.sidecar_path is None:  # a CSV named otherwise: its changes are its only sign of life
+            return effective_status(sidecar, last_update=self.path.stat().st_mtime if self.path.exists() else None)
+        return run_status(Project.at(self.path.parent.parent), self.run_id, sidecar)
 
     @staticmethod
     def planned(sidecar: dict | None) -> int | None:
@@ -101,7 +99,7 @@ class Follower:
         planned = self.planned(side)
         self.say(self.t["watch"].format(id=self.run_id, file=shown_path(self.path),
                                         plan=self.t["plan"].format(n=planned) if planned else "",
-                                        status=self.status(side) if side else "unknown"))
+                                        status=self.status(side)))
 
     def poll(self, sidecar: dict | None) -> int:
         """Print every new (or changed, after a rewrite) epoch row; returns how many."""
@@ -165,8 +163,10 @@ class Follower:
         self.say(line + (self.t["message"].format(message=message) if message else ""))
 
 
-def newest_with_csv(project: Project) -> str | None:
-    ids = [i for i in project.run_ids() if project.epoch_csv(i).exists()]
+def newest_run(project: Project) -> str | None:
+    """The newest run, with or without an epoch CSV yet (a run that is starting has its sidecar
+    only: it is followed, and its rows are printed once they come)."""
+    ids = project.run_ids()
     return ids[-1] if ids else None
 
 
@@ -186,7 +186,9 @@ def follow(project: Project, lang: str, run: str | None = None, metrics_file: st
     """
     out = out or sys.stdout
     pinned = bool(run or metrics_file)
-    if pinned:
+    if run and project.sidecar(run).is_file():  # its CSV may not exist yet
+        path, run_id = project.epoch_csv(run), run
+    elif pinned:
         path, run_id = resolve_csv(project, run=run, metrics_file=metrics_file)
         if metrics_file:
             from medic.store.readers import read_header
@@ -195,20 +197,20 @@ def follow(project: Project, lang: str, run: str | None = None, metrics_file: st
         if not project.metrics.is_dir():
             raise RunNotFoundError(f"no metrics/ folder in {project.root}: not a medic project "
                                    "(run this in the project folder or pass --root DIR)")
-        run_id = newest_with_csv(project)
+        run_id = newest_run(project)
         if run_id is None:
             if once:
                 raise RunNotFoundError(f"no runs in {project.metrics} (start one with medic train)")
             print(TEXT[lang]["wait"].format(dir=shown_path(project.metrics)), file=out, flush=True)
             while run_id is None:
                 time.sleep(interval)
-                run_id = newest_with_csv(project)
+                run_id = newest_run(project)
         path = project.epoch_csv(run_id)
     follower = Follower(path, run_id, lang, out)
     follower.header()
     while True:
         if not pinned:
-            newest = newest_with_csv(project)
+            newest = newest_run(project)
             if newest and run_id_sort_key(newest) > run_id_sort_key(follower.run_id):
                 follower.say(TEXT[lang]["switch"].format(id=newest))
                 follower = Follower(project.epoch_csv(newest), newest, lang, out)
@@ -216,7 +218,7 @@ def follow(project: Project, lang: str, run: str | None = None, metrics_file: st
         # the status is read before the rows: a run marks itself ended only after writing its
         # last row, so "ended, and nothing new after that" really is the end
         sidecar = follower.sidecar()
-        status = follower.status(sidecar) if sidecar else "unknown"
+        status = follower.status(sidecar)
         shown = follower.poll(sidecar)
         if once or (shown == 0 and status in FINISHED):
             if status in FINISHED or once and not follower.printed:

@@ -164,11 +164,17 @@ def _per_class_panel(ax, feed: "RunFeed", prefix: str, names: list[str]) -> None
         ax.plot(ep, feed.epoch_values(C.VAL_DICE), "-", color="0.2", linewidth=2, label=f"{C.VAL_DICE} (mean)")
     for name in names:
         ax.plot(ep, feed.epoch_values(name), "-", marker=_marker(ep), markersize=3, label=name[len(prefix):])
-    if _monitor(feed) in names:
+    if _monitor(feed) in names or (prefix == "Val_Dice_" and _monitor(feed) == "Val_Dice"):
         _best_line(ax, feed, ep)
     ax.set_title(PER_CLASS[prefix])
     ax.set_xlabel("epoch")
-    ax.legend(fontsize=7, ncol=2 if len(names) > 5 else 1)
+    # the legend in rows of 4 above the curves, in headroom made for it: the curves run across the
+    # whole panel, so no corner is free of data
+    entries = len(ax.get_legend_handles_labels()[1])
+    rows = math.ceil(entries / 4)
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, hi + (hi - lo) * (0.12 + 0.16 * rows) / (0.88 - 0.16 * rows))
+    ax.legend(fontsize=7, ncol=min(entries, 4), loc="upper left")
 
 
 def render_png(feed: "RunFeed", dpi: int = 72) -> bytes:
@@ -181,6 +187,8 @@ def render_png(feed: "RunFeed", dpi: int = 72) -> bytes:
     if feed.logs_batches:
         panels.append(_batch_panel)
     extras, per_class = split_per_class([c for c in feed.extra_columns if not C.drawn_with_loss(c)])
+    if C.DICE_PREFIX in per_class:  # its panel draws the mean already: not twice
+        extras = [c for c in extras if c != C.VAL_DICE]
     if extras:
         panels.append(lambda ax, f: _extras_panel(ax, f, extras))
     for prefix, names in per_class.items():

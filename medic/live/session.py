@@ -27,9 +27,9 @@ from medic.live.feed import Progress, RunFeed, format_seconds
 from medic.live.strip import newest_strip
 from medic.store import columns as C
 from medic.store.paths import Project
-from medic.store.status import effective_status
+from medic.store.status import FINISHED, run_status
 
-STALE_SECONDS = 60.0  # a run with neither process nor sidecar counts as ended after this much quiet
+STALE_SECONDS = 60.0  # a run id with no file at all counts as gone after this much waiting
 _SHOWN: dict[str, "LiveMonitor"] = {}  # the interactive monitor on show for each run id
 
 
@@ -78,21 +78,20 @@ class LiveMonitor:
         the trainer wrote its verdict just before exiting."""
         if self.job is not None:
             rc = self.job.poll()
-            if rc is None:
-                return "running", False
+            if rc is None:  # a scheduler's job (no local pid) is queued, starting or running
+                return ("running" if self.job.pid is not None else self.job.status or "queued"), False
             final = (self.feed.read_sidecar() or {}).get("status")
-            return (final if final not in (None, "running") else f"ended (exit code {rc})"), True
+            # gone without an end record: interrupted (the table's word for it)
+            return (final if final in FINISHED else "interrupted"), True
         sc = self.feed.sidecar or self.feed.read_sidecar()
-        if sc is not None:
-            status = effective_status(sc)
-            if status == "interrupted":
-                status = effective_status(self.feed.read_sidecar())
-            return status, status != "running"
-        try:  # no sidecar (yet, or a CSV written by another program): quiet for long means ended
-            quiet = time.time() - os.stat(self.project.epoch_csv(self.run_id)).st_mtime
-        except OSError:
-            quiet = time.monotonic() - self._started
-        return ("ended" if quiet > STALE_SECONDS else "waiting"), quiet > STALE_SECONDS
+        if sc is not None or self.project.epoch_csv(self.run_id).exists():
+            status = run_status(self.project, self.run_id, sc)
+            if status == "interrupted" and sc is not None:  # it may have just written its verdict
+                status = run_status(self.project, self.run_id)
+            return status, status in FINISHED
+        # nothing of the run yet: wait a while for it to appear
+        quiet = time.monotonic() - self._started
+        return ("interrupted" if quiet > STALE_SECONDS else "waiting"), quiet > STALE_SECONDS
 
     def step(self) -> tuple[bool, bool]:
         """One poll: returns (redraw needed, run ended)."""
@@ -134,6 +133,9 @@ class LiveMonitor:
                 facts["samples/s"] = f.samples_per_s()
         if self.job is not None and self.job.poll() is not None:
             facts["exit code"] = self.job.poll()
+        message = (self.feed.read_sidecar() or {}).get("message")
+        if message:  # why it ended (a job that died before training shows its output's last lines)
+            facts["message"] = message
         return pd.DataFrame({"value": [str(v) if not isinstance(v, float) else f"{v:.6g}"
                                        for v in facts.values()]}, index=list(facts))
 

@@ -43,7 +43,8 @@ class WidgetView:
         self.per_class = w.HTML()
         self.strip_epoch = None
         self.stop = w.Button(description="Stop training", button_style="danger", icon="stop",
-                             tooltip="SIGINT to the job: it saves a checkpoint and marks the run stopped")
+                             tooltip="A stop request to the run (from any host): it saves a checkpoint and "
+                                     "marks the run stopped")
         self.stop.on_click(self._on_stop)
         self.stop.disabled = not self._stoppable()
         self.extra = w.VBox()

@@ -2,12 +2,16 @@
 
     import medic
     medic.runs()                      # one row per run: status, progress, best, time, options
+    medic.catalog(status="completed", since="2025-11-01", top=5, by="Val_Dice")   # the same, filtered
     run = medic.load_run("20251106_103015")       # or "latest", or a path to an epoch CSV
     run.epochs.plot(x="Epoch", y="Avg_Loss")      # typed DataFrame
     run.batches                       # the batch CSV as a DataFrame (read on first use), or None
 
 Runs are found by their files; any of them may be missing (the usual clean-up commands delete
 old CSVs and leave logs and checkpoints behind) and the newest may still be being written.
+A listing reads only the runs that changed since the last one (``medic.store.catalogcache``: one
+cached summary row per run in ``analysis/.cache/catalog.json``); each run's status is decided
+afresh every time.
 pandas is imported only by the functions that return DataFrames, so ``medic watch`` stays light.
 """
 
@@ -21,14 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 from medic.errors import MedicError, RunNotFoundError
 from medic.store import columns as C
-from medic.store.paths import BATCH_CSV_RE, EPOCH_CSV_RE, RUN_ID_RE, Project, run_id_sort_key
+from medic.store.paths import BATCH_CSV_RE, EPOCH_CSV_RE, RUN_ID_RE, Project
+from medic.store.runlist import SUMMARY_COLUMNS, base_row, frame, listing, problem_of, registry_summaries
 from medic.store.sidecar import read_sidecar
+from medic.store.control import read_beat
 from medic.store.status import effective_status
 
 if TYPE_CHECKING:
     import pandas as pd
 
-_LOG_RE = re.compile(r"^training_(?P<id>\d{8}_\d{6}(?:_\d+)?)\.log$")
 # config keys that differ between runs without saying anything about the training
 NOISE_OPTIONS = ("output_dir", "resume", "lang", "threads", "num_workers")
 
@@ -38,22 +43,15 @@ NOISE_OPTIONS = ("output_dir", "resume", "lang", "threads", "num_workers")
 def all_run_ids(project: Project) -> list[str]:
     """Every run id with any file left in the project (metrics, log, checkpoints, results),
     oldest first."""
-    ids = set(project.run_ids())
-    if project.metrics.is_dir():
-        ids.update(m.group("id") for m in map(BATCH_CSV_RE.match, os.listdir(project.metrics)) if m)
-    if project.log.is_dir():
-        ids.update(m.group("id") for m in map(_LOG_RE.match, os.listdir(project.log)) if m)
-    for folder in (project.checkpoints, project.results):
-        if folder.is_dir():
-            ids.update(n for n in os.listdir(folder) if RUN_ID_RE.fullmatch(n) and (folder / n).is_dir())
-    return sorted(ids, key=run_id_sort_key)
+    return listing(project)[0]
 
 
 def run_files(project: Project, run_id: str) -> dict[str, Path]:
     """The files of a run that exist: epoch_csv, batch_csv, sidecar, log, checkpoints, results."""
     candidates = {"epoch_csv": project.epoch_csv(run_id), "batch_csv": project.batch_csv(run_id),
                   "sidecar": project.sidecar(run_id), "log": project.log_file(run_id),
-                  "checkpoints": project.checkpoint_dir(run_id), "results": project.results_dir(run_id)}
+                  "checkpoints": project.checkpoint_dir(run_id), "results": project.results_dir(run_id),
+                  "heartbeat": project.heartbeat(run_id), "stop_request": project.stop_request(run_id)}
     return {k: p for k, p in candidates.items() if p.exists()}
 
 
@@ -77,7 +75,8 @@ def no_runs_error(project: Project) -> MedicError:
 
 
 def newest_run_id(project: Project, need: str = "epoch_csv") -> str:
-    """The newest run that has the file ``need`` ("epoch_csv" or "batch_csv")."""
+    """The newest run that has the file ``need`` ("epoch_csv" or "batch_csv"; "any": a run that
+    is starting has only its sidecar)."""
     ids = [i for i in project.run_ids() if need != "batch_csv" or project.batch_csv(i).exists()]
     if need == "epoch_csv":
         ids = [i for i in ids if project.epoch_csv(i).exists()]
@@ -169,19 +168,17 @@ class Run:
                 f"{'/' + str(planned) if planned else ''}, batches={'yes' if 'batch_csv' in self.paths else 'no'})")
 
 
-def _activity(paths: dict[str, Path], epochs: pd.DataFrame | None) -> dict[str, float | None]:
+def _activity(paths: dict[str, Path], epochs: pd.DataFrame | None = None) -> dict[str, float | None]:
+    """The signs of life ``effective_status`` weighs: the sidecar's and the files' last change,
+    and the heartbeat."""
     mtimes = {}
     for key in ("epoch_csv", "batch_csv", "sidecar", "log"):
         try:
             mtimes[key] = paths[key].stat().st_mtime
         except (KeyError, OSError):
             pass
-    longest = 0.0
-    if epochs is not None and len(epochs) and C.EPOCH_TIME in epochs:
-        value = epochs[C.EPOCH_TIME].max()
-        longest = float(value) if value == value else 0.0
     return {"sidecar_mtime": mtimes.get("sidecar"), "last_update": max(mtimes.values(), default=None),
-            "longest_epoch_s": longest}
+            "last_beat": read_beat(paths["heartbeat"]) if "heartbeat" in paths else None}
 
 
 def load_run(id_or_path: str | os.PathLike, root: str | os.PathLike | None = None) -> Run:
@@ -215,30 +212,9 @@ def load_run(id_or_path: str | os.PathLike, root: str | os.PathLike | None = Non
 
 # --- every run --------------------------------------------------------------------------------
 
-_FILE_TAGS = (("epoch_csv", "epoch"), ("batch_csv", "batch"), ("sidecar", "json"), ("log", "log"),
-              ("checkpoints", "ckpt"), ("results", "results"))
-SUMMARY_COLUMNS = ("run_id", "status", "start", "end", "epochs_done", "epochs_planned", "best",
-                   "best_epoch", "monitor", "last_loss", "total_time_s", "time_per_epoch_s",
-                   "samples_per_s",  # mean Samples_Per_Second of the run's epochs
-                   "world_size", "files", "problem", "sweep")
-
-
-def summary_columns() -> tuple[str, ...]:
-    """``SUMMARY_COLUMNS``, plus the summaries of the columns registered since (``medic.store.columns``)."""
-    return SUMMARY_COLUMNS + tuple(c.runs[0] for c in C.runs_summaries() if c.runs[0] not in SUMMARY_COLUMNS)
-
-
-def _start_of(run_id: str, sidecar: dict[str, Any] | None):
-    import pandas as pd
-    text = (sidecar or {}).get("start_time")
-    stamp = pd.to_datetime(text, format="%Y-%m-%d %H:%M:%S", errors="coerce") if text else pd.NaT
-    if pd.isna(stamp):
-        stamp = pd.to_datetime(run_id[:15], format="%Y%m%d_%H%M%S", errors="coerce")
-    return stamp
-
-
 def summarize(project: Project, run_id: str) -> dict[str, Any]:
-    """One row of ``runs()``: never raises for a damaged run, it fills ``problem`` instead."""
+    """One row of ``runs()`` read from the run's files alone, the whole epoch CSV parsed (what a
+    cached listing must equal): never raises for a damaged run, it fills ``problem`` instead."""
     import pandas as pd
     from medic.store.readers import read_epoch_csv
 
@@ -250,28 +226,8 @@ def summarize(project: Project, run_id: str) -> dict[str, Any]:
             epochs = read_epoch_csv(files["epoch_csv"], allow_empty=True)
         except MedicError as err:
             problem = str(err)
-    else:
-        problem = "epoch CSV missing"
-    if "sidecar" in files and sidecar is None:
-        problem = problem or "sidecar unreadable"
-    side = sidecar or {}
-    config = side.get("config") if isinstance(side.get("config"), dict) else {}
-    row: dict[str, Any] = {
-        "run_id": run_id,
-        "status": effective_status(sidecar, **_activity(files, epochs)),
-        "start": _start_of(run_id, sidecar),
-        "end": pd.to_datetime(side.get("end_time"), format="%Y-%m-%d %H:%M:%S", errors="coerce")
-        if side.get("end_time") else pd.NaT,
-        "epochs_done": 0, "epochs_planned": side.get("epochs") or config.get("epochs"),
-        "best": float("nan"), "best_epoch": None,
-        "monitor": side.get("monitor") or config.get("monitor") or C.AVG_LOSS,
-        "last_loss": float("nan"), "total_time_s": 0.0, "time_per_epoch_s": float("nan"),
-        **{col.runs[0]: float("nan") for col in C.runs_summaries()},
-        "world_size": side.get("world_size"),
-        "files": ",".join(tag for key, tag in _FILE_TAGS if key in files),
-        "problem": problem,
-        "sweep": side.get("sweep") or "",
-    }
+    status = effective_status(sidecar, **_activity(files, epochs))
+    row = base_row(run_id, status, sidecar, list(files), problem_of(problem, list(files), status, sidecar))
     if epochs is not None and len(epochs):
         best_rows = epochs[epochs[C.IS_BEST]]
         best_row = best_rows.iloc[-1] if len(best_rows) else epochs.loc[epochs[C.AVG_LOSS].idxmin()]
@@ -279,16 +235,14 @@ def summarize(project: Project, run_id: str) -> dict[str, Any]:
         row.update(epochs_done=int(epochs[C.EPOCH].iloc[-1]), best=float(epochs[C.BEST_SO_FAR].iloc[-1]),
                    best_epoch=int(best_row[C.EPOCH]), last_loss=float(epochs[C.AVG_LOSS].iloc[-1]),
                    total_time_s=C.training_seconds(times), time_per_epoch_s=float(times.mean()))
-        for col in C.runs_summaries():  # the registry says which columns medic runs sums up, and how
-            if col.name in epochs.columns:
-                values = pd.to_numeric(epochs[col.name], errors="coerce")
-                row[col.runs[0]] = float(values.iloc[-1] if col.runs[2] == "last" else getattr(values, col.runs[2])())
-    for key, value in config.items():
+        row.update(registry_summaries(epochs))
+    config = (sidecar or {}).get("config")
+    for key, value in (config.items() if isinstance(config, dict) else ()):
         row.setdefault(key, value)
     return row
 
 
-def runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
+def runs(root: str | os.PathLike | None = None, *, cached: bool = True) -> pd.DataFrame:
     """Every run of the project at ``root`` (default: the working directory), oldest first.
 
     Columns: ``run_id``, ``status`` (see ``medic.store.status``), ``start``, ``end``,
@@ -296,23 +250,39 @@ def runs(root: str | os.PathLike | None = None) -> pd.DataFrame:
     ``monitor``, ``last_loss``, ``total_time_s``, ``time_per_epoch_s``, ``world_size``,
     ``files`` (which of the run's files are left), ``problem`` (why a file could not be read),
     then one column per training option recorded in the sidecar.
+
+    Args:
+        root: the project folder.
+        cached: False reads every run's files whole, ignoring and keeping nothing in
+            ``analysis/.cache/catalog.json`` (the listing is the same, only slower).
     """
-    import pandas as pd
+    from medic.store.runlist import rows
 
     project = Project.at(root)
-    rows = [summarize(project, run_id) for run_id in all_run_ids(project)]
-    frame = pd.DataFrame(rows, columns=list(summary_columns()) + _option_columns(rows))
-    frame["epochs_done"] = frame["epochs_done"].astype("int64")
-    for c in ("epochs_planned", "best_epoch", "world_size"):
-        frame[c] = frame[c].astype("Int64")
-    return frame
+    if cached:
+        return frame(rows(project))
+    return frame([summarize(project, run_id) for run_id in all_run_ids(project)])
 
 
-def _option_columns(rows: list[dict[str, Any]]) -> list[str]:
-    seen: list[str] = []
-    for row in rows:
-        seen += [k for k in row if k not in summary_columns() and k not in seen]
-    return seen
+def catalog(root: str | os.PathLike | None = None, **filters: Any) -> pd.DataFrame:
+    """``runs()`` narrowed and ordered by ``filters``, the options of ``medic runs``.
+
+    Args:
+        root: the project folder (default: the working directory).
+        **filters: ``status`` (a status or a list of them), ``sweep`` (a sweep id), ``since``
+            (a date, ``"2025-11-01"``, or a datetime: runs started then or later), ``top`` (the
+            N best runs, best first) ``by`` (what ranks them: ``best``, the default, each run's
+            monitored best; an epoch column such as ``"Val_Dice"``, its best value over the
+            epochs, which becomes a column; or ``total_time_s``, ``samples_per_s``, ...).
+
+    Raises:
+        MedicError: for an unknown filter or a value that is not one.
+    """
+    from medic.store.runfilter import select
+    from medic.store.runlist import rows
+
+    found = rows(Project.at(root))
+    return frame(select(found, **filters))
 
 
 def differing_options(configs: list[dict[str, Any]]) -> list[str]:

@@ -248,10 +248,12 @@ def training_seconds(epoch_times) -> float:
 
 
 def format_duration(seconds: float | None) -> str:
-    """A duration or ETA the same way in every view: ``8s``, ``2m 05s``, ``1h 03m``; ``?``
-    when unknown."""
+    """A duration or ETA the same way in every view: ``0.4s``, ``8s``, ``2m 05s``, ``1h 03m``;
+    ``?`` when unknown (under ten seconds with a tenth: a short run is not "0s")."""
     if seconds is None or not math.isfinite(seconds):
         return "?"
+    if seconds < 9.95 and abs(seconds - round(seconds)) >= 0.05:
+        return f"{max(seconds, 0.0):.1f}s"
     secs = int(round(seconds))
     if secs < 60:
         return f"{secs}s"

@@ -48,6 +48,37 @@ def write_atomic(path: str | os.PathLike, data: bytes | str | Callable[[Any], No
     return path
 
 
+def create_exclusive(path: str | os.PathLike, data: bytes | str) -> bool:
+    """Create ``path`` with ``data`` in one step, only if it does not exist yet: a temporary file
+    linked to its name (``os.link`` fails when the name is taken), so no reader ever sees it
+    empty or half written. False when ``path`` already exists. On a file system without hard
+    links, an exclusive create and one write."""
+    path = Path(path)
+    tmp = temp_path(path)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        with open(tmp, "wb") as f:
+            f.write(raw)
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here
+            pass
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, raw)
+        finally:
+            os.close(fd)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_atomic(path, text)
 
@@ -63,6 +94,18 @@ def shown_path(path: str | os.PathLike) -> str:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def tail_lines(path: str | os.PathLike, n: int = 20) -> list[str]:
+    """The last ``n`` lines of a text file (read from its end: a long log costs no more), or []
+    when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 256 * max(n, 1)))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
+    return lines[-n:] if n > 0 else []
 
 
 def new_stamped_dir(base: str | os.PathLike, prefix: str) -> Path:

@@ -10,6 +10,8 @@
 
 Files (docs/reference/files.md): ``metrics/epoch_metrics_<id>.csv`` with exactly the nine columns below, plus
 the declared extra columns after them; ``metrics/batch_metrics_<id>.csv`` with exactly five.
+A new file appears in one step with its whole header, once its columns are known (with
+``extra_columns=None``, at the first epoch row); until then the run is its sidecar alone.
 The header is written once; every row is one complete line written and flushed on its own, so a
 reader never needs more than the newline to know a row is whole. Only rank 0 writes: on other
 ranks every method is a no-op. Resuming truncates rows written after the resumed epoch (and a
@@ -26,8 +28,10 @@ from typing import Iterable, Sequence
 
 from medic.errors import MedicError
 from medic.store.columns import BATCH_COLUMNS, EPOCH_COLUMNS, TELEMETRY_COLUMNS  # noqa: F401 (re-exported)
-from medic.store.paths import Project, reserve_run_id
+from medic.store.files import create_exclusive
+from medic.store.paths import Project, is_claim, reserve_run_id
 from medic.store.record import RunRecord, exit_status
+from medic.store.sidecar import read_sidecar
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -122,7 +126,9 @@ class _CsvFile:
                  partial: tuple[int, int] | None = None):
         self.path = path
         header = ",".join(columns) + "\n"
-        if path.exists() and path.stat().st_size > 0:
+        # a new file appears in one step with its whole header: no reader ever sees it empty
+        created = create_exclusive(path, header)
+        if not created and path.stat().st_size > 0:
             with open(path, "rb") as f:
                 first = f.readline().decode("utf-8-sig", errors="replace")
             if first.endswith("\n") and first != header:
@@ -230,17 +236,19 @@ class MetricsLogger:
             return
         self.project.metrics.mkdir(parents=True, exist_ok=True)
         continuing = self.run_id is not None and self.project.epoch_csv(self.run_id).exists()
+        # an id claimed here for a logger told to keep no sidecar: the claim goes once a CSV holds the id
+        self._drop_claim = self.run_id is None and sidecar is False
         if self.run_id is None:
             self.run_id = reserve_run_id(self.project)
         self.epoch_path = self.project.epoch_csv(self.run_id)
         self._resume_epoch = resume_epoch
-        if self.extra_columns is None and self.epoch_path.stat().st_size > 0:  # continuing: its columns
+        if self.extra_columns is None and continuing and self.epoch_path.stat().st_size > 0:  # its columns
             with open(self.epoch_path, encoding="utf-8-sig", errors="replace") as f:
                 header = f.readline()
             if header.endswith("\n"):
                 self.extra_columns = tuple(header.strip().split(",")[len(EPOCH_COLUMNS):])
         if self.extra_columns is not None:
-            self._epoch = _CsvFile(self.epoch_path, EPOCH_COLUMNS + self.extra_columns, resume_epoch)
+            self._open_epoch_csv()
             if continuing and self.best is None:
                 self.best = last_best(self.epoch_path)
         if log_batch_metrics:
@@ -251,6 +259,12 @@ class MetricsLogger:
             self.record.start(hparams=hparams, epochs_planned=epochs_planned, extra_columns=self.extra_columns,
                               log_batch_metrics=log_batch_metrics, monitor_mode=monitor_mode,
                               resumed_from=resume_epoch if continuing else None, info=run_info)
+
+    def _open_epoch_csv(self) -> None:
+        self._epoch = _CsvFile(self.epoch_path, EPOCH_COLUMNS + self.extra_columns, self._resume_epoch)
+        if self._drop_claim and is_claim(read_sidecar(self.project.sidecar(self.run_id))):
+            self.project.sidecar(self.run_id).unlink(missing_ok=True)
+        self._drop_claim = False
 
     def is_better(self, value: float) -> bool:
         return improves(value, self.best, self.monitor_mode)
@@ -263,7 +277,7 @@ class MetricsLogger:
         if self.extra_columns is None:  # the first row names the columns
             self.extra_columns = check_extra_columns(extra)
             if self.enabled:
-                self._epoch = _CsvFile(self.epoch_path, EPOCH_COLUMNS + self.extra_columns, self._resume_epoch)
+                self._open_epoch_csv()
                 if self.record is not None:
                     self.record.update(extra_columns=list(self.extra_columns))
         unknown = set(extra) - set(self.extra_columns)

@@ -5,16 +5,25 @@
     analysis/...                     (written by medic analyze / compare)
 
 Run ids are ``YYYYmmdd_HHMMSS`` (the start time); a second run started in the same second gets
-``YYYYmmdd_HHMMSS_2``, ``_3``, ... The id is reserved by creating the epoch CSV exclusively.
+``YYYYmmdd_HHMMSS_2``, ``_3``, ... The id is claimed by creating the run's sidecar exclusively,
+already holding its first record (``status`` starting, the claiming pid, host and start time);
+the CSVs appear later, each in one step with its header.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from medic.errors import RunNotFoundError
+from medic.procs import hostname, pid_scope
+from medic.store.stages import hold_at
+from medic.store.files import create_exclusive
+from medic.store.sidecar import now_str, read_sidecar, sweep_tags
 
 RUN_ID_RE = re.compile(r"\d{8}_\d{6}(?:_\d+)?")
 EPOCH_CSV_RE = re.compile(r"^epoch_metrics_(?P<id>\d{8}_\d{6}(?:_\d+)?)\.csv$")
@@ -113,43 +122,65 @@ def resume_points(ckpt_dir: Path) -> list[Path]:
     return found + [p for _, p in epochs]
 
 
+def resumed_run_id(project: Project, spec: str) -> str:
+    """The run a ``--resume`` continues, read without loading any checkpoint: ``latest`` (the
+    newest run with a resume point, as the trainer decides), a run id, or a path naming one."""
+    if spec == "latest":
+        run_id = project.newest_resumable()
+        if run_id is None:
+            raise RunNotFoundError(f"--resume latest: no run with checkpoints in {project.checkpoints}")
+        return run_id
+    found = RUN_ID_RE.search(str(spec))
+    if not found:
+        raise RunNotFoundError(f"--resume {spec!r} is neither 'latest', a run id (YYYYmmdd_HHMMSS) nor a run's .pth file")
+    return found.group(0)
+
+
 def run_id_sort_key(run_id: str) -> tuple[str, int]:
     """Chronological order: the timestamp, then the same-second suffix (none sorts first)."""
     stamp, suffix = run_id[:15], run_id[16:]
     return stamp, int(suffix) if suffix else 1
 
 
-def reserve_run_id(project: Project, now: float | None = None) -> str:
-    """Pick a fresh run id and claim it by creating its (empty) epoch CSV exclusively.
+def reserve_run_id(project: Project, now: float | None = None, pid: int | None = None) -> str:
+    """Pick a fresh run id and claim it by creating its sidecar exclusively.
 
-    Two runs started in the same second, even from two shells, get distinct ids: the exclusive
-    create is the lock. Nothing existing is touched.
+    The sidecar appears in one step with the claim (``status`` starting, ``pid`` — this process
+    unless given —, ``host``, ``start_time`` and ``start_epoch``), so every reader lists the run
+    from its first instant. Two runs started in the same second, even from two shells or two
+    hosts sharing the folder, get distinct ids: the exclusive create is the lock. An id whose
+    epoch CSV exists (a run written by another program) is skipped. Nothing existing is touched.
     """
     project.metrics.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d_%H%M%S", time.localtime(now if now is not None else time.time()))
+    t = time.time() if now is None else now
+    stamp = time.strftime("%Y%m%d_%H%M%S", time.localtime(t))
     n = 1
     while True:
         run_id = stamp if n == 1 else f"{stamp}_{n}"
-        try:
-            fd = os.open(project.epoch_csv(run_id), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            n += 1
+        n += 1
+        if project.epoch_csv(run_id).exists():
             continue
-        os.close(fd)
-        if project.sidecar(run_id).exists():  # a run whose CSV was deleted by hand keeps its id
-            os.unlink(project.epoch_csv(run_id))
-            n += 1
-            continue
-        return run_id
+        claim = {"run_id": run_id, "status": "starting", "claim": True, "pid": pid or os.getpid(),
+                 "host": hostname(), "pid_scope": pid_scope(), "start_time": now_str(t),
+                 "start_epoch": round(t, 3), "end_time": None, "message": "", **sweep_tags()}
+        if create_exclusive(project.sidecar(run_id), json.dumps(claim, indent=2) + "\n"):
+            hold_at("claimed")
+            return run_id
+
+
+def is_claim(sidecar: dict | None) -> bool:
+    """A sidecar that holds only the claim: nothing of the run has been written yet."""
+    return bool(sidecar) and bool(sidecar.get("claim")) and sidecar.get("status") == "starting"
 
 
 def release_run_id(project: Project, run_id: str) -> None:
     """A new run that failed before writing anything (a plug-in that does not import, a model
-    that cannot be built) gives back the empty epoch CSV that reserved its id: bad input leaves
-    no trace."""
-    path = project.epoch_csv(run_id)
-    try:
-        if path.stat().st_size == 0 and not project.sidecar(run_id).exists():
+    that cannot be built) gives back its id: the claim and its control files go, and bad input
+    leaves no trace. A run that wrote more than its claim keeps everything."""
+    if not is_claim(read_sidecar(project.sidecar(run_id))) or project.epoch_csv(run_id).exists():
+        return
+    for path in (project.sidecar(run_id), project.heartbeat(run_id), project.stop_request(run_id)):
+        try:
             path.unlink()
-    except OSError:
-        pass
+        except OSError:
+            pass

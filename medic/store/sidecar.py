@@ -13,7 +13,6 @@ from typing import Any
 
 from medic.store.files import write_json_atomic
 
-STATUSES = ("running", "completed", "failed", "stopped")
 
 
 def now_str(t: float | None = None) -> str:

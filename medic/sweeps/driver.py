@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from medic.jobs import pidfile_path
 from medic.procs import pid_alive, process_start_ticks
 from medic.store.files import write_json_atomic
+from medic.store.paths import release_run_id
 from medic.sweeps import study as st
 from medic.sweeps.spec import SweepSpec, sweep_dir
 from medic.sweeps.trial import TrialRun
@@ -156,6 +158,8 @@ class Driver:
                 del self.active[slot]
 
     def _finish(self, run: TrialRun) -> None:
+        if not pidfile_path(run.project, run.run_id).exists():  # its notebook never started the job
+            release_run_id(run.project, run.run_id)
         state = st._optuna().trial.TrialState
         best, best_epoch = run.best()
         status = run.run_status()

@@ -23,6 +23,7 @@ from medic.procs import descendants, pid_alive, process_start_ticks, send_signal
 from medic.store import columns as C
 from medic.store.files import write_json_atomic
 from medic.store.paths import Project, reserve_run_id, resume_points
+from medic.store.status import run_status as status_of
 from medic.store.sidecar import read_sidecar
 from medic.store.tail import CsvTail
 from medic.sweeps.spec import SweepSpec, sweep_dir
@@ -161,7 +162,8 @@ class TrialRun:
         return not self.job().running
 
     def run_status(self) -> str:
-        return (read_sidecar(self.project.sidecar(self.run_id)) or {}).get("status") or "failed"
+        """The run's status (``medic.store.status``: one word of the table)."""
+        return status_of(self.project, self.run_id)
 
     def stop(self, timeout: float = 60.0) -> threading.Thread:
         """Stop the training job gracefully (in a thread: the driver keeps its heartbeats);

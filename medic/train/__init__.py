@@ -1,13 +1,36 @@
 """Training: the only part of medic that imports torch (and then only in the modules that need
-it; the entry, the start-up checks and the torchrun launcher do not, so a mistake is reported
-before torch loads).
+it: ``launch/`` never does, so a mistake is reported before torch loads; tests enforce it).
 
-    entry       the roles: launcher or worker (``python -m medic.train``)
-    start       checks before any worker starts; what a resume continues
-    torchrun    starting torchrun and naming the rank whose error started a failure
+    launch/     starting a run, without torch
+      roles       ``python -m medic.train``: launcher or worker
+      checks      checks before any worker starts; what a resume continues
+      torchrun    starting torchrun and naming the rank whose error started a failure
+    data/       what a run trains on
+      sets        the built-in set, a plug-in's, the split and the shards (``Data``)
+      folders     2D images/ and masks/ folders (checked without torch)
+      layouts     Decathlon and nnU-Net layouts (read and checked without torch)
+      volumes     3D volumes through MONAI's transforms and caches
+      splits      k-fold splits, nnU-Net's included
+      caseinfo    the train/val case names and the data set's fingerprint in the sidecar
+      monai_loader  MONAI, loaded for what a run uses while the process group forms
+    outputs/    what a run leaves
+      checkpoint  the checkpoint format: atomic write, safe load, RNG state
+      save        checkpoints as a run trains, the sidecar's start record, the state they restore
+      writer      background writers of an epoch's outputs; the best masks and picture from
+                  the validation's own predictions
+      casefiles   per-case tables of each validation, top-k checkpoints
+      pictures    the best epoch's picture, best masks and the validation strip
+      overlay     drawing masks over images (one style for every picture)
+      restore     ``medic.load_model``
     loop        one rank's training, as named steps
+    stopping    a rank's wish to stop: signals, the stop-request file, the heartbeat
     sync        what the ranks agree on: the stop vote, the log intervals' global losses
-    save        checkpoints, the sidecar's start record, the best epoch's pictures
-    checkpoint  the checkpoint format: atomic write, safe load, RNG state
-    dist, data, imagefolder, models, plugins, console
+    validation  one validation pass over every rank's shard
+    metrics     segmentation metrics independent of the number of processes
+    selection   the best epoch, its EMA, top-k and early stopping
+    telemetry   where an epoch's time goes
+    sliding     sliding-window inference (validation and prediction)
+    predict     ``medic predict``; evaluate: ``medic evaluate``
+    console     what a person reads while training
+    dist, models, plugins
 """

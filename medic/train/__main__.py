@@ -1,5 +1,5 @@
-"""``python -m medic.train`` (and ``torchrun ... -m medic.train``): see ``medic.train.entry``."""
+"""``python -m medic.train`` (and ``torchrun ... -m medic.train``): see ``medic.train.launch.roles``."""
 
-from medic.train.entry import end_process, main
+from medic.train.launch.roles import end_process, main
 
 end_process(main)

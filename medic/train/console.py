@@ -168,7 +168,8 @@ def settings_lines(cfg, r, device, data, run_id: str) -> list[tuple[str, object]
     """The settings of the startup block (the usual names, values of this run)."""
     import torch.distributed
 
-    source = cfg.data or (f"plug-in {cfg.dataset}" if cfg.dataset else
+    from medic.store.files import shown_path
+    source = shown_path(cfg.data) if cfg.data else (f"plug-in {cfg.dataset}" if cfg.dataset else
                           f"synthetic ({cfg.num_samples} samples, {cfg.image_size}x{cfg.image_size})")
     lines = [("Epochs", cfg.epochs), ("Batch Size (per GPU)", cfg.batch_size), ("Learning Rate", cfg.lr),
              ("LR Scheduler", cfg.lr_scheduler), ("Processes (world size)", r.world_size),
@@ -182,3 +183,8 @@ def settings_lines(cfg, r, device, data, run_id: str) -> list[tuple[str, object]
     lines += [("Monitor", cfg.monitor), ("Checkpoint every", f"{cfg.save_interval} epochs"),
               ("Seed", cfg.seed), ("Run id", run_id)]
     return lines
+
+
+def eta_hours(epoch_times: list[float], remaining: int) -> float:
+    """The run's ETA in hours, as the console prints it (``medic.store.columns.eta_seconds``)."""
+    return (C.eta_seconds(epoch_times, remaining) or 0.0) / 3600

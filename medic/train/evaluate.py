@@ -24,7 +24,7 @@ import numpy as np
 from medic.errors import MedicError
 from medic.store.files import new_stamped_dir, write_json_atomic, write_text_atomic
 from medic.store.paths import Project
-from medic.train.layouts import ENDINGS, header, strip_ending
+from medic.train.data.layouts import ENDINGS, header, strip_ending
 from medic.train.selection import METRICS, column_safe
 
 EVAL_DIR = ("analysis", "evaluations")
@@ -159,7 +159,7 @@ def evaluate(pred: str | Path, truth: str | Path, labels: str | Path | None = No
     # torch loads here, once the input is checked: a mistake is reported seconds sooner
     import torch
 
-    from medic.train.casefiles import write_case_table
+    from medic.train.outputs.casefiles import write_case_table
     from medic.train.metrics import CaseRows, Distances, confusion_counts
     rows = CaseRows()
     for k, case in enumerate(common):

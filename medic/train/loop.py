@@ -9,7 +9,7 @@
                each step: forward, backward, step; its loss stays on the device
                each log interval: its per-step losses reduced without waiting, with the
                stop vote (``sync.StepSync``, about every 0.25 s) → batch rows, a progress line
-    finish     sidecar status completed / stopped / failed
+    finish     sidecar status completed / stopped / failed (a requeue: ``RankRun.requeue``)
 
 Metrics are global (docs/reference/files.md, "Metrics are global"): a batch's loss is the sample-weighted mean over ranks of that
 step, Avg_Loss is the per-sample mean over all ranks, Min/Max are over the global batch losses.
@@ -21,7 +21,6 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -29,22 +28,28 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from medic.config import TrainConfig
 from medic.errors import MedicError
 from medic.store import columns as C
+from medic.store.control import clear_stop_request
 from medic.store.logger import MetricsLogger, improves
 from medic.store.paths import Project, release_run_id
 from medic.store.sidecar import now_str, update_sidecar
-from medic.train import checkpoint as ckpt
-from medic.train import dist, imports
-from medic.train.console import Console, settings_lines
-from medic.train.data import Data, loader_message
-from medic.train.infer import predictor
+from medic.store.stages import hold_at
+from medic.train import dist
+from medic.train.console import Console, eta_hours, settings_lines
+from medic.train.data import monai_loader as imports
+from medic.train.data.caseinfo import split_record
+from medic.train.data.sets import Data, loader_message
+from medic.train.launch.torchrun import report_failure
 from medic.train.metrics import class_names
-from medic.train.models import build_loss, build_model, build_optimizer, make_scheduler
-from medic.train.outputs import PICTURE_CASES, Predictions, Writer, best_jobs, case_jobs, join_all
-from medic.train.save import Saver, TrainState
+from medic.train.models import build_loss
+from medic.train.outputs import checkpoint as ckpt
+from medic.train.outputs.pictures import PICTURE_CASES
+from medic.train.outputs.save import Saver, TrainState, build_state
+from medic.train.outputs.writer import Outputs, Predictions, best_jobs, rank0_jobs
 from medic.train.selection import Selector, check_monitor, selected_name, validation_columns
-from medic.train.sync import EpochState, NonFiniteLoss, StepSync, StopFlag, agree, record_windows
+from medic.train.sliding import predictor
+from medic.train.stopping import StopFlag
+from medic.train.sync import EpochState, NonFiniteLoss, StepSync, agree, record_windows
 from medic.train.telemetry import EpochTimer, columns as telemetry_columns
-from medic.train.torchrun import report_failure
 from medic.train.validation import Validation, validate
 
 
@@ -59,6 +64,7 @@ def run(cfg: TrainConfig, decide) -> int:
     device = dist.pick_device(cfg.device, r.local_rank)
     monai = imports.load(cfg)  # in a thread, while the ranks meet
     control = dist.init(r, device, cfg.dist_timeout)
+    hold_at("rendezvous")
     plan = agree_on_plan(decide, r)
     monai.join()
     if plan is None:
@@ -121,16 +127,14 @@ class RankRun:
         self.start_wall = time.time()
         self.selector: Selector | None = None
         self.early_stop = ""  # the message, once patience has run out
-        # written while the next epoch trains: rank 0's case tables, strips and sidecar progress, and
-        # each rank's best masks and picture (outputs.py)
-        self.writer, self.masks = Writer(), Writer()
+        self.outputs = Outputs()  # written while the next epoch trains (outputs/writer.py)
         self.row_at = 0.0  # when the last epoch row was written (perf_counter)
 
     def train(self) -> int:
         status, message, code = "failed", "", 1
         try:
             resumed = ckpt.load(self.resume_path) if self.resume_path else None
-            from medic.train.volumes import build_any_data  # MONAI loads here, not at import
+            from medic.train.data.volumes import build_any_data  # MONAI loads here, not at import
             data = build_any_data(self.cfg, self.r, self.device)
             check_monitor(self.cfg.monitor, extra_columns(self.cfg, data))  # before any file is written
             ts = build_state(self.cfg, data, self.device, resumed, self.resume_path)
@@ -143,9 +147,11 @@ class RankRun:
             step = Step(self.cfg, model, build_loss(), ts.optimizer, self.device, self.control, self.stop,
                         self.logger, self.con)
             stopped = self.epochs(step, ts, data, resumed)
-            join_all(self.writer, self.masks)  # every output on disk before the run says it ended
+            self.outputs.join()  # every output on disk before the run says it ended
             status, code = ("stopped", 130) if stopped else ("completed", 0)
             message = self.early_stop
+            if stopped and self.stop.action == "requeue":
+                status, message = None, "checkpoint saved for a requeue"
         except NonFiniteLoss as err:
             message = f"non-finite loss ({err.value}) at epoch {err.epoch}, batch {err.batch}"
             key = "nan_stop" if err.epoch > 1 else "nan_stop_none"  # nothing is saved before epoch 1 ends
@@ -163,7 +169,7 @@ class RankRun:
             raise
         finally:
             try:  # whatever happened, the files being written are finished (each one whole)
-                join_all(self.writer, self.masks)
+                self.outputs.join()
             except Exception as err:  # noqa: BLE001 - the first failure is the one reported
                 self.con.error(f"medic: error: an output could not be written ({type(err).__name__}: {err})")
             if self.logger is not None:
@@ -171,10 +177,22 @@ class RankRun:
             elif self.r.is_main and not self.resume_path:
                 release_run_id(self.project, self.run_id)
             self.con.close()
-        if self.owns_sidecar:  # total_time: the process's wall time; the run's duration is its epochs' sum
+        if self.owns_sidecar and status is None:
+            self.requeue(message)
+        elif self.owns_sidecar:  # total_time: the process's wall time; the run's duration is its epochs' sum
             update_sidecar(self.sidecar, status=status, end_time=now_str(), message=message,
                            total_time=round(time.time() - self.start_wall, 3))
+        if self.r.is_main:
+            clear_stop_request(self.project, self.run_id)  # acted on, or moot now that the run ended
         return code
+
+    def requeue(self, message: str) -> None:
+        """The end of a run asked to checkpoint for a requeue (stop request ``action="requeue"``:
+        a scheduler's time limit or preemption): the checkpoint is saved as for any stop, but the
+        run is not marked stopped. Its status stays resumable; ``requeued`` (the time) tells the
+        launcher not to mark it failed, and the scheduler to continue it from that checkpoint."""
+        update_sidecar(self.sidecar, requeued=now_str(), message=message,
+                       total_time=round(time.time() - self.start_wall, 3))
 
     def open_files(self, data: Data, resumed: dict | None) -> None:
         """Rank 0: the CSVs (cut after the resume point), the log, the sidecar, the startup block."""
@@ -190,9 +208,12 @@ class RankRun:
                                     resume_partial=(partial["epoch"], partial["batch"]) if partial else None,
                                     best_so_far=resumed.get("best") if resumed else None, rank=0,
                                     sidecar=False)  # the trainer writes its own (Saver.sidecar_start)
+        hold_at("header")
         con.open_log(project.log_file(run_id))
-        self.saver.sidecar_start(self.r, data.steps, extra, resumed, self.resume_path, labels=data.label_names)
+        self.saver.sidecar_start(self.r, data.steps, extra, resumed, self.resume_path, data.label_names,
+                                 split_record(cfg, data))
         self.owns_sidecar = True
+        self.stop.watch(project, run_id)  # its stop requests and heartbeat: the run is this one's now
         con.startup(root=project.root, dirs={"ckpt_dir": project.checkpoint_dir(run_id),
                     "results_dir": project.results_dir(run_id), "log_dir": project.log,
                     "metrics_dir": project.metrics},
@@ -219,7 +240,7 @@ class RankRun:
             timer = EpochTimer(self.device)
             if train_epoch(step, data.loader, es, epoch, first, data.steps, timer):
                 es.elapsed = time.perf_counter() - t0
-                join_all(self.writer, self.masks)  # before the resume point that follows them
+                self.outputs.join()  # before the resume point that follows them
                 if r.is_main:
                     self.saver.partial(ts, done_epoch, epoch, es)
                     con.say("stopped_mid", epoch=epoch, checkpoint_epoch=done_epoch, run_id=self.run_id)
@@ -284,17 +305,10 @@ class RankRun:
         if ts.scheduler is not None and not (cfg.lr_scheduler == "plateau" and unvalidated):
             ts.scheduler.step(value) if cfg.lr_scheduler == "plateau" else ts.scheduler.step()
         results = self.project.results_dir(self.run_id)
-        masks = best_jobs(kept, data.volumes, results, epoch, f"Run {self.run_id}, epoch {epoch} (new best)"
-                         + (": slice of most foreground" if data.volumes is not None else "")) \
-            if is_best and kept is not None else []
+        masks = best_jobs(kept, data, cfg, results, self.run_id, epoch) if is_best and kept is not None else []
         saves = self.saver.epoch(ts, epoch, is_best, previous, value) if self.r.is_main else []
-        jobs = []
+        jobs = rank0_jobs(results, self.run_id, epoch, ts, val, data, cfg, self.sidecar) if self.r.is_main else []
         if self.r.is_main:
-            if val is not None:
-                jobs += case_jobs(results, epoch, ts.best_epoch, val, class_names(data.train_ds, cfg.num_classes),
-                                  f"Run {self.run_id}, epoch {epoch}")
-            jobs.append((partial(update_sidecar, self.sidecar, epochs_done=epoch, best=ts.best,
-                                 best_epoch=ts.best_epoch, updated=now_str()), "sidecar"))
             # a resumed mid-epoch's seconds began before this process: never below 0
             outputs_s = max(0.0, time.perf_counter() - self.row_at - seconds)
             telemetry = {**(telemetry or {}), C.OUTPUT_SECONDS: outputs_s}
@@ -304,10 +318,7 @@ class RankRun:
         self.row_at = time.perf_counter()
         for save, _ in saves:  # after the row: no checkpoint without its row; before the next epoch:
             save()             # a process killed in it resumes from this one
-        for job, key in jobs:
-            self.writer.submit(job, key)
-        for job, key in masks:
-            self.masks.submit(job, key)
+        self.outputs.submit(jobs, masks)
 
     def failed(self, err: BaseException) -> None:
         """A bug or a lost peer: record it (the launcher names the rank that started it), mark
@@ -320,20 +331,6 @@ class RankRun:
                 message += " (this or another process failed; see the log of each rank)"
         if self.owns_sidecar:
             update_sidecar(self.sidecar, status="failed", end_time=now_str(), message=message)
-
-
-def build_state(cfg: TrainConfig, data: Data, device: torch.device, resumed: dict | None,
-                resume_path) -> TrainState:
-    """The model (seeded alike on every rank), optimizer and schedule; restored when resuming."""
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, in_channels=data.in_channels).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg)
-    ts = TrainState(model, optimizer, make_scheduler(cfg, optimizer))
-    if resumed:
-        ts.restore(resumed, resume_path)
-    return ts
 
 
 def extra_columns(cfg: TrainConfig, data: Data) -> list[str]:
@@ -393,8 +390,3 @@ def train_epoch(step: Step, loader, es: EpochState, epoch: int, first: int, step
     sync.drain()  # the epoch's last steps are recorded before its epoch row
     timer.end_loop()
     return False
-
-
-def eta_hours(epoch_times: list[float], remaining: int) -> float:
-    """The run's ETA in hours, as the console prints it (``medic.store.columns.eta_seconds``)."""
-    return (C.eta_seconds(epoch_times, remaining) or 0.0) / 3600

@@ -53,9 +53,19 @@ def base_dataset(ds) -> tuple[object, list[int]]:
 
 def case_ids(loader) -> tuple[list[int], list[str]]:
     """Each item of a (non-shuffled) validation loader: its index in the whole dataset, and its
-    name (``dataset.case_ids`` — a file name — when there is one, else the index)."""
-    ds, positions = base_dataset(loader.dataset)
-    names = getattr(ds, "case_ids", None)
+    name (``dataset_cases``)."""
+    return dataset_cases(loader.dataset)
+
+
+def dataset_cases(ds) -> tuple[list[int], list[str]]:
+    """Each item of ``ds``: its position in the whole data set (the order of the per-case rows,
+    whatever the number of processes), and its name. A set that names its own items says so
+    (``case_order``/``case_names``: the volume sets, by ``Case.name``); under ``Subset``s, the
+    whole set's ``case_ids`` (a 2D folder's file names) when it has them, else the index."""
+    if hasattr(ds, "case_names") and hasattr(ds, "case_order"):
+        return list(ds.case_order), [str(n) for n in ds.case_names]
+    base, positions = base_dataset(ds)
+    names = getattr(base, "case_ids", None)
     return positions, [str(names[p]) if names is not None else str(p) for p in positions]
 
 

@@ -38,8 +38,8 @@ def build_loss() -> nn.Module:
     return DiceCELoss(to_onehot_y=True, softmax=True)
 
 
-def make_scheduler(cfg: TrainConfig, optimizer):
-    """The --lr_scheduler of the run, or None."""
+def make_scheduler(cfg, optimizer):
+    """The LR schedule of ``--lr_scheduler`` (None: a constant rate)."""
     if cfg.lr_scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     if cfg.lr_scheduler == "step":

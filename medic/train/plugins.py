@@ -1,5 +1,7 @@
 """Users' own code: ``--model pkg.mod:fn`` and ``--dataset pkg.mod:fn``, importable from the working
-directory. The callable takes the run's ``TrainConfig``."""
+directory, or a file, ``--model path/to/net.py:fn`` (recorded as an absolute path, so a resume
+finds it from any folder; its folder is put on the import path for its own imports). The
+callable takes the run's ``TrainConfig``."""
 
 from __future__ import annotations
 
@@ -20,7 +22,11 @@ def _ensure_cwd_on_path() -> None:
 def check_plugin(spec: str, what: str) -> None:
     """Fail early, without running the user's code, when the module cannot be found."""
     _ensure_cwd_on_path()
-    module = spec.split(":")[0]
+    module = spec.rpartition(":")[0]
+    if module.endswith(".py"):
+        if not os.path.isfile(module):
+            raise MedicError(f"--{what} {spec!r}: no file {module}")
+        return
     try:
         found = importlib.util.find_spec(module)
     except (ImportError, ValueError) as err:
@@ -35,9 +41,9 @@ def check_plugin(spec: str, what: str) -> None:
 
 def load_plugin(spec: str, what: str):
     _ensure_cwd_on_path()
-    module_name, attr = spec.split(":")
+    module_name, _, attr = spec.rpartition(":")
     try:
-        module = importlib.import_module(module_name)
+        module = _import_file(module_name) if module_name.endswith(".py") else importlib.import_module(module_name)
     except Exception as err:  # the user's module may fail in any way: report it as theirs
         raise MedicError(f"--{what} {spec!r}: importing {module_name!r} failed: "
                          f"{type(err).__name__}: {err}") from err
@@ -45,3 +51,15 @@ def load_plugin(spec: str, what: str):
     if not callable(fn):
         raise MedicError(f"--{what} {spec!r}: {module_name!r} has no callable {attr!r}")
     return fn
+
+
+def _import_file(path: str):
+    folder = os.path.dirname(path)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # pickling (DataLoader workers) finds the plug-in's classes by name
+    spec.loader.exec_module(module)
+    return module

@@ -1,5 +1,5 @@
-"""What the ranks agree on, and how: the stop request, the global losses of the log intervals,
-and the epoch's accumulated values.
+"""What the ranks agree on, and how: the stop vote (a rank's wish to stop is ``medic.train.stopping``),
+the global losses of the log intervals, and the epoch's accumulated values.
 
 Every rank joins every collective here; rank 0 alone writes what they produce.
 """
@@ -7,8 +7,6 @@ Every rank joins every collective here; rank 0 alone writes what they produce.
 from __future__ import annotations
 
 import math
-import os
-import signal
 import time
 from dataclasses import dataclass, field
 
@@ -21,40 +19,6 @@ class NonFiniteLoss(Exception):
     def __init__(self, epoch: int, batch: int, value: float):
         super().__init__(f"non-finite loss {value} at epoch {epoch}, batch {batch}")
         self.epoch, self.batch, self.value = epoch, batch, value
-
-
-class StopFlag:
-    """SIGINT/SIGTERM only set a flag; the loop agrees on it across ranks at a step boundary
-    (``StepSync``). A third signal gives up on the graceful path. Under torchrun, the agent's
-    death counts too.
-
-    One stop can reach a worker several times within milliseconds (a scheduler signals every
-    process of the job, and the launcher and torchrun's agent each pass the signal on), so
-    signals less than ``BURST`` seconds after the last counted one count as the same request."""
-
-    BURST = 1.0
-
-    def __init__(self):
-        self.requested = False
-        self.signals = 0
-        self._counted_at = -math.inf
-        self._parent = os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        now = time.monotonic()
-        if now - self._counted_at >= self.BURST:
-            self.signals += 1
-            self._counted_at = now
-        self.requested = True
-        if self.signals >= 3:
-            raise KeyboardInterrupt
-
-    def local(self) -> bool:
-        if self._parent is not None and os.getppid() != self._parent:
-            self.requested = True
-        return self.requested
 
 
 @dataclass

@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 import torch
 
 from medic.store import columns as C
 from medic.train import dist
-from medic.train.infer import classes_of
 from medic.train.metrics import CaseRows, Distances, base_dataset, case_ids, confusion_counts
+from medic.train.outputs.overlay import Shown, shown
+from medic.train.sliding import classes_of
 
 STRIP_CASES = 3  # validation cases shown in the prediction strip
 
@@ -23,11 +23,11 @@ STRIP_CASES = 3  # validation cases shown in the prediction strip
 @dataclass
 class Validation:
     """What one validation found: the epoch columns, the gathered per-case rows, and (rank 0)
-    the first cases' image, truth and prediction for the strip."""
+    the first cases' image, truth and prediction for the strip (``medic.train.outputs.overlay``)."""
 
     metrics: dict[str, float]
     cases: CaseRows
-    strip: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    strip: list[Shown] = field(default_factory=list)
 
 
 def spacing_of(loader) -> tuple[float, ...] | None:
@@ -42,8 +42,9 @@ def validate(model: torch.nn.Module, loader, loss_fn, device: torch.device, num_
              predict: Callable[[torch.Tensor], torch.Tensor] | None = None, keep: Callable | None = None) -> Validation:
     """Val_Loss (per-sample mean), Val_Dice and the per-class columns over all ranks' shards.
     Every rank must call it (the rows are gathered); every rank gets the same result. ``keep``
-    (optional) is given each batch's case infos (None for plain batches), images, truth and
-    predicted classes: the best epoch's outputs come from them, not from a second inference."""
+    (optional) is given each batch's case infos (None for plain batches), images, truth,
+    predicted classes and case names: the best epoch's outputs come from them, not from a second
+    inference."""
     predict = predict or model
     was_training = model.training
     model.eval()
@@ -64,10 +65,11 @@ def validate(model: torch.nn.Module, loader, loss_fn, device: torch.device, num_
         values = distances(pred, masks, counts) if distances.which else {}
         rows.add(order[at:at + n], ids[at:at + n], counts, values)
         at += n
+        names_of = [strip_name(loader, ids[at - n + i]) for i in range(n)]
         if keep is not None:
-            keep(infos[0] if infos else None, images, masks, pred)
-        if len(strip) < STRIP_CASES:
-            strip += [(middle(images[i, 0]), middle(masks[i, 0]), middle(pred[i, 0]))
+            keep(infos[0] if infos else None, images, masks, pred, names_of)
+        if len(strip) < STRIP_CASES:  # a volume by its slice of most foreground, as the best epoch's
+            strip += [shown(names_of[i], *(t[i, 0].float().cpu().numpy() for t in (images, masks, pred)))
                       for i in range(min(n, STRIP_CASES - len(strip)))]
     loss_sum, n = dist.all_reduce_sum(acc).tolist()
     model.train(was_training)
@@ -75,8 +77,11 @@ def validate(model: torch.nn.Module, loader, loss_fn, device: torch.device, num_
     return Validation({C.VAL_LOSS: loss_sum / n if n else float("nan"), **cases.summary(names)}, cases, strip)
 
 
-def middle(t: torch.Tensor) -> np.ndarray:
-    """A 2D picture of one case: itself, or the middle slice of a volume."""
-    while t.dim() > 2:
-        t = t[t.shape[0] // 2]
-    return t.float().cpu().numpy()
+def strip_name(loader, case_id: str) -> str:
+    """A case's name in the strip: its id, or the record's name of a volume data set when the id
+    is only a position."""
+    records = getattr(loader.dataset, "records", None)
+    indices = getattr(loader.dataset, "indices", None)
+    if case_id.isdigit() and records is not None and indices is not None:
+        return str(records[indices[int(case_id)]].get("case", case_id))
+    return case_id

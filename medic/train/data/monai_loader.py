@@ -42,9 +42,26 @@ class _HoldBack:
 
 
 def needs_all(cfg) -> bool:
-    """Whether the run may use any of MONAI: a plug-in (a resumed run's options are known only
-    later, so it counts too), or asked for by the environment."""
-    return bool(cfg.model or cfg.dataset or cfg.resume or os.environ.get(IMPORT_ALL_ENV))
+    """Whether the run may use any of MONAI: a plug-in (for a resumed run, one recorded in its
+    sidecar, or a run whose options cannot be read yet), or asked for by the environment."""
+    if cfg.model or cfg.dataset or os.environ.get(IMPORT_ALL_ENV):
+        return True
+    return bool(cfg.resume) and resumed_with_plugin(cfg)
+
+
+def resumed_with_plugin(cfg) -> bool:
+    """Whether the run that ``cfg.resume`` continues was trained with a plug-in, by its sidecar
+    (read without loading the checkpoint: a requeued SLURM job starts seconds sooner); a run
+    whose sidecar says nothing counts as one."""
+    from medic.errors import MedicError
+    from medic.store.paths import Project, resumed_run_id
+    from medic.store.sidecar import read_sidecar
+    try:
+        project = Project.at(cfg.output_dir or None)
+        stored = (read_sidecar(project.sidecar(resumed_run_id(project, cfg.resume))) or {}).get("config")
+    except MedicError:
+        return True
+    return not isinstance(stored, dict) or bool(stored.get("model") or stored.get("dataset"))
 
 
 def import_monai(whole: bool) -> None:

@@ -19,11 +19,11 @@ from monai.transforms import LoadImaged
 from torch.utils.data import DataLoader, Dataset
 
 from medic.config import TrainConfig
-from medic.errors import MedicError
+from medic.errors import MedicError, one_line
 from medic.train import dist
-from medic.train.data import Data, ResumableSampler, split_indices
-from medic.train.layouts import Layout, read_layout
-from medic.train.splits import fold_cases, uses_folds
+from medic.train.data.sets import Data, ResumableSampler, split_indices
+from medic.train.data.layouts import Layout, read_layout
+from medic.train.data.splits import fold_cases, uses_folds
 
 CT_WINDOW = (-175.0, 250.0)  # HU: the soft-tissue window of MONAI's abdominal CT tutorials
 FOREGROUND_RATIO = (2.0, 1.0)  # patches centred on foreground : on background
@@ -37,8 +37,8 @@ class NamedLoad(LoadImaged):
         try:
             return super().__call__(data, reader)
         except Exception as err:  # nibabel, gzip and MONAI's readers raise many types
-            text = " ".join(line.strip() for line in str(err).strip().splitlines())[-200:] or type(err).__name__
-            raise MedicError(f"case {data.get('case', '?')}: cannot be read ({text})") from err
+            raise MedicError(f"case {data.get('case', '?')}: cannot be read "
+                             f"({one_line(str(err), tail=True) or type(err).__name__})") from err
 
 
 def medic_error_in(err: BaseException) -> MedicError | None:
@@ -132,13 +132,23 @@ class Cases(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    @property
+    def case_order(self) -> list[int]:
+        """Each item's position in the whole data set (``metrics.dataset_cases``)."""
+        return list(self.indices)
+
+    @property
+    def case_names(self) -> list[str]:
+        """Each item's case name, as ``best_masks/`` names its file."""
+        return [str(self.records[i]["case"]) for i in self.indices]
+
     def load(self, j: int) -> dict:
         i = self.indices[j]
         try:
             return self.base[i]
         except Exception as err:  # a corrupt file is found only when it is read
             raise medic_error_in(err) or MedicError(f"case {self.records[i]['case']}: cannot be preprocessed "
-                                                    f"({type(err).__name__}: {str(err)[:200]})") from err
+                                                    f"({type(err).__name__}: {one_line(str(err))})") from err
 
     def __getitem__(self, key):
         j, epoch = key if isinstance(key, tuple) else (key, 0)
@@ -194,7 +204,7 @@ def build_volume_data(cfg: TrainConfig, r: dist.Ranks, device: torch.device) -> 
         base = cached(cfg, records, pre)
     except Exception as err:
         raise medic_error_in(err) or MedicError(f"the volumes cannot be preprocessed ({type(err).__name__}: "
-                                                f"{str(err)[:200]})") from err
+                                                f"{one_line(str(err))})") from err
     train_idx, val_idx = fold_cases(cfg, [r["case"] for r in records], layout.kind) if uses_folds(cfg) else \
         split_indices(len(records), cfg.val_fraction, cfg.seed)
     train_ds = Cases(base, records, train_idx, cfg.seed, augmentation(cfg))
@@ -216,8 +226,8 @@ def build_volume_data(cfg: TrainConfig, r: dist.Ranks, device: torch.device) -> 
 
 def build_any_data(cfg: TrainConfig, r: dist.Ranks, device: torch.device) -> Data:
     """Volumes for a Decathlon or nnU-Net data set; else the 2D data of ``data.build_data``."""
-    from medic.train.data import build_data
-    from medic.train.layouts import is_layout
+    from medic.train.data.sets import build_data
+    from medic.train.data.layouts import is_layout
     if cfg.data and is_layout(cfg.data):
         return build_volume_data(cfg, r, device)
     return build_data(cfg, r, device)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medic.errors import MedicError
+from medic.errors import MedicError, Problems
+from medic.store.files import shown_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npy", ".nii", ".nii.gz")
 
@@ -36,21 +37,21 @@ def pairs(root: str | Path) -> list[tuple[Path, Path]]:
     """(image, mask) pairs of a data folder; a ``MedicError`` says what is wrong with it."""
     root = Path(root)
     if not root.is_dir():
-        raise MedicError(f"data folder {root} does not exist")
+        raise MedicError(f"data folder {shown_path(root)} does not exist")
     images_dir, masks_dir = root / "images", root / "masks"
     for d in (images_dir, masks_dir):
         if not d.is_dir():
-            raise MedicError(f"data folder {root} has no {d.name}/ subfolder (expected images/ and masks/)")
+            raise MedicError(f"data folder {shown_path(root)} has no {d.name}/ subfolder (expected images/ and masks/)")
     images, masks = _index(images_dir), _index(masks_dir)
     if not images:
-        raise MedicError(f"{images_dir} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        raise MedicError(f"{shown_path(images_dir)} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
     missing = sorted(set(images) - set(masks))
     if missing:
-        raise MedicError(f"{len(missing)} image(s) in {images_dir} have no mask of the same name in "
-                         f"{masks_dir}, e.g. {images[missing[0]].name}")
+        raise MedicError(f"{len(missing)} image(s) in {shown_path(images_dir)} have no mask of the same name in "
+                         f"{shown_path(masks_dir)}, e.g. {images[missing[0]].name}")
     extra = sorted(set(masks) - set(images))
     if extra:
-        raise MedicError(f"{len(extra)} mask(s) in {masks_dir} have no image of the same name, "
+        raise MedicError(f"{len(extra)} mask(s) in {shown_path(masks_dir)} have no image of the same name, "
                          f"e.g. {masks[extra[0]].name}")
     return [(images[k], masks[k]) for k in sorted(images)]
 
@@ -70,20 +71,37 @@ def read_array(path: Path):
             with Image.open(path) as im:
                 arr = np.asarray(im)
     except Exception as err:  # any decoder failure means the same thing to the user
-        raise MedicError(f"cannot read {path}: {type(err).__name__}: {err}") from err
+        raise MedicError(f"cannot read {shown_path(path)}: {type(err).__name__}: {err}") from err
     arr = np.squeeze(arr) if arr.ndim > 2 and 1 in arr.shape[2:] else arr
     if arr.ndim == 3 and arr.shape[-1] in (3, 4) and not name.endswith((".nii", ".nii.gz")):
         arr = arr[..., :3].mean(axis=-1)  # RGB(A) pictures become grey
     if arr.ndim != 2:
-        raise MedicError(f"{path} has shape {arr.shape}; medic trains on 2D images (give 2D slices)")
+        raise MedicError(f"{shown_path(path)} has shape {arr.shape}; medic trains on 2D images (give 2D slices)")
     return arr
 
 
-def check_folder(root: str | Path) -> int:
-    """Validate a data folder completely; returns the number of pairs."""
-    found = pairs(root)
-    for image, mask in found:
-        a, b = read_array(image), read_array(mask)
-        if a.shape != b.shape:
-            raise MedicError(f"{image.name}: image {a.shape} and mask {b.shape} differ in size")
-    return len(found)
+def check_folder(root: str | Path, problems: Problems | None = None) -> list[dict]:
+    """Validate a data folder completely: one row per pair (case, shape, label values), every
+    problem added to ``problems`` (without it, all of them raised together at the end)."""
+    import numpy as np
+    own = Problems() if problems is None else problems
+    rows = []
+    for image, mask in pairs(root):
+        row = {"case": stem_of(image), "shape": (), "values": None}
+        a = b = None
+        for path, kind in ((image, "image"), (mask, "mask")):
+            try:
+                arr = read_array(path)
+            except MedicError as err:
+                own.add(f"case {row['case']}: {err}")
+                continue
+            if kind == "image":
+                a, row["shape"] = arr, arr.shape
+            else:
+                b, row["values"] = arr, np.unique(arr).tolist()
+        if a is not None and b is not None and a.shape != b.shape:
+            own.add(f"case {row['case']}: image {image.name} {a.shape} and mask {mask.name} {b.shape} differ in size")
+        rows.append(row)
+    if problems is None:
+        own.check(f"data folder {shown_path(root)}")
+    return rows

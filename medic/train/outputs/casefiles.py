@@ -3,7 +3,6 @@
     results/<id>/validation_epoch_N.csv   one row per validation case: its id, each per-class
                                           metric, the truth's and the prediction's voxel counts;
                                           kept for the best epoch and the last one
-    results/<id>/strip/epoch_N.png        image, truth and prediction of 3 fixed validation cases
     checkpoints/<id>/top_k/epoch_N_<metric>_<value>.pth   the K best (never a resume point)
 """
 
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medic.store.files import write_atomic, write_text_atomic
+from medic.store.files import write_text_atomic
 from medic.train.metrics import CASE_PREFIX, METRICS, CaseRows
 from medic.train.selection import top_k_name, top_k_plan
 
@@ -58,32 +57,6 @@ def prune_case_tables(folder: Path, keep: set[int]) -> None:
         m = TABLE_RE.match(p.name)
         if m and int(m.group(1)) not in keep:
             p.unlink(missing_ok=True)
-
-
-def save_strip(path: Path, strip: list[tuple[np.ndarray, np.ndarray, np.ndarray]], title: str) -> None:
-    """A small picture: for each case the image with the truth's outline, and the prediction."""
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    n = len(strip)
-    if not n:
-        return
-    fig = Figure(figsize=(1.6 * 2 * n, 2.0), constrained_layout=True)
-    axes = fig.subplots(1, 2 * n, squeeze=False)[0]
-    top = max(1, max(int(max(t.max(), p.max())) for _, t, p in strip))
-    for i, (image, truth, pred) in enumerate(strip):
-        for j, (labels, name) in enumerate(((truth, "truth"), (pred, "prediction"))):
-            ax = axes[2 * i + j]
-            ax.imshow(image, cmap="gray", interpolation="nearest")
-            ax.imshow(np.ma.masked_equal(labels, 0), cmap="autumn", alpha=0.55, vmin=0, vmax=top,
-                      interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(f"case {i + 1} {name}", fontsize=7)
-    fig.suptitle(title, fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda f: fig.savefig(f, dpi=60, format="png"))
 
 
 def save_top_k(folder: Path, k: int, epoch: int, monitor: str, value: float, mode: str, data: bytes,

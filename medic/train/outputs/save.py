@@ -1,18 +1,18 @@
-"""What a run saves as it trains (rank 0): checkpoints, the sidecar's start record, and the best
-epoch's prediction picture.
+"""What a run saves as it trains (rank 0): checkpoints and the sidecar's start record; and the state
+they restore (``build_state``). (The best epoch's picture comes from the validation's own
+predictions: ``medic.train.outputs.writer``.)
 
     checkpoints/<id>/model_epoch_N.pth   every --save_interval epochs
     checkpoints/<id>/best_model.pth      when the monitored value improves
     checkpoints/<id>/top_k/epoch_N_<metric>_<value>.pth   with --save_top_k K: the K best
     checkpoints/<id>/last.pth            every epoch, written last (the resume point)
-    results/<id>/best_epoch_N.png        image, ground truth and prediction of a few samples
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -24,11 +24,14 @@ from medic.config import TrainConfig
 from medic.errors import MedicError
 from medic.store.files import write_atomic, write_json_atomic
 from medic.store.paths import Project
-from medic.store.sidecar import mark_resumed, now_str, sweep_tags
-from medic.train import checkpoint as ckpt
+from medic.procs import hostname, pid_scope
+from medic.store.control import heartbeat_interval
+from medic.store.sidecar import mark_resumed, now_str, read_sidecar, sweep_tags
+from medic.train.outputs import checkpoint as ckpt
 from medic.train import dist
-from medic.train.casefiles import save_top_k
+from medic.train.outputs.casefiles import save_top_k
 from medic.train.console import Console
+from medic.train.models import build_model, build_optimizer, make_scheduler
 from medic.train.selection import selected_name
 from medic.train.sync import EpochState
 
@@ -75,6 +78,20 @@ class TrainState:
         return state
 
 
+def build_state(cfg: TrainConfig, data, device: torch.device, resumed: dict | None,
+                resume_path) -> TrainState:
+    """The model (seeded alike on every rank), optimizer and schedule; restored when resuming."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, in_channels=data.in_channels).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, cfg)
+    ts = TrainState(model, optimizer, make_scheduler(cfg, optimizer))
+    if resumed:
+        ts.restore(resumed, resume_path)
+    return ts
+
+
 @dataclass
 class Saver:
     """Where and how one run saves (rank 0 only)."""
@@ -90,9 +107,10 @@ class Saver:
 
     def epoch(self, ts: TrainState, epoch: int, is_best: bool, previous: float | None,
               value: float) -> list[tuple[Callable[[], None], str | None]]:
-        """The epoch's checkpoint writes as ``(job, key)``, to be run in their order: model_epoch_N (every save_interval), best_model (on improvement), the top k, then
-        last.pth — last, so that when last.pth is intact nothing newer exists. The state is
-        serialised here, once, and the same bytes go to each file."""
+        """The epoch's checkpoint writes as ``(job, key)``, to be run in their order: model_epoch_N
+        (every save_interval), best_model (on improvement), the top k, then last.pth — last, so
+        that when last.pth is intact nothing newer exists. The state is serialised here, once,
+        and the same bytes go to each file."""
         folder = self.folder
         folder.mkdir(parents=True, exist_ok=True)
         data = ckpt.serialize(ts.checkpoint(self.run_id, self.cfg, epoch))
@@ -120,50 +138,30 @@ class Saver:
                           ckpt.serialize(ts.checkpoint(self.run_id, self.cfg, done_epoch, partial)))
 
     def sidecar_start(self, r: dist.Ranks, steps: int, extra: list[str], state: dict | None,
-                      resume_path, labels: list[str] | None = None) -> None:
-        """The sidecar as the run starts: a new record, or the resumed run's record updated."""
+                      resume_path, labels: list[str] | None = None, split: dict | None = None) -> None:
+        """The sidecar as the run starts: a new record (over the claim that reserved the id, whose
+        start time it keeps), or the resumed run's record updated. ``split``: the cases trained
+        on and validated, and the data's fingerprint (``medic.train.data.caseinfo``)."""
         path = self.project.sidecar(self.run_id)
         cfg = self.cfg
+        where = {"pid": os.getpid(), "agent_pid": os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None,
+                 "host": hostname(), "pid_scope": pid_scope(), "heartbeat_s": heartbeat_interval()}
         if state:
             mark_resumed(path, {"from_epoch": state["epoch"], "checkpoint": str(resume_path)},
-                         status="running", end_time=None, message="", config=cfg.to_dict(),
-                         epochs=cfg.epochs, world_size=r.world_size, pid=os.getpid())
+                         status="running", end_time=None, message="", config=cfg.to_dict(), requeued=None,
+                         epochs=cfg.epochs, world_size=r.world_size, **where, **(split or {}))
             return
         import monai
         from medic import __version__
-        write_json_atomic(path, {
-            "run_id": self.run_id, "status": "running", "start_time": now_str(), "end_time": None,
+        claim = read_sidecar(path) or {}  # the claim; a scheduler's (SLURM) keeps its job and request
+        write_json_atomic(path, {**{k: claim[k] for k in ("launcher", "slurm", "requeues") if k in claim},
+            "run_id": self.run_id, "status": "running", "start_time": claim.get("start_time") or now_str(),
+            "start_epoch": claim.get("start_epoch") or round(time.time(), 3), "end_time": None,
             "epochs": cfg.epochs, "epochs_done": 0, "batches_per_epoch": steps, "world_size": r.world_size,
             "monitor": selected_name(cfg.monitor, cfg.monitor_ema),  # the column Best_Loss_So_Far tracks
             "monitor_mode": cfg.monitor_direction, "extra_columns": extra,
-            "log_batch_metrics": cfg.log_batch_metrics, "best": None, "best_epoch": None,
-            "pid": os.getpid(), "agent_pid": os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None,
-            "host": socket.gethostname(), "message": "", "config": cfg.to_dict(), "labels": labels, **sweep_tags(),
+            "log_batch_metrics": cfg.log_batch_metrics, "best": None, "best_epoch": None, **where,
+            "message": "", "config": cfg.to_dict(), "labels": labels, **(split or {}), **sweep_tags(),
             "versions": {"medic": __version__, "torch": torch.__version__, "monai": monai.__version__,
                          "python": sys.version.split()[0]},
         })
-
-
-def save_predictions(path: Path, images, masks, preds, title: str) -> None:
-    """``images``: N×H×W floats; ``masks``/``preds``: N×H×W class indices (numpy arrays); one row
-    per sample: image, ground truth, prediction."""
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    n = len(images)
-    fig = Figure(figsize=(7.5, 2.5 * n), constrained_layout=True)
-    axes = fig.subplots(n, 3, squeeze=False)
-    for i in range(n):
-        for j, (data, name, cmap) in enumerate(((images[i], "Image", "gray"),
-                                                (masks[i], "Ground truth", "viridis"),
-                                                (preds[i], "Prediction", "viridis"))):
-            ax = axes[i][j]
-            ax.imshow(data, cmap=cmap, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(name)
-    fig.suptitle(title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda f: fig.savefig(f, dpi=80, format="png"))

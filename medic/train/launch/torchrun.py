@@ -20,9 +20,10 @@ from pathlib import Path
 from medic.config import TrainConfig
 from medic.procs import children
 from medic.store.files import write_json_atomic
+from medic.store.control import Heartbeat
 from medic.store.paths import Project, reserve_run_id
 from medic.store.sidecar import now_str, read_sidecar, update_sidecar
-from medic.train.start import check_before_start, plan_resume
+from medic.train.launch.checks import check_before_start, plan_resume
 
 EXIT_FILE_ENV = "MEDIC_EXIT_FILE"
 FAILURE_DIR_ENV = "MEDIC_FAILURE_DIR"  # where each failing rank leaves its error (report_failure)
@@ -42,6 +43,8 @@ def launch(cfg: TrainConfig, explicit: set[str], torchrun_flags: list[str]) -> i
     elif standalone:
         run_id = os.environ.get("MEDIC_RUN_ID") or reserve_run_id(project)
     project.make_dirs()  # the input is good: from here on the run has files
+    if run_id and not cfg.resume:  # alive from afar while the workers start, and while this waits
+        Heartbeat.of(project, run_id).start()  # (a resumed run beats once its workers take it over)
     if run_id and standalone:
         env["MEDIC_RUN_ID"] = run_id  # every rank uses it; in multi-node runs global rank 0 picks
     cores = os.cpu_count() or 1
@@ -101,7 +104,9 @@ def launch(cfg: TrainConfig, explicit: set[str], torchrun_flags: list[str]) -> i
         side = read_sidecar(sidecar)
         if side is not None and side.get("pid") == old_pid:
             pass  # never restarted (a resume refused by the workers): the record stays as it was
-        elif side is not None and side.get("status") == "running":
+        elif side is not None and side.get("requeued"):
+            pass  # checkpointed for a requeue: the run goes on later (``RankRun.requeue``)
+        elif side is not None and side.get("status") in ("starting", "running"):
             update_sidecar(sidecar, status="failed", end_time=now_str(),
                            message=cause or f"the training processes ended without finishing (exit code {code})")
         elif side is not None and side.get("status") == "failed" and cause:

@@ -2,7 +2,7 @@
 
 Two roles:
 - **launcher** (``--nproc_per_node N`` > 1, or torchrun rendezvous flags, outside torchrun):
-  ``medic.train.torchrun.launch`` checks the input, reserves the run id and starts torchrun.
+  ``medic.train.launch.torchrun.launch`` checks the input, reserves the run id and starts torchrun.
 - **worker** (a plain single process, or a rank under torchrun): rank 0 settles the run id and
   the resume point and shares them; every rank then runs ``medic.train.loop.run``.
 """
@@ -16,11 +16,14 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from medic.config import TrainConfig, build_parser, parse_args
+from medic.config import TrainConfig, build_parser
 from medic.errors import MedicError
+from medic.slurm.options import SlurmOptions, parse_train_args
+from medic.store.control import Heartbeat
 from medic.store.paths import Project, reserve_run_id
-from medic.train.start import check_before_start, plan_resume
-from medic.train.torchrun import EXIT_FILE_ENV, launch
+from medic.store.stages import hold_at
+from medic.train.launch.checks import check_before_start, plan_resume
+from medic.train.launch.torchrun import EXIT_FILE_ENV, launch
 
 HANDLED_CODES = (2, 3, 130)  # a user error, a non-finite loss, a graceful stop
 
@@ -38,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--fold=all" in argv or any(a == "--fold" and b == "all" for a, b in zip(argv, argv[1:])):
         raise MedicError("--fold all runs every fold as a sweep: start it with 'medic train', not python -m medic.train")
-    cfg, torchrun_flags = parse_args(argv)
+    cfg, slurm, torchrun_flags = parse_train_args(argv)
+    if slurm.launcher == "slurm":
+        return submit_to_slurm(cfg, slurm, explicit_options(argv), torchrun_flags)
     if under_torchrun():
         if torchrun_flags:
             raise MedicError(f"{torchrun_flags[0]} is a torchrun flag: put it before -m medic.train")
@@ -48,8 +53,25 @@ def main(argv: list[str] | None = None) -> int:
         return launch(cfg, explicit_options(argv), torchrun_flags)
     # one plain process: the launcher's checks, done before torch is imported (seconds sooner)
     explicit = explicit_options(argv)
+    project = Project.at(cfg.output_dir or None)
+    check_before_start(cfg, project, explicit)
+    run_id = None
+    if not cfg.resume:  # claimed now, before torch loads: the run is listed from its first second
+        run_id = os.environ.get("MEDIC_RUN_ID") or reserve_run_id(project)
+        Heartbeat.of(project, run_id).start()
+    return worker_main(cfg, explicit, run_id=run_id)
+
+
+def submit_to_slurm(cfg: TrainConfig, slurm: SlurmOptions, explicit: set[str], torchrun_flags: list[str]) -> int:
+    """``--launcher slurm``: the same checks as a local start, then a batch job (``medic.slurm``)."""
+    if torchrun_flags:
+        raise MedicError(f"{torchrun_flags[0]}: with --launcher slurm, medic sets torchrun's rendezvous itself "
+                         "(use --nodes and --nproc_per_node)")
+    if under_torchrun():
+        raise MedicError("--launcher slurm submits a job: run it on a login node, not under torchrun")
+    from medic.slurm.submit import submit  # sbatch and the batch script: only when submitting
     check_before_start(cfg, Project.at(cfg.output_dir or None), explicit)
-    return worker_main(cfg, explicit)
+    return submit(cfg, slurm, explicit)
 
 
 def under_torchrun() -> bool:
@@ -84,20 +106,26 @@ def end_process(main) -> NoReturn:
     os._exit(code)
 
 
-def worker_main(cfg: TrainConfig, explicit: set[str], checked: bool = True) -> int:
+def worker_main(cfg: TrainConfig, explicit: set[str], checked: bool = True,
+                run_id: str | None = None) -> int:
     # torch and MONAI load here, after the checks (a mistake is reported seconds sooner)
     from torch.distributed.elastic.multiprocessing.errors import record
 
     from medic.train.loop import run
+    hold_at("torch")
 
     def decide():  # runs on rank 0 only
         project = Project.at(cfg.output_dir or None)
         if not checked:
             check_before_start(cfg, project, explicit)
         if cfg.resume:
-            new, run_id, path = plan_resume(cfg, explicit, project)
-            return new.to_dict(), run_id, str(path)
-        return cfg.to_dict(), os.environ.get("MEDIC_RUN_ID") or reserve_run_id(project), None
+            new, resumed_id, path = plan_resume(cfg, explicit, project)
+            return new.to_dict(), resumed_id, str(path)
+        if run_id or os.environ.get("MEDIC_RUN_ID"):  # claimed by the launching process
+            return cfg.to_dict(), run_id or os.environ["MEDIC_RUN_ID"], None
+        new_id = reserve_run_id(project)  # a user's own torchrun: claimed here, alive from now on
+        Heartbeat.of(project, new_id).start()
+        return cfg.to_dict(), new_id, None
 
     code = record(run)(cfg, decide)
     # everything is written and closed: spare the exit the interpreter's final garbage collection

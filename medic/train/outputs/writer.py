@@ -12,7 +12,8 @@ from them.)
                   other process waits for this one at a collective.
     Predictions   what one validation keeps of its own shard for those outputs: per case its
                   predicted classes as bytes (uint8) with the metadata that maps them back onto
-                  the case's grid and affine; on rank 0 the picture's slices of the first cases.
+                  the case's grid and affine; on rank 0 the picture's first cases, by name, as
+                  ``medic.train.outputs.overlay`` shows them (the strip's plane and colours).
 """
 
 from __future__ import annotations
@@ -26,17 +27,17 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
+
+from medic.train.outputs.overlay import Shown, shown
 
 # test hook: seconds rank 0 sleeps before writing its best masks (a slow disk, on purpose)
 SLOW_WRITE_ENV = "MEDIC_TEST_SLOW_WRITE"
-PICTURE_CASES = 4
 Job = tuple  # (a function of no arguments, its key or None)
 
 
 def _slow_write() -> float:
-    from medic.train.checkpoint import env_seconds
+    from medic.train.outputs.checkpoint import env_seconds
     return env_seconds(SLOW_WRITE_ENV) if os.environ.get("RANK", "0") == "0" else 0.0
 
 
@@ -101,36 +102,63 @@ def join_all(*writers: Writer) -> None:
         writer.join()
 
 
+class Outputs:
+    """A process's two writers: ``files`` (rank 0's case tables, strips and sidecar progress) and
+    ``masks`` (its best masks and picture)."""
+
+    def __init__(self):
+        self.files, self.masks = Writer(), Writer()
+
+    def submit(self, files: list[Job], masks: list[Job]) -> None:
+        """Queue an epoch's jobs, each on its writer."""
+        for writer, jobs in ((self.files, files), (self.masks, masks)):
+            for job, key in jobs:
+                writer.submit(job, key)
+
+    def join(self) -> None:
+        """Wait for both writers (the first job error is raised)."""
+        join_all(self.files, self.masks)
+
+
 @dataclass
 class Predictions:
     """One validation's predictions of this process's shard, kept for the best epoch's outputs."""
 
     pictures: int = 0                                        # picture rows to keep (rank 0: 4)
     cases: list[tuple[dict, torch.Tensor]] = field(default_factory=list)  # (case info, uint8 classes)
-    rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)  # picture slices
+    rows: list[Shown] = field(default_factory=list)          # the picture's cases, as drawn
 
-    def __call__(self, infos, images: torch.Tensor, masks: torch.Tensor, pred: torch.Tensor) -> None:
-        """Keep a validation batch's predictions (``pred``: N×1×spatial class indices)."""
-        from medic.train.pictures import picture_row
+    def __call__(self, infos, images: torch.Tensor, masks: torch.Tensor, pred: torch.Tensor,
+                 names: list[str]) -> None:
+        """Keep a validation batch's predictions (``pred``: N×1×spatial class indices; ``names``:
+        the batch's case names)."""
         classes = pred[:, 0].to(torch.uint8).cpu()
         for i in range(classes.shape[0]):
             if infos is not None:
                 self.cases.append((infos[i], classes[i]))
             if len(self.rows) < self.pictures:
-                self.rows.append(picture_row(images[i, 0].float().cpu().numpy(), masks[i, 0].cpu().numpy(),
-                                             classes[i].numpy()))
+                self.rows.append(shown(names[i], images[i, 0].float().cpu().numpy(), masks[i, 0].cpu().numpy(),
+                                       classes[i].numpy()))
 
 
-def best_jobs(kept: Predictions, volumes, results: Path, epoch: int, title: str) -> list[Job]:
+def best_jobs(kept: Predictions, data, cfg, results: Path, run_id: str, epoch: int) -> list[Job]:
     """A new best epoch's outputs from its validation's predictions: this process's masks in
-    ``best_masks/`` (volumes), and the picture (rank 0, which keeps the rows)."""
-    from medic.train.pictures import save_best_picture, write_best_masks
+    ``best_masks/`` (volumes), and the picture (rank 0, which keeps the rows), titled with the
+    run and drawn with the data set's label names."""
+    from medic.train.outputs.pictures import label_names, orientation, save_best_picture, write_best_masks
+    volumes = data.volumes
     jobs: list[Job] = []
     if volumes is not None and kept.cases:
         jobs.append((partial(_write_masks, write_best_masks, results, kept.cases, volumes.pre, volumes.val.records),
                      "best_masks"))
     if kept.rows:
-        jobs.append((partial(save_best_picture, results, epoch, kept.rows, title), None))
+        title = f"Run {run_id}, epoch {epoch} (new best): validation cases"
+        if volumes is not None:
+            picture = (volumes.layout.label_names, cfg.num_classes, title + ", the slice of most foreground",
+                       orientation(cfg))
+        else:
+            picture = (label_names(data, cfg), cfg.num_classes, title)
+        jobs.append((partial(save_best_picture, results, epoch, kept.rows, *picture), None))
     return jobs
 
 
@@ -139,12 +167,26 @@ def _write_masks(write, *args) -> None:
     write(*args)
 
 
-def case_jobs(results: Path, epoch: int, best_epoch: int, val, names: list[str], title: str) -> list[Job]:
-    """Rank 0: the validation's case table (the best's and the last's kept) and its strip."""
-    from medic.train.casefiles import prune_case_tables, save_strip, write_case_table
+def case_jobs(results: Path, run_id: str, epoch: int, best_epoch: int, val, data, cfg, names: list[str]) -> list[Job]:
+    """Rank 0: the validation's case table (rows by case name; the best's and the last's kept)
+    and its strip."""
+    from medic.train.outputs.casefiles import prune_case_tables, write_case_table
+    from medic.train.outputs.pictures import save_validation_strip
 
     def write() -> None:
         write_case_table(results, epoch, val.cases, names)
         prune_case_tables(results, {epoch, best_epoch})
-        save_strip(results / "strip" / f"epoch_{epoch}.png", val.strip, title)
+        save_validation_strip(results, run_id, epoch, val, data, cfg)
     return [(write, None)]
+
+
+def rank0_jobs(results: Path, run_id: str, epoch: int, ts, val, data, cfg, sidecar: Path) -> list[Job]:
+    """Rank 0's epoch outputs: the case table and strip of a validated epoch, then the sidecar's
+    progress (keyed: a newer one replaces a queued older one)."""
+    from medic.store.sidecar import now_str, update_sidecar
+    from medic.train.metrics import class_names
+    jobs = case_jobs(results, run_id, epoch, ts.best_epoch, val, data, cfg,
+                     class_names(data.train_ds, cfg.num_classes)) if val is not None else []
+    jobs.append((partial(update_sidecar, sidecar, epochs_done=epoch, best=ts.best, best_epoch=ts.best_epoch,
+                         updated=now_str()), "sidecar"))
+    return jobs

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from medic.config import TrainConfig
 from medic.errors import MedicError
 from medic.train import dist
-from medic.train.splits import fold_cases, uses_folds
+from medic.train.data.splits import fold_cases, uses_folds
 
 
 class SyntheticSegmentation(Dataset):
@@ -55,16 +55,19 @@ class FolderSegmentation(Dataset):
 
     def __init__(self, root: str, image_size: int, num_classes: int):
         from monai.transforms import Resize, ScaleIntensity
-        from medic.train.imagefolder import pairs, read_array
+        from medic.train.data.folders import pairs, read_array
         resize_img = Resize((image_size, image_size), mode="bilinear")
         resize_mask = Resize((image_size, image_size), mode="nearest")
         scale = ScaleIntensity()
         self.label_names = ["background"] + [f"class_{c}" for c in range(1, num_classes)]
         images, masks = [], []
         self.case_ids = []  # the file names: the per-case validation table names each case by it
+        self.case_shapes = []  # as read, before resizing (the sidecar's data fingerprint)
         for image_path, mask_path in pairs(root):
             self.case_ids.append(image_path.name)
-            img = torch.as_tensor(read_array(image_path).astype(np.float32))[None]
+            array = read_array(image_path)
+            self.case_shapes.append(tuple(array.shape))
+            img = torch.as_tensor(array.astype(np.float32))[None]
             mask = read_array(mask_path)
             values = np.unique(mask)
             if num_classes == 2 and len(values) <= 2:
@@ -158,7 +161,7 @@ def build_data(cfg: TrainConfig, r: dist.Ranks, device: torch.device) -> Data:
     torch.manual_seed(cfg.seed)
     dataset = build_dataset(cfg)
     train_ds, val_ds = split(dataset, cfg.val_fraction, cfg.seed)
-    if uses_folds(cfg):  # --folds/--fold/--splits: the fold's cases instead (medic.train.splits)
+    if uses_folds(cfg):  # --folds/--fold/--splits: the fold's cases instead (medic.train.data.splits)
         names = [str(n) for n in getattr(dataset, "case_ids", range(len(dataset)))]
         train_idx, val_idx = fold_cases(cfg, names)
         train_ds, val_ds = Subset(dataset, train_idx), Subset(dataset, val_idx)

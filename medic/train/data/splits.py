@@ -122,7 +122,7 @@ def fold_cases(cfg, names: list[str], kind: str = "") -> tuple[list[int], list[i
 
 def positions(wanted: list[str], names: list[str], path: Path | None) -> list[int]:
     """The positions of the named cases (a name may leave out its file ending)."""
-    from medic.train.layouts import strip_ending
+    from medic.train.data.layouts import strip_ending
     index = {n: i for i, n in enumerate(names)}
     index.update({strip_ending(n): i for i, n in enumerate(names) if strip_ending(n) not in index})
     missing = [str(w) for w in wanted if str(w) not in index]
@@ -139,11 +139,11 @@ def data_case_names(cfg) -> tuple[list[str], str] | None:
         return None
     if not cfg.data:
         return [str(i) for i in range(cfg.num_samples)], ""
-    from medic.train.layouts import is_layout, read_layout
+    from medic.train.data.layouts import is_layout, read_layout
     if is_layout(cfg.data):
         layout = read_layout(cfg.data)
         return [c.name for c in layout.cases], layout.kind
-    from medic.train.imagefolder import pairs
+    from medic.train.data.folders import pairs
     return [image.name for image, _ in pairs(cfg.data)], ""
 
 

@@ -12,15 +12,16 @@ import sys
 from pathlib import Path
 
 from medic.config import TrainConfig
-from medic.errors import MedicError, RunNotFoundError
-from medic.procs import pid_alive
-from medic.store.paths import RUN_ID_RE, Project, resume_points
-from medic.store.sidecar import read_sidecar, written_at
-from medic.train.imagefolder import check_folder
-from medic.train.layouts import is_layout, plan_volumes
+from medic.errors import MedicError, Problems, RunNotFoundError
+from medic.store.files import shown_path
+from medic.store.paths import RUN_ID_RE, Project, resume_points, resumed_run_id
+from medic.store.sidecar import read_sidecar
+from medic.store.status import is_local, run_status
+from medic.train.data.folders import check_folder
+from medic.train.data.layouts import is_layout, plan_volumes
 from medic.train.plugins import check_plugin
 from medic.train.selection import check_monitor, validation_columns
-from medic.train.splits import check_folds
+from medic.train.data.splits import check_folds
 
 # options that describe the model and so must match the checkpoint being resumed
 MODEL_OPTIONS = ("model", "num_classes")
@@ -31,20 +32,39 @@ RUNTIME_OPTIONS = ("resume", "output_dir", "nproc_per_node", "threads", "device"
 def check_before_start(cfg: TrainConfig, project: Project, explicit: set[str] | None = None) -> None:
     """What can be known before any worker starts: the data, the plug-ins and whether the output
     folder can be written. Creates nothing: bad input leaves no trace, not even an empty folder.
-    A Decathlon/nnU-Net data set settles num_classes, spatial_dims and patch_size in ``cfg``."""
-    if cfg.data and not is_layout(cfg.data):
-        check_folder(cfg.data)
-    plan_volumes(cfg, explicit)
-    check_folds(cfg)  # a fold out of range, a splits_final.json naming unknown cases
+    Every problem is collected, then all are reported together (``check_data``). A
+    Decathlon/nnU-Net data set settles num_classes, spatial_dims and patch_size in ``cfg``."""
+    problems = Problems()
+    check_data(cfg, explicit, problems)
+    if not problems:  # folds are checked against the data's case names, so against sound data only
+        _collect(problems, check_folds, cfg)  # a fold out of range, a splits_final.json naming unknown cases
     for name in ("model", "dataset"):
         if getattr(cfg, name):
-            check_plugin(getattr(cfg, name), name)
+            _collect(problems, check_plugin, getattr(cfg, name), name)
     if cfg.val_metrics != "dice" and importlib.util.find_spec("scipy") is None:
-        raise MedicError(f"--val_metrics {cfg.val_metrics} needs scipy (MONAI's distance transforms): pip install scipy")
+        problems.add(f"--val_metrics {cfg.val_metrics} needs scipy (MONAI's distance transforms): pip install scipy")
     if not cfg.dataset:  # the class names are known now (a plug-in's, once it has loaded)
-        check_monitor(cfg.monitor, validation_columns([f"class_{i}" for i in range(1, cfg.num_classes)],
-                                                      cfg.val_metrics))
-    check_writable(project.root)
+        _collect(problems, check_monitor, cfg.monitor,
+                 validation_columns([f"class_{i}" for i in range(1, cfg.num_classes)], cfg.val_metrics))
+    _collect(problems, check_writable, project.root)
+    problems.check("the input, found before the training started"
+                   + (f" (data folder {shown_path(cfg.data)})" if cfg.data else ""))
+
+
+def check_data(cfg: TrainConfig, explicit: set[str] | None, problems: Problems):
+    """The data alone (``medic check``): an images/ + masks/ folder's rows, or the Decathlon/nnU-Net
+    layout; every problem added to ``problems``. A folder that is not a data set at all (no
+    images/, no dataset.json) is one error, raised at once."""
+    if cfg.data and not is_layout(cfg.data):
+        return check_folder(cfg.data, problems)
+    return plan_volumes(cfg, explicit, problems)
+
+
+def _collect(problems: Problems, check, *args) -> None:
+    try:
+        check(*args)
+    except MedicError as err:
+        problems.add(err)
 
 
 def check_writable(root: Path) -> None:
@@ -65,16 +85,14 @@ def check_writable(root: Path) -> None:
 
 def resolve_resume(project: Project, spec: str) -> Path:
     """``latest`` | a run id | a checkpoint path → the checkpoint file to resume from."""
-    from medic.train import checkpoint as ckpt  # torch: only when resuming
+    from medic.train.outputs import checkpoint as ckpt  # torch: only when resuming
     path = Path(spec)
     if spec.endswith(".pth") or path.is_file():
         if not path.is_file():
             raise RunNotFoundError(f"--resume: checkpoint {spec} does not exist")
         return path.resolve()
     if spec == "latest":
-        spec = project.newest_resumable()
-        if spec is None:
-            raise RunNotFoundError(f"--resume latest: no run with checkpoints in {project.checkpoints}")
+        spec = resumed_run_id(project, spec)
     if not RUN_ID_RE.fullmatch(spec):
         raise MedicError(f"--resume {spec!r} is neither 'latest', a run id (YYYYmmdd_HHMMSS) nor a .pth file")
     folder = project.checkpoint_dir(spec)
@@ -89,7 +107,7 @@ def resolve_resume(project: Project, spec: str) -> Path:
 def plan_resume(cfg: TrainConfig, explicit: set[str], project: Project) -> tuple[TrainConfig, str, Path]:
     """The config, run id and checkpoint of a resumed run: the checkpoint's options, overridden by
     what the user typed now."""
-    from medic.train import checkpoint as ckpt  # torch: only when resuming
+    from medic.train.outputs import checkpoint as ckpt  # torch: only when resuming
     path = resolve_resume(project, cfg.resume)
     state = ckpt.load(path)
     stored = dict(state.get("config", {}))
@@ -102,9 +120,11 @@ def plan_resume(cfg: TrainConfig, explicit: set[str], project: Project) -> tuple
     new.resume = str(path)
     run_id = state["run_id"]
     side = read_sidecar(project.sidecar(run_id)) or {}
-    if side.get("status") == "running" and pid_alive(side.get("pid"), written_at=written_at(project.sidecar(run_id))) \
-            and side.get("host") in (None, os.uname().nodename):
-        raise MedicError(f"run {run_id} is still running (pid {side.get('pid')}); stop it first: medic stop {run_id}")
+    # alive here by its pid, or elsewhere by its heartbeat; one checkpointed for a requeue is not
+    status = run_status(project, run_id, side or None)
+    if status in ("starting", "running") and not side.get("requeued"):
+        where = f"pid {side.get('pid')}" if is_local(side) else f"on {side.get('host')}"
+        raise MedicError(f"run {run_id} is still {status} ({where}); stop it first: medic stop {run_id}")
     done = state["epoch"]
     if done >= new.epochs and not state.get("partial"):
         raise MedicError(f"run {run_id} already finished all {new.epochs} epochs; "

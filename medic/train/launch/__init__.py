@@ -1,0 +1,1 @@
+"""Starting a run, without torch: the roles, the checks before any worker starts, torchrun and SLURM."""

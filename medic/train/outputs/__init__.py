@@ -1,0 +1,1 @@
+"""What a run leaves: checkpoints, top-k, case tables, pictures, best masks."""
