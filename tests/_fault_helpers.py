@@ -10,6 +10,7 @@ its summary line.
 from __future__ import annotations
 
 import csv
+import math
 import os
 import signal
 import subprocess
@@ -17,6 +18,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Collection
+
+import pytest
 
 from conftest import PY, ROOT, child_env
 
@@ -295,3 +300,144 @@ def snapshot_diff(before: dict, after: dict) -> list[str]:
     problems = [f"changed or removed: {k}" for k, v in before.items() if after.get(k) != v]
     problems += [f"new file: {k}" for k in after if k not in before and not k.endswith("/")]
     return problems
+
+
+# -- the fault suite's shared configuration, its report and a run's files ---------------------------
+
+STEPS = 8        # 64 samples over 2 ranks in batches of 4
+EPOCHS = 16
+SAVE = 2         # model_epoch_N.pth every SAVE epochs
+NEWEST_SAVED = f"model_epoch_{EPOCHS // SAVE * SAVE}.pth"
+BASE = ["--nproc_per_node", "2", "--num_samples", "64", "--image_size", "32", "--batch_size", "4",
+        "--log_batch_metrics", "--log_interval", "1", "--save_interval", str(SAVE), "--lang", "en",
+        "--dataset", "faulty:dataset", "--threads", "1"]
+COMPARED = ("Epoch", "Avg_Loss", "Min_Batch_Loss", "Max_Batch_Loss", "Learning_Rate",
+            "Best_Loss_So_Far", "Is_Best_Model")
+REPORT: list[str] = []
+
+
+def note(text: str) -> None:
+    """A line of ``test-artifacts/faults_report.txt``."""
+    REPORT.append(text)
+
+
+def summary_line(seconds: float) -> str:
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(FAULT_KINDS.items()))
+    return f"faults injected: {COUNTS['faults']}, checks: {COUNTS['checks']} ({kinds}; {seconds:.0f} s)"
+
+
+def write_summary(line: str) -> None:
+    out = ROOT / "test-artifacts"
+    out.mkdir(exist_ok=True)
+    (out / "faults_summary.txt").write_text(line + "\n")
+    (out / "faults_report.txt").write_text("\n".join(REPORT + [line]) + "\n")
+
+
+def run_ids(root: Path) -> list[str]:
+    return sorted(p.name[len("epoch_metrics_"):-4] for p in (root / "metrics").glob("epoch_metrics_*.csv"))
+
+
+def sidecar(root: Path, run_id: str) -> dict:
+    from medic.store.sidecar import read_sidecar
+    return read_sidecar(root / "metrics" / f"run_{run_id}.json") or {}
+
+
+def epoch_rows(root: Path, run_id: str) -> list[dict]:
+    return complete_rows(root / "metrics" / f"epoch_metrics_{run_id}.csv")[1]
+
+
+def batch_rows(root: Path, run_id: str) -> list[dict]:
+    return complete_rows(root / "metrics" / f"batch_metrics_{run_id}.csv")[1]
+
+
+def checkpoint_epoch(root: Path, run_id: str) -> tuple[int, int]:
+    """(epochs done, batches into the next epoch) of the checkpoint a resume would use; (0, 0)
+    when there is none."""
+    from medic.train.outputs import checkpoint as ckpt
+    from medic.errors import MedicError
+    try:
+        _, state = ckpt.newest_intact(root / "checkpoints" / run_id, warn=lambda m: None)
+    except MedicError:
+        return 0, 0
+    partial = state.get("partial")
+    return state["epoch"], partial["batch"] if partial else 0
+
+
+def check_files(root: Path, run_id: str, damaged: Collection[Path] = (), nonfinite_ok: bool = False) -> dict:
+    """What must hold at any moment, even right after a SIGKILL: both CSVs parse (a partial last
+    line aside) with one row per epoch / per (epoch, batch) in order; medic's readers agree;
+    every checkpoint on disk loads; the checkpoint is at most one epoch behind the epoch CSV."""
+    from medic.train.outputs import checkpoint as ckpt
+    from medic.errors import MedicError
+    from medic.store.logger import BATCH_COLUMNS, EPOCH_COLUMNS
+    from medic.store.readers import read_batch_csv, read_epoch_csv
+    metrics = root / "metrics"
+    header, rows, tail = complete_rows(metrics / f"epoch_metrics_{run_id}.csv")
+    check(header[:9] == list(EPOCH_COLUMNS), f"epoch CSV header {header}")
+    epochs = [int(r["Epoch"]) for r in rows]
+    check(epochs == list(range(1, len(rows) + 1)), f"epoch rows {epochs}")
+    for r in rows:
+        check(all(math.isfinite(float(r[c])) for c in ("Avg_Loss", "Best_Loss_So_Far")) or nonfinite_ok, r)
+    check(len(read_epoch_csv(metrics / f"epoch_metrics_{run_id}.csv", allow_empty=True)) == len(rows))
+    bheader, brows, btail = complete_rows(metrics / f"batch_metrics_{run_id}.csv")
+    pairs = [(int(r["Epoch"]), int(r["Batch"])) for r in brows]
+    check(bheader == list(BATCH_COLUMNS) or not bheader, f"batch CSV header {bheader}")
+    check(pairs == [(j // STEPS + 1, j % STEPS) for j in range(len(pairs))], f"batch rows out of order: {pairs[-12:]}")
+    if brows:
+        check(len(read_batch_csv(metrics / f"batch_metrics_{run_id}.csv")) == len(brows))
+    loaded = {}
+    for path in sorted((root / "checkpoints" / run_id).glob("*.pth")):
+        if path in damaged:
+            with pytest.raises(MedicError, match="truncated or corrupt"):
+                ckpt.load(path)
+            COUNTS["checks"] += 1
+            continue
+        loaded[path.name] = ckpt.load(path)
+        COUNTS["checks"] += 1
+    done, _ = checkpoint_epoch(root, run_id)
+    check(done <= len(rows) <= done + 1, f"checkpoint at epoch {done}, CSV has {len(rows)} epochs")
+    return {"epochs": len(rows), "batches": len(brows), "partial_lines": int(bool(tail)) + int(bool(btail)),
+            "checkpoint": done, "loaded": loaded}
+
+
+def compare_with_reference(rows: list[dict], ref_rows: list[dict], columns, what: str) -> int:
+    """Values equal to an uninterrupted run's (to 1e-6); returns how many rows are equal as text."""
+    check(len(rows) <= len(ref_rows))
+    exact = 0
+    for got, ref in zip(rows, ref_rows):
+        for c in columns:
+            if c == "Is_Best_Model":
+                check(got[c] == ref[c], f"{what} {got} != {ref}")
+            else:
+                check(float(got[c]) == pytest.approx(float(ref[c]), rel=1e-6, abs=1e-6), f"{what} {c}: {got} != {ref}")
+        exact += all(got[c] == ref[c] for c in columns)
+    return exact
+
+
+def continuous_best(rows: list[dict]) -> None:
+    best = math.inf
+    for r in rows:
+        loss = float(r["Avg_Loss"])
+        improved = loss < best
+        best = min(best, loss)
+        check(r["Is_Best_Model"] == str(improved), f"Is_Best_Model at epoch {r['Epoch']}")
+        check(float(r["Best_Loss_So_Far"]) == pytest.approx(best, abs=1e-6), f"Best_Loss_So_Far at epoch {r['Epoch']}")
+
+
+def new_project(tmp_path: Path, name: str = "project") -> Path:
+    root = tmp_path / name
+    root.mkdir()
+    return root
+
+
+
+def make_reference(base: Path) -> SimpleNamespace:
+    """An uninterrupted run of the configuration the kill and stop tests use, in ``base``."""
+    root = new_project(base)
+    job = Job(root, [*BASE, "--epochs", str(EPOCHS)], fault_env(), name="reference").start()
+    t = time.monotonic()
+    assert job.wait(400) == 0, job.output()
+    note(f"reference run: {EPOCHS} epochs x {STEPS} steps, 2 processes, {time.monotonic() - t:.1f} s")
+    (run_id,) = run_ids(root)
+    return SimpleNamespace(root=root, run_id=run_id, epochs=epoch_rows(root, run_id),
+                           batches=batch_rows(root, run_id))

@@ -27,3 +27,33 @@ def project(tmp_path) -> Path:
     root = tmp_path / "project"
     root.mkdir()
     return root
+
+
+# -- the fault suite (tests/test_faults_*.py): one reference run and one summary for all its files --
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory):
+    """An uninterrupted 2-process run that the kill, stop and bad-input tests compare with or
+    copy; trained once per session. Tests only read it (copy it to change anything)."""
+    from _fault_helpers import make_reference
+    return make_reference(tmp_path_factory.mktemp("reference"))
+
+
+@pytest.fixture(scope="session")
+def fault_summary(request):
+    """After the session: the fault suite's summary line, in the terminal and in test-artifacts/."""
+    import time
+    from _fault_helpers import summary_line, write_summary
+    start = time.monotonic()
+    yield
+    line = summary_line(time.monotonic() - start)
+    write_summary(line)
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        print(line)
+    elif capture is not None:
+        with capture.global_and_fixture_disabled():  # else the line lands in the captured output
+            reporter.write_line("\n" + line)
+    else:
+        reporter.write_line(line)

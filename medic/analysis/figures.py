@@ -126,8 +126,8 @@ def training_figure(epochs: pd.DataFrame, monitor: str | tuple[str, str] | None 
     extras = extra_metrics(epochs)
     loss_extras = [c for c in extras if C.drawn_with_loss(c)]
     other, per_class = split_per_class([c for c in extras if c not in loss_extras])
-    if "Val_Dice_" in per_class:  # the per-class Dice panel draws the mean already: not twice
-        other = [c for c in other if c != "Val_Dice"]
+    if C.DICE_PREFIX in per_class:  # the per-class Dice panel draws the mean already: not twice
+        other = [c for c in other if c != C.VAL_DICE]
     # a row for the other metrics, per-class panels two to a row, and a Where the time goes panel
     # when the CSV has the timing columns
     rows = 2 + (1 if other else 0) + (len(per_class) + 1) // 2 + has_timing(epochs)
@@ -194,7 +194,7 @@ def training_figure(epochs: pd.DataFrame, monitor: str | tuple[str, str] | None 
             span = slice(0, 2) if col == 0 and i == len(per_class) - 1 else slice(col, col + 1)
             ax = fig.add_subplot(grid[row, span])
             per_class_panel(ax, epochs, prefix, columns, colors, **dots)
-            if prefix == "Val_Dice_" and monitor[0] == "Val_Dice" and "Val_Dice" not in other:
+            if prefix == C.DICE_PREFIX and monitor[0] == C.VAL_DICE and C.VAL_DICE not in other:
                 _best_marks(ax, epochs, best, monitor[0], colors)
         if has_timing(epochs):
             time_panel(fig.add_subplot(grid[rows - 1, :]), epochs, colors)
@@ -205,11 +205,11 @@ def training_figure(epochs: pd.DataFrame, monitor: str | tuple[str, str] | None 
 
 def _best_marks(ax: "Axes", epochs: pd.DataFrame, best: pd.DataFrame, monitor: str, colors) -> None:
     """The monitor's best-so-far line and the best model's star, in the panel that draws it."""
-    _line(ax, epochs["Epoch"], epochs["Best_Loss_So_Far"], color=colors[2], lw=1.5, ls="--",
+    _line(ax, epochs[C.EPOCH], epochs[C.BEST_SO_FAR], color=colors[2], lw=1.5, ls="--",
           label=f"best {monitor} so far")
     if len(best):
-        ax.plot(best["Epoch"].iloc[-1], best[monitor].iloc[-1], marker="*", ms=14, color=colors[3], ls="none",
-                label=f"best model (epoch {best['Epoch'].iloc[-1]})")
+        ax.plot(best[C.EPOCH].iloc[-1], best[monitor].iloc[-1], marker="*", ms=14, color=colors[3], ls="none",
+                label=f"best model (epoch {best[C.EPOCH].iloc[-1]})")
     ax.legend(loc="best", fontsize=8)
 
 

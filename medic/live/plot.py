@@ -164,7 +164,7 @@ def _per_class_panel(ax, feed: "RunFeed", prefix: str, names: list[str]) -> None
         ax.plot(ep, feed.epoch_values(C.VAL_DICE), "-", color="0.2", linewidth=2, label=f"{C.VAL_DICE} (mean)")
     for name in names:
         ax.plot(ep, feed.epoch_values(name), "-", marker=_marker(ep), markersize=3, label=name[len(prefix):])
-    if _monitor(feed) in names or (prefix == "Val_Dice_" and _monitor(feed) == "Val_Dice"):
+    if _monitor(feed) in names or (prefix == C.DICE_PREFIX and _monitor(feed) == C.VAL_DICE):
         _best_line(ax, feed, ep)
     ax.set_title(PER_CLASS[prefix])
     ax.set_xlabel("epoch")

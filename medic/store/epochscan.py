@@ -24,14 +24,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from medic.store import columns as C
 from medic.store.logger import EPOCH_COLUMNS
 
 NAN = float("nan")
 _TRUE = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
-_FLOATS = ("Avg_Loss", "Min_Batch_Loss", "Max_Batch_Loss", "Learning_Rate", "Epoch_Time_Seconds",
-           "Best_Loss_So_Far")
-_NOT_METRICS = set(EPOCH_COLUMNS) - {"Avg_Loss", "Min_Batch_Loss", "Max_Batch_Loss", "Learning_Rate",
-                                     "Epoch_Time_Seconds"}
+_FLOATS = (C.AVG_LOSS, C.MIN_BATCH_LOSS, C.MAX_BATCH_LOSS, C.LEARNING_RATE, C.EPOCH_TIME,
+           C.BEST_SO_FAR)
+_NOT_METRICS = set(EPOCH_COLUMNS) - {C.AVG_LOSS, C.MIN_BATCH_LOSS, C.MAX_BATCH_LOSS, C.LEARNING_RATE,
+                                     C.EPOCH_TIME}
 BLOCK, PAIRWISE_MAX = 8, 128
 
 
@@ -134,14 +135,14 @@ def _parse(state: dict[str, Any], header: list[str], text: str, keep: tuple[list
     if not text.isascii() or '"' in text or "_" in text or "\r" in text:
         raise _Slow
     index = {c: i for i, c in enumerate(header)}
-    e_i, best_i, flag_i = index["Epoch"], index["Best_Loss_So_Far"], index["Is_Best_Model"]
+    e_i, best_i, flag_i = index[C.EPOCH], index[C.BEST_SO_FAR], index[C.IS_BEST]
     # every numeric column: its position, whether a text in it is an error (a standard column),
     # and its extremes (kept for the extra columns, which runs can be ranked by)
     metrics = [(i, c in _FLOATS, None if c in EPOCH_COLUMNS else state["x"].setdefault(c, [NAN, NAN]))
                for i, c in enumerate(header) if c not in _NOT_METRICS]
-    loss_at = [k for k, m in enumerate(metrics) if header[m[0]] == "Avg_Loss"][0]
-    time_at = [k for k, m in enumerate(metrics) if header[m[0]] == "Epoch_Time_Seconds"][0]
-    sps_at = next((k for k, m in enumerate(metrics) if header[m[0]] == "Samples_Per_Second"), None)
+    loss_at = [k for k, m in enumerate(metrics) if header[m[0]] == C.AVG_LOSS][0]
+    time_at = [k for k, m in enumerate(metrics) if header[m[0]] == C.EPOCH_TIME][0]
+    sps_at = next((k for k, m in enumerate(metrics) if header[m[0]] == C.SAMPLES_PER_SECOND), None)
     ncols = len(header)
     for line in text.split("\n")[:-1]:
         cells = line.split(",")
@@ -272,20 +273,20 @@ def state_from_frame(epochs) -> dict[str, Any]:
     state["incremental"] = False
     if not len(epochs):
         return state
-    best_rows = epochs[epochs["Is_Best_Model"]]
-    loss = epochs["Avg_Loss"]
-    times = epochs["Epoch_Time_Seconds"]
-    state.update(n=len(epochs), epoch=int(epochs["Epoch"].iloc[-1]),
-                 best=float(epochs["Best_Loss_So_Far"].iloc[-1]), last_loss=float(loss.iloc[-1]),
+    best_rows = epochs[epochs[C.IS_BEST]]
+    loss = epochs[C.AVG_LOSS]
+    times = epochs[C.EPOCH_TIME]
+    state.update(n=len(epochs), epoch=int(epochs[C.EPOCH].iloc[-1]),
+                 best=float(epochs[C.BEST_SO_FAR].iloc[-1]), last_loss=float(loss.iloc[-1]),
                  t_total=float(times.sum()), t_n=int(times.notna().sum()), t_max=float(times.max()))
     if len(best_rows):
-        state["best_epoch"] = int(best_rows["Epoch"].iloc[-1])
+        state["best_epoch"] = int(best_rows[C.EPOCH].iloc[-1])
     elif loss.notna().any():
-        state["min_epoch"] = int(epochs.loc[loss.idxmin(), "Epoch"])
+        state["min_epoch"] = int(epochs.loc[loss.idxmin(), C.EPOCH])
     if loss.notna().any():
         state["min_loss"] = float(loss.min())
-    if "Samples_Per_Second" in epochs.columns:
-        sps = pd.to_numeric(epochs["Samples_Per_Second"], errors="coerce")
+    if C.SAMPLES_PER_SECOND in epochs.columns:
+        sps = pd.to_numeric(epochs[C.SAMPLES_PER_SECOND], errors="coerce")
         state.update(s_total=float(sps.sum()), s_n=int(sps.notna().sum()))
     for c in epochs.columns:
         if c in EPOCH_COLUMNS:

@@ -1,4 +1,4 @@
-"""Plug-ins that fail on purpose, for the fault-injection tests (``tests/test_faults.py``).
+"""Plug-ins that fail on purpose, for the fault-injection tests (``tests/test_faults_*.py``).
 
     --dataset faulty:dataset   small synthetic discs-on-noise set (no MONAI needed); on the ranks
                                in FAULTY_FAIL_RANKS it raises once FAULTY_FAIL_AFTER samples
