@@ -27,7 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH, Section, load_average, machine, table  # noqa: E402
 
-ORDER = ("logger", "readers", "analysis", "bigcsv", "catalog", "overhead", "scaling", "lightning", "start")
+ORDER = ("logger", "readers", "analysis", "bigcsv", "catalog", "overhead", "scaling", "lightning", "start",
+         "val3d")
 
 
 def analysis_section(mode: str, work: Path) -> Section:

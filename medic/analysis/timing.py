@@ -1,5 +1,7 @@
 """Where the time goes: the telemetry columns of an epoch CSV (Samples_Per_Second, Data_Seconds,
-Val_Seconds, Peak_Memory_MB) summed up for the report and drawn as a figure panel."""
+Val_Seconds, Output_Seconds, Peak_Memory_MB) summed up for the report and drawn as a figure panel.
+An epoch's Epoch_Time_Seconds and Output_Seconds add up to the wall time between its row and the
+previous one."""
 
 from __future__ import annotations
 
@@ -22,12 +24,14 @@ TEXT = {
     "en": {"title": "Where the time goes", "rate": "Mean throughput: {v:.1f} samples/s",
            "wait": "Data wait: {s:.2f} s of {t:.2f} s ({p:.1f}% of the epochs)",
            "val": "Validation: {s:.2f} s ({p:.1f}% of the epochs)",
+           "outputs": "Outputs (checkpoints, masks, pictures, case tables): {s:.2f} s ({p:.1f}% of the wall time)",
            "memory": "Peak memory: {v:.0f} MB",
            "warn": "Warning: the data wait is {p:.0f}% of the epoch time: the loader is the bottleneck: "
                    "raise --num_workers or cache"},
     "zh": {"title": "时间分布", "rate": "平均吞吐量: {v:.1f} 样本/秒",
            "wait": "等待数据: {s:.2f} 秒 / 共 {t:.2f} 秒 (占 {p:.1f}%)",
            "val": "验证: {s:.2f} 秒 (占 {p:.1f}%)",
+           "outputs": "输出 (检查点、掩码、图片、病例表): {s:.2f} 秒 (占总时间 {p:.1f}%)",
            "memory": "峰值内存: {v:.0f} MB",
            "warn": "警告: 等待数据占 epoch 时间的 {p:.0f}%: 数据加载是瓶颈: 请增大 --num_workers 或使用缓存"},
 }
@@ -44,6 +48,7 @@ class TimeSummary:
     val_s: float | None
     total_s: float
     peak_memory_mb: float
+    output_s: float | None = None
 
     @property
     def data_share(self) -> float:
@@ -70,7 +75,8 @@ def summarize_time(epochs: pd.DataFrame) -> TimeSummary | None:
         data_wait_s=float(np.nansum(wait)),
         val_s=float(np.nansum(val)) if np.isfinite(val).any() else None,
         total_s=float(np.nansum(_column(epochs, C.EPOCH_TIME))),
-        peak_memory_mb=float(np.nanmax(memory)) if np.isfinite(memory).any() else float("nan"))
+        peak_memory_mb=float(np.nanmax(memory)) if np.isfinite(memory).any() else float("nan"),
+        output_s=float(np.nansum(outputs)) if np.isfinite(outputs := _column(epochs, C.OUTPUT_SECONDS)).any() else None)
 
 
 def report_lines(ts: TimeSummary, lang: str) -> list[str]:
@@ -80,6 +86,9 @@ def report_lines(ts: TimeSummary, lang: str) -> list[str]:
              "  " + t["wait"].format(s=ts.data_wait_s, t=ts.total_s, p=100 * ts.data_share)]
     if ts.val_s is not None:
         lines.append("  " + t["val"].format(s=ts.val_s, p=100 * ts.val_s / ts.total_s if ts.total_s else math.nan))
+    if ts.output_s is not None:
+        wall = ts.total_s + ts.output_s
+        lines.append("  " + t["outputs"].format(s=ts.output_s, p=100 * ts.output_s / wall if wall else math.nan))
     if math.isfinite(ts.peak_memory_mb):
         lines.append("  " + t["memory"].format(v=ts.peak_memory_mb))
     if ts.loader_bound:
@@ -88,8 +97,8 @@ def report_lines(ts: TimeSummary, lang: str) -> list[str]:
 
 
 def time_panel(ax: "Axes", epochs: pd.DataFrame, colors) -> None:
-    """Per epoch, stacked: data wait, compute (the rest of the training loop), validation; and the
-    throughput on a second axis."""
+    """Per epoch, stacked: data wait, compute (the rest of the training loop), validation, outputs
+    (together the wall time between epoch rows); and the throughput on a second axis."""
     e = epochs[C.EPOCH].to_numpy()
     total, wait, val = (_column(epochs, c) for c in (C.EPOCH_TIME, C.DATA_SECONDS, C.VAL_SECONDS))
     val = np.nan_to_num(val)
@@ -99,6 +108,9 @@ def time_panel(ax: "Axes", epochs: pd.DataFrame, colors) -> None:
     ax.bar(e, compute, width, bottom=wait, color=colors[0], label="compute")
     if val.any():
         ax.bar(e, val, width, bottom=wait + compute, color=colors[2], label="validation")
+    outputs = np.nan_to_num(_column(epochs, C.OUTPUT_SECONDS))
+    if outputs.any():
+        ax.bar(e, outputs, width, bottom=wait + compute + val, color=colors[4 % len(colors)], label="outputs")
     ax.set_xlabel(C.EPOCH)
     from matplotlib.ticker import MaxNLocator  # matplotlib: loaded only when drawing
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers

@@ -40,13 +40,14 @@ VAL_LOSS, VAL_DICE, VAL_HD95, VAL_NSD = "Val_Loss", "Val_Dice", "Val_HD95", "Val
 NONFINITE_BATCHES = "Nonfinite_Batches"
 SAMPLES_PER_SECOND, DATA_SECONDS = "Samples_Per_Second", "Data_Seconds"
 VAL_SECONDS, PEAK_MEMORY_MB = "Val_Seconds", "Peak_Memory_MB"
+OUTPUT_SECONDS = "Output_Seconds"
 EMA_SUFFIX = "_EMA"  # the same metric, measured with the EMA weights
 
 EPOCH_COLUMNS = (EPOCH, AVG_LOSS, MIN_BATCH_LOSS, MAX_BATCH_LOSS, LEARNING_RATE, EPOCH_TIME,
                  BEST_SO_FAR, IS_BEST, TIMESTAMP)
 BATCH_COLUMNS = (EPOCH, BATCH, LOSS, LEARNING_RATE, TIMESTAMP)
 # where an epoch's time goes: last in the row, after the validation columns (medic.train.telemetry)
-TELEMETRY_COLUMNS = (SAMPLES_PER_SECOND, DATA_SECONDS, VAL_SECONDS, PEAK_MEMORY_MB)
+TELEMETRY_COLUMNS = (SAMPLES_PER_SECOND, DATA_SECONDS, VAL_SECONDS, OUTPUT_SECONDS, PEAK_MEMORY_MB)
 
 # the per-class families, by column prefix (Val_Dice_<class>, ...)
 DICE_PREFIX, HD95_PREFIX, NSD_PREFIX = VAL_DICE + "_", VAL_HD95 + "_", VAL_NSD + "_"
@@ -106,6 +107,9 @@ REGISTRY: dict[str, Column] = {c.name: c for c in (
          "training samples per second of the training loop", runs=("samples_per_s", "samples/s", "mean")),
     _col(DATA_SECONDS, "timing", "min", "s", "time", "seconds the slowest process waited for data"),
     _col(VAL_SECONDS, "timing", "min", "s", "time", "seconds of validation"),
+    _col(OUTPUT_SECONDS, "timing", "min", "s", "time",
+         "seconds between epoch rows outside training and validation: the outputs (checkpoints, masks, "
+         "pictures, case tables) and the processes' agreement"),
     _col(PEAK_MEMORY_MB, "memory", "min", "MB", "memory", "the highest peak memory of any process"),
 )}
 

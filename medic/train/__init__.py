@@ -15,7 +15,9 @@ it: ``launch/`` never does, so a mistake is reported before torch loads; tests e
       monai_loader  MONAI, loaded for what a run uses while the process group forms
     outputs/    what a run leaves
       checkpoint  the checkpoint format: atomic write, safe load, RNG state
-      save        checkpoints as a run trains, the sidecar's start record
+      save        checkpoints as a run trains, the sidecar's start record, the state they restore
+      writer      background writers of an epoch's outputs; the best masks and picture from
+                  the validation's own predictions
       casefiles   per-case tables of each validation, top-k checkpoints
       pictures    the best epoch's picture, best masks and the validation strip
       overlay     drawing masks over images (one style for every picture)

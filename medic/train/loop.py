@@ -40,11 +40,11 @@ from medic.train.data.caseinfo import split_record
 from medic.train.data.sets import Data, loader_message
 from medic.train.launch.torchrun import report_failure
 from medic.train.metrics import class_names
-from medic.train.models import build_loss, build_model, build_optimizer, make_scheduler
+from medic.train.models import build_loss
 from medic.train.outputs import checkpoint as ckpt
-from medic.train.outputs.casefiles import prune_case_tables, write_case_table
-from medic.train.outputs.pictures import label_names, save_validation_strip
-from medic.train.outputs.save import Saver, TrainState
+from medic.train.outputs.pictures import PICTURE_CASES
+from medic.train.outputs.save import Saver, TrainState, build_state
+from medic.train.outputs.writer import Outputs, Predictions, best_jobs, rank0_jobs
 from medic.train.selection import Selector, check_monitor, selected_name, validation_columns
 from medic.train.sliding import predictor
 from medic.train.stopping import StopFlag
@@ -127,6 +127,8 @@ class RankRun:
         self.start_wall = time.time()
         self.selector: Selector | None = None
         self.early_stop = ""  # the message, once patience has run out
+        self.outputs = Outputs()  # written while the next epoch trains (outputs/writer.py)
+        self.row_at = 0.0  # when the last epoch row was written (perf_counter)
 
     def train(self) -> int:
         status, message, code = "failed", "", 1
@@ -145,6 +147,7 @@ class RankRun:
             step = Step(self.cfg, model, build_loss(), ts.optimizer, self.device, self.control, self.stop,
                         self.logger, self.con)
             stopped = self.epochs(step, ts, data, resumed)
+            self.outputs.join()  # every output on disk before the run says it ended
             status, code = ("stopped", 130) if stopped else ("completed", 0)
             message = self.early_stop
             if stopped and self.stop.action == "requeue":
@@ -165,6 +168,10 @@ class RankRun:
             self.failed(err)
             raise
         finally:
+            try:  # whatever happened, the files being written are finished (each one whole)
+                self.outputs.join()
+            except Exception as err:  # noqa: BLE001 - the first failure is the one reported
+                self.con.error(f"medic: error: an output could not be written ({type(err).__name__}: {err})")
             if self.logger is not None:
                 self.logger.close()
             elif self.r.is_main and not self.resume_path:
@@ -222,6 +229,7 @@ class RankRun:
         start_epoch = resumed["epoch"] + 1 if resumed else 1
         partial = resumed.get("partial") if resumed else None
         done_epoch = start_epoch - 1
+        self.row_at = time.perf_counter()
         for epoch in range(start_epoch, cfg.epochs + 1):
             es = EpochState(**partial["state"]) if partial and partial["epoch"] == epoch else EpochState()
             first = len(es.losses)
@@ -232,19 +240,21 @@ class RankRun:
             timer = EpochTimer(self.device)
             if train_epoch(step, data.loader, es, epoch, first, data.steps, timer):
                 es.elapsed = time.perf_counter() - t0
+                self.outputs.join()  # before the resume point that follows them
                 if r.is_main:
                     self.saver.partial(ts, done_epoch, epoch, es)
                     con.say("stopped_mid", epoch=epoch, checkpoint_epoch=done_epoch, run_id=self.run_id)
                 return True
             v0 = time.perf_counter()
-            val = None
+            val = kept = None
             if data.val_loader is not None and epoch % cfg.val_interval == 0:  # --val_interval
+                kept = Predictions(pictures=PICTURE_CASES if r.is_main else 0)
                 val = validate(ts.model, data.val_loader, step.loss_fn, self.device, cfg.num_classes,
                                class_names(data.train_ds, cfg.num_classes), tuple(cfg.val_metrics.split(",")),
-                               cfg.nsd_tolerance, predict=predictor(ts.model, cfg))
+                               cfg.nsd_tolerance, predict=predictor(ts.model, cfg), keep=kept)
             val_s = time.perf_counter() - v0 if val is not None else None
             seconds = time.perf_counter() - t0
-            self.end_epoch(step, ts, data, es, epoch, seconds, val, timer.finish(self.control, val_s))
+            self.end_epoch(step, ts, data, es, epoch, seconds, val, timer.finish(self.control, val_s), kept)
             done_epoch = epoch
             # every rank reaches the same early-stop decision from the same gathered values;
             # it still goes through the stop agreement, so that no rank can be left waiting
@@ -262,10 +272,11 @@ class RankRun:
         return False
 
     def end_epoch(self, step: Step, ts: TrainState, data: Data, es: EpochState, epoch: int, seconds: float,
-                  val: Validation | None, telemetry: dict[str, float] | None = None) -> None:
-        """The epoch's row, summary, LR step, checkpoints, case table and sidecar progress
-        (``telemetry``: the epoch's time and memory columns, last in the row, not in the console
-        summary)."""
+                  val: Validation | None, telemetry: dict[str, float] | None = None,
+                  kept: Predictions | None = None) -> None:
+        """The epoch's summary, LR step and row (``telemetry`` last in it; Output_Seconds: the time
+        since the previous row that is neither training nor validation); its outputs (checkpoints,
+        best masks and picture from ``kept``, case table, sidecar) go to the background writers."""
         cfg = self.cfg
         metrics = dict(val.metrics) if val is not None else {}
         ts.epoch_times.append(seconds)
@@ -289,27 +300,25 @@ class RankRun:
         if is_best:
             ts.best, ts.best_epoch = value, epoch
         if self.r.is_main:
-            self.logger.log_epoch(epoch, avg_loss=avg, min_batch_loss=lo, max_batch_loss=hi, learning_rate=lr,
-                                  epoch_time=seconds, best_so_far=ts.best if ts.best is not None else float("nan"),
-                                  is_best=is_best, **metrics, **(telemetry or {}))
             self.con.epoch_summary(epoch, cfg.epochs, avg, lo, hi, lr, seconds,
                                    eta_hours(ts.epoch_times, cfg.epochs - epoch), metrics)
         if ts.scheduler is not None and not (cfg.lr_scheduler == "plateau" and unvalidated):
             ts.scheduler.step(value) if cfg.lr_scheduler == "plateau" else ts.scheduler.step()
+        results = self.project.results_dir(self.run_id)
+        masks = best_jobs(kept, data, cfg, results, self.run_id, epoch) if is_best and kept is not None else []
+        saves = self.saver.epoch(ts, epoch, is_best, previous, value) if self.r.is_main else []
+        jobs = rank0_jobs(results, self.run_id, epoch, ts, val, data, cfg, self.sidecar) if self.r.is_main else []
         if self.r.is_main:
-            self.saver.epoch(ts, epoch, is_best, previous, value)
-            if is_best and data.val_loader is not None:
-                if data.volumes is not None:  # volumes: slices and NIfTI masks of the validation cases
-                    data.volumes.snapshot(ts.model, self.project.results_dir(self.run_id), epoch, self.device)
-                else:
-                    self.saver.snapshot(ts.model, data.val_loader, self.device, epoch, label_names(data, cfg))
-            if val is not None:
-                results = self.project.results_dir(self.run_id)
-                write_case_table(results, epoch, val.cases, class_names(data.train_ds, cfg.num_classes))
-                prune_case_tables(results, {epoch, ts.best_epoch})
-                save_validation_strip(results, self.run_id, epoch, val, data, cfg)
-            update_sidecar(self.sidecar, epochs_done=epoch, best=ts.best, best_epoch=ts.best_epoch,
-                           updated=now_str())
+            # a resumed mid-epoch's seconds began before this process: never below 0
+            outputs_s = max(0.0, time.perf_counter() - self.row_at - seconds)
+            telemetry = {**(telemetry or {}), C.OUTPUT_SECONDS: outputs_s}
+            self.logger.log_epoch(epoch, avg_loss=avg, min_batch_loss=lo, max_batch_loss=hi, learning_rate=lr,
+                                  epoch_time=seconds, best_so_far=ts.best if ts.best is not None else float("nan"),
+                                  is_best=is_best, **metrics, **telemetry)
+        self.row_at = time.perf_counter()
+        for save, _ in saves:  # after the row: no checkpoint without its row; before the next epoch:
+            save()             # a process killed in it resumes from this one
+        self.outputs.submit(jobs, masks)
 
     def failed(self, err: BaseException) -> None:
         """A bug or a lost peer: record it (the launcher names the rank that started it), mark
@@ -322,20 +331,6 @@ class RankRun:
                 message += " (this or another process failed; see the log of each rank)"
         if self.owns_sidecar:
             update_sidecar(self.sidecar, status="failed", end_time=now_str(), message=message)
-
-
-def build_state(cfg: TrainConfig, data: Data, device: torch.device, resumed: dict | None,
-                resume_path) -> TrainState:
-    """The model (seeded alike on every rank), optimizer and schedule; restored when resuming."""
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, in_channels=data.in_channels).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg)
-    ts = TrainState(model, optimizer, make_scheduler(cfg, optimizer))
-    if resumed:
-        ts.restore(resumed, resume_path)
-    return ts
 
 
 def extra_columns(cfg: TrainConfig, data: Data) -> list[str]:

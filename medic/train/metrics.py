@@ -73,14 +73,17 @@ def dataset_cases(ds) -> tuple[list[int], list[str]]:
 def confusion_counts(pred: torch.Tensor, truth: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``pred``, ``truth``: N×1×... (or N×...) class indices. Returns N×(C−1)×3 int64: TP, FP, FN
     of each foreground class in each case."""
+    # one pass: a per-case confusion matrix (truth × prediction) by bincount, about a fifth of
+    # the time of three boolean masks and sums per class; a truth value outside 0..C-1 gets a
+    # row of its own, so it still counts as a false positive of the class predicted there
     n = pred.shape[0]
-    p, t = pred.reshape(n, -1), truth.reshape(n, -1)
-    out = torch.empty(n, num_classes - 1, 3, dtype=torch.int64, device=pred.device)
-    for c in range(1, num_classes):
-        pc, tc = p == c, t == c
-        out[:, c - 1, 0] = (pc & tc).sum(1)
-        out[:, c - 1, 1] = (pc & ~tc).sum(1)
-        out[:, c - 1, 2] = (~pc & tc).sum(1)
+    p, t = pred.reshape(n, -1).long(), truth.reshape(n, -1).long()
+    t = torch.where((t < 0) | (t >= num_classes), num_classes, t)
+    rows = num_classes + 1
+    idx = (torch.arange(n, device=p.device)[:, None] * rows + t) * num_classes + p.clamp(0, num_classes - 1)
+    cm = torch.bincount(idx.reshape(-1), minlength=n * rows * num_classes).reshape(n, rows, num_classes)
+    tp = torch.diagonal(cm[:, :num_classes], dim1=1, dim2=2)
+    out = torch.stack([tp, cm.sum(1) - tp, cm[:, :num_classes].sum(2) - tp], dim=-1)[:, 1:]
     return out.cpu()  # one copy to the host per batch
 
 

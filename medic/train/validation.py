@@ -15,6 +15,7 @@ from medic.store import columns as C
 from medic.train import dist
 from medic.train.metrics import CaseRows, Distances, base_dataset, case_ids, confusion_counts
 from medic.train.outputs.overlay import Shown, shown
+from medic.train.sliding import classes_of
 
 STRIP_CASES = 3  # validation cases shown in the prediction strip
 
@@ -38,9 +39,12 @@ def spacing_of(loader) -> tuple[float, ...] | None:
 @torch.no_grad()
 def validate(model: torch.nn.Module, loader, loss_fn, device: torch.device, num_classes: int,
              names: list[str], val_metrics: tuple[str, ...] = ("dice",), nsd_tolerance: float = 1.0,
-             predict: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Validation:
+             predict: Callable[[torch.Tensor], torch.Tensor] | None = None, keep: Callable | None = None) -> Validation:
     """Val_Loss (per-sample mean), Val_Dice and the per-class columns over all ranks' shards.
-    Every rank must call it (the rows are gathered); every rank gets the same result."""
+    Every rank must call it (the rows are gathered); every rank gets the same result. ``keep``
+    (optional) is given each batch's case infos (None for plain batches), images, truth,
+    predicted classes and case names: the best epoch's outputs come from them, not from a second
+    inference."""
     predict = predict or model
     was_training = model.training
     model.eval()
@@ -50,20 +54,22 @@ def validate(model: torch.nn.Module, loader, loss_fn, device: torch.device, num_
     rows, strip = CaseRows(), []
     acc = torch.zeros(2, device=device, dtype=torch.float64)  # loss sum, samples
     at = 0
-    for images, masks in loader:  # the bare module: shards differ in length, so no collectives here
+    for images, masks, *infos in loader:  # the bare module: shards differ in length, so no collectives here
         images, masks = images.to(device), masks.to(device)
         logits = predict(images)
         n = images.shape[0]
         acc[0] += loss_fn(logits, masks).double() * n
         acc[1] += n
-        pred = logits.argmax(dim=1, keepdim=True)
+        pred = classes_of(logits)
         counts = confusion_counts(pred, masks, num_classes)
         values = distances(pred, masks, counts) if distances.which else {}
         rows.add(order[at:at + n], ids[at:at + n], counts, values)
         at += n
+        names_of = [strip_name(loader, ids[at - n + i]) for i in range(n)]
+        if keep is not None:
+            keep(infos[0] if infos else None, images, masks, pred, names_of)
         if len(strip) < STRIP_CASES:  # a volume by its slice of most foreground, as the best epoch's
-            strip += [shown(strip_name(loader, ids[at - n + i]), *(t[i, 0].float().cpu().numpy()
-                                                                  for t in (images, masks, pred)))
+            strip += [shown(names_of[i], *(t[i, 0].float().cpu().numpy() for t in (images, masks, pred)))
                       for i in range(min(n, STRIP_CASES - len(strip)))]
     loss_sum, n = dist.all_reduce_sum(acc).tolist()
     model.train(was_training)

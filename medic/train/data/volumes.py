@@ -160,6 +160,24 @@ class Cases(Dataset):
         return plain(item["image"]).float(), plain(item["label"]).long()
 
 
+class ValidationCases(Cases):
+    """A validation shard: each whole volume with what maps its prediction back onto the case's
+    own grid (its index, metadata and the preprocessing's applied operations)."""
+
+    def __getitem__(self, j):
+        item = self.load(j)
+        image = item["image"]
+        info = {"index": self.indices[j], "meta": dict(getattr(image, "meta", {})),
+                "ops": list(getattr(image, "applied_operations", []))}
+        return plain(image).float(), plain(item["label"]).long(), info
+
+
+def collate_cases(batch):
+    """Images and labels stacked, the cases' infos as a list."""
+    images, labels, infos = zip(*batch)
+    return torch.stack(images), torch.stack(labels), list(infos)
+
+
 class EpochSampler(ResumableSampler):
     """The training shard as (case, epoch) pairs, so a case's patch depends on the epoch."""
 
@@ -169,16 +187,13 @@ class EpochSampler(ResumableSampler):
 
 @dataclass
 class VolumeSet:
-    """What validation pictures and predictions need besides the loaders."""
+    """What the best epoch's masks need besides the validation's predictions: the preprocessing
+    (to undo it) and the cases' records."""
 
     cfg: TrainConfig
     layout: Layout
     pre: object
     val: Cases | None
-
-    def snapshot(self, model, folder, epoch: int, device) -> None:
-        from medic.train.outputs.pictures import save_volume_snapshot
-        save_volume_snapshot(self, model, folder, epoch, device)
 
 
 def build_volume_data(cfg: TrainConfig, r: dist.Ranks, device: torch.device) -> Data:
@@ -200,8 +215,8 @@ def build_volume_data(cfg: TrainConfig, r: dist.Ranks, device: torch.device) -> 
     val_ds = val_loader = None
     if val_idx:  # unpadded shards, one whole volume a step: each case counted exactly once
         val_ds = Cases(base, records, val_idx, cfg.seed)
-        shard = Cases(base, records, val_idx[r.rank::r.world_size], cfg.seed)
-        val_loader = DataLoader(shard, batch_size=1, num_workers=cfg.num_workers)
+        shard = ValidationCases(base, records, val_idx[r.rank::r.world_size], cfg.seed)
+        val_loader = DataLoader(shard, batch_size=1, num_workers=cfg.num_workers, collate_fn=collate_cases)
     data = Data(train_ds, val_ds, sampler, loader, val_loader, in_channels=len(layout.modalities))
     data.label_names = layout.label_names
     data.volumes = VolumeSet(cfg, layout, pre, val_ds)

@@ -31,11 +31,16 @@ TEMP_FILE_RE = re.compile(r"^\..+\.pth\.(\d+)\.tmp$")
 FAULT_PAUSE_ENV = "MEDIC_FAULT_SLEEP_IN_CHECKPOINT"
 
 
-def _fault_pause() -> float:
+def env_seconds(name: str) -> float:
+    """The seconds a test hook's environment variable asks for (0 when unset or not a number)."""
     try:
-        return max(0.0, float(os.environ.get(FAULT_PAUSE_ENV) or 0))
+        return max(0.0, float(os.environ.get(name) or 0))
     except ValueError:
         return 0.0
+
+
+def _fault_pause() -> float:
+    return env_seconds(FAULT_PAUSE_ENV)
 
 
 def rng_state() -> dict:

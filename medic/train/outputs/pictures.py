@@ -1,7 +1,8 @@
-"""Validation pictures (rank 0), drawn by ``medic.train.outputs.overlay``: the best epoch's picture of
-volumes (the slice with the most foreground of a few validation cases: image, ground truth and
+"""Validation pictures, drawn by ``medic.train.outputs.overlay``: the best epoch's picture (rank 0;
+a few validation cases, a volume by its slice with the most foreground: image, ground truth and
 prediction over it) with every validation case's predicted mask as NIfTI on the case's own grid
-and affine, for ITK-SNAP or 3D Slicer; and the strip of every validation.
+and affine, for ITK-SNAP or 3D Slicer (each process writes its own shard's); and the strip of
+every validation (rank 0). All come from the predictions the validation made.
 
     results/<id>/best_epoch_N.png
     results/<id>/best_masks/<case>.nii.gz     (replaced at each new best)
@@ -14,12 +15,11 @@ import gzip
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from medic.store.files import write_atomic
-from medic.train.sliding import predict_volume
 from medic.train.metrics import class_names
-from medic.train.outputs.overlay import Shown, best_figure, save, shown, strip_figure
+from medic.train.outputs.overlay import Shown, best_figure, save, strip_figure
+from medic.train.sliding import to_source
 
 PICTURE_CASES = 4
 
@@ -41,21 +41,23 @@ def write_mask(path: Path, mask: np.ndarray, like: str) -> None:
     write_atomic(path, lambda f: f.write(gzip.compress(data, compresslevel=1) if path.name.endswith(".gz") else data))
 
 
-@torch.no_grad()
-def save_volume_snapshot(volumes, model: torch.nn.Module, folder: Path, epoch: int, device: torch.device) -> None:
-    cfg, val = volumes.cfg, volumes.val
-    rows: list[Shown] = []
-    for j, i in enumerate(val.indices):
-        record = val.records[i]
-        out = predict_volume(model, volumes.pre, dict(record), cfg, device)
+def write_best_masks(folder: Path, cases, pre, records: list[dict]) -> None:
+    """The masks a validation predicted (``cases``: (case info, uint8 classes) of this process's
+    shard), each mapped back onto its case's own grid and affine (MONAI's ``Invertd``, as
+    ``medic predict`` does), as ``best_masks/<case>.nii.gz``; only for NIfTI inputs."""
+    for info, classes in cases:
+        record = records[info["index"]]
         first = record["image"] if isinstance(record["image"], str) else record["image"][0]
         if first.lower().endswith((".nii", ".nii.gz")):
-            write_mask(folder / "best_masks" / f"{record['case']}.nii.gz", out["source"], first)
-        if j < PICTURE_CASES:
-            rows.append(shown(record["case"], out["image"][0].numpy(), out["label"][0].numpy(), out["pred"].numpy()))
-    save(folder / f"best_epoch_{epoch}.png", best_figure, rows, volumes.layout.label_names, cfg.num_classes,
-              f"Run {folder.name}, epoch {epoch} (new best): validation cases, the slice of most foreground",
-              orientation(cfg))
+            source = to_source(classes, info["meta"], info["ops"], pre)
+            write_mask(folder / "best_masks" / f"{record['case']}.nii.gz", source, first)
+
+
+def save_best_picture(folder: Path, epoch: int, rows: list[Shown], label_names: list[str], n_classes: int,
+                      title: str, orientation: str = "image") -> None:
+    """``results/<id>/best_epoch_N.png`` from the rows the validation kept (``shown``): drawn as
+    the strip is, same plane, same colours."""
+    save(folder / f"best_epoch_{epoch}.png", best_figure, rows, label_names, n_classes, title, orientation)
 
 
 def label_names(data, cfg) -> list[str]:

@@ -1,11 +1,11 @@
-"""What a run saves as it trains (rank 0): checkpoints, the sidecar's start record, and the best
-epoch's prediction picture.
+"""What a run saves as it trains (rank 0): checkpoints and the sidecar's start record; and the state
+they restore (``build_state``). (The best epoch's picture comes from the validation's own
+predictions: ``medic.train.outputs.writer``.)
 
     checkpoints/<id>/model_epoch_N.pth   every --save_interval epochs
     checkpoints/<id>/best_model.pth      when the monitored value improves
     checkpoints/<id>/top_k/epoch_N_<metric>_<value>.pth   with --save_top_k K: the K best
     checkpoints/<id>/last.pth            every epoch, written last (the resume point)
-    results/<id>/best_epoch_N.png        image, ground truth and prediction of a few validation cases
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -29,6 +31,7 @@ from medic.train.outputs import checkpoint as ckpt
 from medic.train import dist
 from medic.train.outputs.casefiles import save_top_k
 from medic.train.console import Console
+from medic.train.models import build_model, build_optimizer, make_scheduler
 from medic.train.selection import selected_name
 from medic.train.sync import EpochState
 
@@ -75,6 +78,20 @@ class TrainState:
         return state
 
 
+def build_state(cfg: TrainConfig, data, device: torch.device, resumed: dict | None,
+                resume_path) -> TrainState:
+    """The model (seeded alike on every rank), optimizer and schedule; restored when resuming."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, in_channels=data.in_channels).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, cfg)
+    ts = TrainState(model, optimizer, make_scheduler(cfg, optimizer))
+    if resumed:
+        ts.restore(resumed, resume_path)
+    return ts
+
+
 @dataclass
 class Saver:
     """Where and how one run saves (rank 0 only)."""
@@ -88,24 +105,29 @@ class Saver:
     def folder(self) -> Path:
         return self.project.checkpoint_dir(self.run_id)
 
-    def epoch(self, ts: TrainState, epoch: int, is_best: bool, previous: float | None, value: float) -> None:
-        """model_epoch_N (every save_interval), best_model (on improvement), then last.pth — last,
-        so that when last.pth is intact nothing newer exists. The state is serialised once and
-        the same bytes go to each file."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+    def epoch(self, ts: TrainState, epoch: int, is_best: bool, previous: float | None,
+              value: float) -> list[tuple[Callable[[], None], str | None]]:
+        """The epoch's checkpoint writes as ``(job, key)``, to be run in their order: model_epoch_N
+        (every save_interval), best_model (on improvement), the top k, then last.pth — last, so
+        that when last.pth is intact nothing newer exists. The state is serialised here, once,
+        and the same bytes go to each file."""
+        folder = self.folder
+        folder.mkdir(parents=True, exist_ok=True)
         data = ckpt.serialize(ts.checkpoint(self.run_id, self.cfg, epoch))
+        jobs: list[tuple[Callable[[], None], str | None]] = []
         if epoch % self.cfg.save_interval == 0:
-            ckpt.write_checkpoint(self.folder / f"model_epoch_{epoch}.pth", data)
+            jobs.append((partial(ckpt.write_checkpoint, folder / f"model_epoch_{epoch}.pth", data), None))
             self.con.say("saved", name=f"model_epoch_{epoch}.pth")
         if is_best:
             self.con.new_best(selected_name(self.cfg.monitor, self.cfg.monitor_ema), value, previous)
-            ckpt.write_checkpoint(self.folder / "best_model.pth", data)
+            jobs.append((partial(ckpt.write_checkpoint, folder / "best_model.pth", data), "best_model.pth"))
             self.con.say("saved_best", name="best_model.pth")
         if self.cfg.save_top_k:
-            save_top_k(self.folder / "top_k", self.cfg.save_top_k, epoch,
-                       selected_name(self.cfg.monitor, self.cfg.monitor_ema), value,
-                       self.cfg.monitor_direction, data, ckpt.write_checkpoint)
-        ckpt.write_checkpoint(self.folder / "last.pth", data)
+            jobs.append((partial(save_top_k, folder / "top_k", self.cfg.save_top_k, epoch,
+                                 selected_name(self.cfg.monitor, self.cfg.monitor_ema), value,
+                                 self.cfg.monitor_direction, data, ckpt.write_checkpoint), None))
+        jobs.append((partial(ckpt.write_checkpoint, folder / "last.pth", data), "last.pth"))
+        return jobs
 
     def partial(self, ts: TrainState, done_epoch: int, epoch: int, es: EpochState) -> None:
         """After a graceful stop mid-epoch: last.pth holds the exact position, so --resume
@@ -114,25 +136,6 @@ class Saver:
         partial = {"epoch": epoch, "batch": len(es.losses), "state": es.to_dict()}
         ckpt.write_checkpoint(self.folder / "last.pth",
                           ckpt.serialize(ts.checkpoint(self.run_id, self.cfg, done_epoch, partial)))
-
-    @torch.no_grad()
-    def snapshot(self, model: torch.nn.Module, val_loader, device: torch.device, epoch: int,
-                 label_names: list[str]) -> None:
-        """The new best epoch's predictions on the first validation samples, drawn over the
-        images (``medic.train.outputs.overlay``; a volume by its slice of most foreground)."""
-        from medic.train.metrics import case_ids
-        from medic.train.outputs.overlay import best_figure, save, shown
-        images, masks = next(iter(val_loader))
-        images, masks = images[:4], masks[:4]
-        was_training = model.training
-        model.eval()
-        preds = model(images.to(device)).argmax(dim=1).cpu()
-        model.train(was_training)
-        names = case_ids(val_loader)[1]
-        cases = [shown(names[i], images[i, 0].float().numpy(), masks[i, 0].numpy(), preds[i].numpy())
-                 for i in range(len(images))]
-        save(self.project.results_dir(self.run_id) / f"best_epoch_{epoch}.png", best_figure, cases, label_names,
-                  self.cfg.num_classes, f"Run {self.run_id}, epoch {epoch} (new best): validation cases")
 
     def sidecar_start(self, r: dist.Ranks, steps: int, extra: list[str], state: dict | None,
                       resume_path, labels: list[str] | None = None, split: dict | None = None) -> None:

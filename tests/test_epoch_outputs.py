@@ -1,0 +1,76 @@
+"""An epoch's outputs: the best masks come from the validation's own predictions (equal to what
+``medic predict`` writes with the best checkpoint), they are written behind the training (a slow
+writer on rank 0 makes no other process wait past --dist_timeout), and the epoch row's times
+add up to the wall time between two rows."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import nibabel as nib
+import numpy as np
+from _train_helpers import only_run_id, read_csv, train
+from _volume_helpers import make_decathlon
+from conftest import PY, child_env
+
+COMMON = ["--batch_size", "2", "--lr", "0.01", "--log_interval", "1", "--val_fraction", "0.4"]
+
+
+def test_a_slow_writer_times_nothing_out_and_the_best_masks_equal_medic_predict(tmp_path):
+    """Rank 0 sleeps 8 s before writing its masks, with --dist_timeout 6, under 2 processes: the run
+    completes; each process's masks equal ``medic predict --checkpoint best`` on the same cases."""
+    data = make_decathlon(tmp_path / "data", n=5)
+    project = tmp_path / "project"
+    project.mkdir()
+    env = {**child_env(), "MEDIC_TEST_SLOW_WRITE": "8"}
+    proc = subprocess.run([PY, "-m", "medic.cli", "train", "--nproc_per_node", "2", "--data", str(data), *COMMON,
+                           "--epochs", "2", "--dist_timeout", "6", "--monitor", "Val_Dice"],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_id = only_run_id(project)
+    masks = sorted((project / "results" / run_id / "best_masks").glob("*.nii.gz"))
+    assert len(masks) == 2  # both processes' validation cases
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for m in masks:
+        (inputs / m.name).write_bytes((data / "imagesTr" / m.name).read_bytes())
+    out = tmp_path / "predicted"
+    proc = subprocess.run([PY, "-m", "medic.cli", "predict", "--run", run_id, "--checkpoint", "best",
+                           "--input", str(inputs), "--output", str(out)], cwd=project, env=child_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for m in masks:
+        ours, theirs = nib.load(str(m)), nib.load(str(out / m.name))
+        assert np.array_equal(ours.affine, theirs.affine)
+        assert np.asarray(ours.dataobj).tobytes() == np.asarray(theirs.dataobj).tobytes(), m.name
+
+
+def test_the_epoch_columns_add_up_to_the_wall_time_between_rows(tmp_path):
+    """Epoch_Time_Seconds + Output_Seconds of rows 2..4 = the time between rows 1 and 4 (seen
+    by a watcher of the CSV) within 2%."""
+    data = make_decathlon(tmp_path / "data", n=5)
+    seen: list[float] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            paths = list((tmp_path / "metrics").glob("epoch_metrics_*.csv")) if (tmp_path / "metrics").is_dir() else []
+            rows = paths[0].read_text().count("\n") - 1 if paths else 0
+            now = time.perf_counter()
+            while len(seen) < rows:
+                seen.append(now)
+            time.sleep(0.001)
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        train(tmp_path, "--data", str(data), *COMMON, "--epochs", "4", "--save_interval", "1")
+    finally:
+        done.set()
+        watcher.join()
+    _, rows = read_csv(tmp_path / "metrics" / f"epoch_metrics_{only_run_id(tmp_path)}.csv")
+    assert len(seen) == 4 and all(float(r["Output_Seconds"]) >= 0 for r in rows)
+    columns = sum(float(r["Epoch_Time_Seconds"]) + float(r["Output_Seconds"]) for r in rows[1:])
+    wall = seen[3] - seen[0]
+    assert abs(columns - wall) <= 0.02 * wall, (columns, wall)
