@@ -202,9 +202,12 @@ def test_the_time_limit_warning_requeues_the_same_run(tmp_path, env, uninterrupt
                             "--max_requeues", "1", env=env)
     job_done(job_id, env, timeout=240)
     side = sidecar(tmp_path, run_id)
-    assert side["requeues"] == 1 and side["status"] == "timeout", side
-    assert "--max_requeues" in side["message"] and f"--resume {run_id}" in side["message"]
-    assert (tmp_path / "checkpoints" / run_id / "last.pth").is_file()
+    # requeued once on the warning, as the same run; then either the next warning ends the chain
+    # (timeout) or, on a quiet machine, the training finishes first (completed): both keep one history
+    assert side["requeues"] == 1 and side["status"] in ("timeout", "completed"), side
+    if side["status"] == "timeout":
+        assert "--max_requeues" in side["message"] and f"--resume {run_id}" in side["message"]
+        assert (tmp_path / "checkpoints" / run_id / "last.pth").is_file()
     assert sorted(p.name for p in tmp_path.glob("metrics/run_*.json")) == [f"run_{run_id}.json"]
     out = (tmp_path / "log" / f"slurm_{run_id}_{job_id}.out").read_text()
     assert f"Resuming run {run_id}" in out and "TIME LIMIT" not in out
