@@ -34,6 +34,7 @@ def three(project):
 
 
 def test_dry_run_then_yes(three):
+    assert cli("runs", cwd=three).returncode == 0  # the catalog's cache now names all three
     before = files_under(three)
     out = cli("clean", "--keep", "2", cwd=three)
     assert out.returncode == 0, out.stderr
@@ -51,6 +52,8 @@ def test_dry_run_then_yes(three):
     left = set(files_under(three))
     assert set(before) - left == {f for f in before if "20250101_000000" in f and "20250101_000000_2" not in f}
     assert "analysis/comparison_20250101_000000_2_vs_20250102_000000.png" in left
+    cache = (three / "analysis" / ".cache" / "catalog.json").read_text()
+    assert '"20250101_000000"' not in cache and '"20250102_000000"' in cache
 
 
 def test_never_removes_a_live_run(three):

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from medic.cli import ArgParser, add_root_option
-from medic.store.catalog import all_run_ids, analysis_files, run_files
+from medic.store.catalog import all_run_ids, analysis_files, run_files, runs
 from medic.errors import MedicError, RunNotFoundError
 from medic.store.paths import RUN_ID_RE, Project
 from medic.store.sidecar import read_sidecar
@@ -132,5 +132,6 @@ def main(argv: list[str] | None = None) -> int:
                     p.unlink()
                 except FileNotFoundError:
                     pass
+    runs(project.root)  # the catalog's cache forgets the removed runs now, not at the next listing
     print(f"{verb} {len(doomed)} run(s), {_human(total)}.")
     return 0
