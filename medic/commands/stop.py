@@ -56,7 +56,7 @@ def stop_sweep(sweep_id: str, root, timeout: float) -> int:
     from medic.sweeps.handle import attach_sweep
     handle = attach_sweep(sweep_id, root)
     if not handle.running:
-        print(f"sweep {sweep_id} has no running driver on this machine")
+        print(f"sweep {sweep_id} has no running driver (here or as a SLURM job)")
         return 0
     print(f"stopping sweep {sweep_id} ...", flush=True)
     handle.stop(timeout=max(timeout, 30.0) * 3)

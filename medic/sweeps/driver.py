@@ -47,14 +47,20 @@ def live_drivers(root: Path, sweep_id: str) -> list[int]:
     return found
 
 
+def stop_file(root: Path, sweep_id: str) -> Path:
+    """A stop request for every driver of the sweep, wherever it runs (``medic stop SWEEP_ID``)."""
+    return sweep_dir(root, sweep_id) / "stop"
+
+
 class Driver:
     def __init__(self, spec: SweepSpec, root: Path, slot_envs: list[dict[str, str]], storage: str,
-                 say: Callable[[str], None] = print):
+                 say: Callable[[str], None] = print, slurm=None):
         self.spec, self.root, self.slot_envs, self.url = spec, Path(root), slot_envs, storage
-        self.say = say
+        self.say, self.slurm = say, slurm  # slurm: the trials' SlurmOptions, or None (local slots)
         self.study = st.load_study(spec, storage)
         self.active: dict[int, TrialRun] = {}
         self.stop_requested = threading.Event()
+        self.detached = False
         self.last_beat = 0.0
         self.pidfile = drivers_dir(self.root, spec.sweep_id) / f"{socket.gethostname()}_{os.getpid()}.json"
 
@@ -65,13 +71,19 @@ class Driver:
         self.pidfile.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.pidfile, {"pid": os.getpid(), "ticks": process_start_ticks(os.getpid()),
                                          "host": socket.gethostname(), "started": time.time()})
-        for note in st.recover(self.study):
+        stop_file(self.root, self.spec.sweep_id).unlink(missing_ok=True)  # an earlier stop, acted on
+        for note in st.recover(self.study, drivers_dir(self.root, self.spec.sweep_id)):
             self.say(note)
         self._write_summary()
         try:
             while True:
                 self._follow()
+                if stop_file(self.root, self.spec.sweep_id).exists() and not self.stop_requested.is_set():
+                    self.say("stop requested (medic stop): stopping the sweep (its trials save a checkpoint)")
+                    self.stop_requested.set()
                 if self.stop_requested.is_set():
+                    if self.detached:
+                        return 143
                     self._stop_all()
                     return 130
                 self._fill_slots()
@@ -106,7 +118,11 @@ class Driver:
             trial.set_user_attr("k", k)
             for key, value in st.driver_tag().items():
                 trial.set_user_attr(key, value)
-            run = TrialRun(self.spec, self.root, trial, k, values, slot, self.slot_envs[slot])
+            if self.slurm is not None:
+                from medic.sweeps.slurm_trial import SlurmTrialRun
+                run: TrialRun = SlurmTrialRun(self.spec, self.root, trial, k, values, slot, {}, slurm=self.slurm)
+            else:
+                run = TrialRun(self.spec, self.root, trial, k, values, slot, self.slot_envs[slot])
             try:
                 self.say(run.start(previous))
             except Exception as err:
@@ -139,12 +155,17 @@ class Driver:
     def _follow(self) -> None:
         now = time.monotonic()
         beat = now - self.last_beat >= max(1.0, st.HEARTBEAT_SECONDS / 2)
+        heartbeat = beat and st.has_heartbeat(self.study)
         if beat:
             self.last_beat = now
             from optuna.storages import fail_stale_trials
             fail_stale_trials(self.study)
+            try:  # this driver's own heartbeat (what a storage without heartbeats is judged by)
+                os.utime(self.pidfile)
+            except OSError:
+                pass
         for slot, run in list(self.active.items()):
-            if beat:
+            if heartbeat:
                 self.study._storage.record_heartbeat(run.trial._trial_id)
             for epoch, value in run.new_values():
                 run.trial.report(value, epoch)
@@ -205,6 +226,11 @@ class Driver:
         def handler(signum, frame):
             if self.stop_requested.is_set():
                 return
+            if signum == signal.SIGTERM and os.environ.get("MEDIC_SWEEP_DRIVER_JOB"):
+                # the driver's own SLURM job ends (requeue, preemption, scancel): its trials are
+                # jobs of their own and go on; the requeued driver re-attaches to them
+                self.say("SIGTERM: the driver's job ends; its trials go on (medic sweep --resume re-attaches)")
+                self.detached = True
             self.say(f"{signal.Signals(signum).name}: stopping the sweep (its trials save a checkpoint)")
             self.stop_requested.set()
         for sig in (signal.SIGINT, signal.SIGTERM):
