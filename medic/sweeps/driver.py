@@ -33,6 +33,24 @@ def drivers_dir(root: Path, sweep_id: str) -> Path:
     return sweep_dir(root, sweep_id) / "drivers"
 
 
+def other_drivers(root: Path, sweep_id: str, own: Path | None = None) -> bool:
+    """Whether a driver of the sweep other than ``own`` (its file) is alive: on this host by its
+    pid, elsewhere by its file's heartbeat."""
+    folder = drivers_dir(root, sweep_id)
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if path == own:
+            continue
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+            fresh = time.time() - path.stat().st_mtime <= st.GRACE_FACTOR * st.HEARTBEAT_SECONDS
+        except (OSError, ValueError):
+            continue
+        if pid_alive(info.get("pid"), start_ticks=info.get("ticks")) if info.get("host") == socket.gethostname() \
+                else fresh:
+            return True
+    return False
+
+
 def live_drivers(root: Path, sweep_id: str) -> list[int]:
     """Pids of this host's drivers of the sweep that are still running."""
     found = []
@@ -72,6 +90,8 @@ class Driver:
         write_json_atomic(self.pidfile, {"pid": os.getpid(), "ticks": process_start_ticks(os.getpid()),
                                          "host": socket.gethostname(), "started": time.time()})
         stop_file(self.root, self.spec.sweep_id).unlink(missing_ok=True)  # an earlier stop, acted on
+        if not other_drivers(self.root, self.spec.sweep_id, self.pidfile) and st.release_stale_lock(self.url):
+            self.say("the study's lock was left by a driver that died; released")
         for note in st.recover(self.study, drivers_dir(self.root, self.spec.sweep_id)):
             self.say(note)
         self._write_summary()

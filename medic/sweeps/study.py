@@ -136,6 +136,23 @@ def driver_tag() -> dict[str, Any]:
             "driver_ticks": process_start_ticks(os.getpid())}
 
 
+def release_stale_lock(url: str) -> bool:
+    """Remove the journal file's lock when no other driver of the sweep is alive (the caller
+    knows): a driver killed while appending leaves it behind, and Optuna would wait out its grace
+    period (30 s) at every start. An append holds the lock for milliseconds."""
+    if not url.startswith("journal:"):
+        return False
+    path = Path((url.removeprefix("journal://") if url.startswith("journal://") else url.removeprefix("journal:"))
+                + ".lock")
+    try:
+        if time.time() - path.lstat().st_mtime > 2:
+            path.unlink()
+            return True
+    except OSError:
+        pass
+    return False
+
+
 def has_heartbeat(study) -> bool:
     """Whether the storage keeps Optuna's trial heartbeats (a database does; the journal file does
     not: there, each driver's file in the sweep folder is its heartbeat)."""
