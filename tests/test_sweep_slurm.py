@@ -153,6 +153,29 @@ def test_a_pruned_trial_ends_its_job_and_reads_stopped(tmp_path, env):
     assert not (tmp_path / "metrics" / f"run_{bad['run_id']}.stop").exists()
 
 
+def test_a_requeued_trial_job_continues_the_same_trial_and_run(tmp_path, env):
+    driver = subprocess.Popen([PY, "-m", "medic.cli", "sweep", "--grid", "lr=0.01", "--launcher", "slurm",
+                               "--epochs", "100", "--save_interval", "1", *TINY], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        side = wait_for(lambda: trial_runs(tmp_path).get(0), 60, what="the trial's job")
+        run_id, job_id = side["run_id"], str(side["slurm"]["job_id"])
+        wait_for(lambda: len(epochs_of(tmp_path, run_id)) >= 3, 120, what="three epochs")
+        subprocess.run(["scontrol", "requeue", job_id], env=env, check=True, timeout=30)
+        out, _ = driver.communicate(timeout=240)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, out
+    summary = pd.read_csv(sweep_folder(tmp_path) / "summary.csv")
+    assert list(summary["status"]) == ["completed"] and list(summary["run_id"]) == [run_id], out
+    side = sidecar(tmp_path, run_id)
+    assert side["status"] == "completed" and side["requeues"] == 1 and str(side["slurm"]["job_id"]) == job_id
+    assert len(side["resumed"]) == 1 and side["resumed"][0]["from_epoch"] >= 1  # from its checkpoint
+    assert [p.name for p in (tmp_path / "metrics").glob("run_*.json")] == [f"run_{run_id}.json"]
+    assert epochs_of(tmp_path, run_id) == list(range(1, 101))  # each epoch once
+
+
 @pytest.mark.parametrize("case", ["slots", "partition"])
 def test_bad_input_is_one_line_and_submits_nothing(tmp_path, env, case):
     args = {"slots": ["--slots", "3"], "partition": ["--partition", "nosuch"]}[case]
