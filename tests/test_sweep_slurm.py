@@ -87,8 +87,8 @@ def test_a_2x1_grid_on_2_slots_is_two_jobs_on_two_nodes(tmp_path, env):
 
 def test_a_killed_driver_re_attaches_to_its_running_and_queued_trials(tmp_path, env, monkeypatch):
     # n2 is taken, so trial 1 waits in the queue while trial 0 trains on n1
-    blocker = subprocess.run(["sbatch", "--parsable", "-w", "n2", "--output=/dev/null", "--wrap", "sleep 600"], env=env, cwd=tmp_path,
-                             capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    blocker = subprocess.run(["sbatch", "--parsable", "-w", "n2", "--output=/dev/null", "--wrap", "sleep 600"],
+                             env=env, cwd=tmp_path, capture_output=True, text=True, check=True, timeout=30).stdout.strip()
     log = open(tmp_path / "driver1.log", "w")
     driver = subprocess.Popen([PY, "-m", "medic.cli", "sweep", "--grid", "lr=0.01,0.003", "--slots", "2",
                                "--launcher", "slurm", "--epochs", "30", "--save_interval", "1", *TINY],
