@@ -88,6 +88,20 @@ class Sweep:
             send_signal(pid, signal.SIGINT)
         self.wait(timeout)
 
+    def stop_trials(self, timeout: float = 60.0) -> list[str]:
+        """Stop the trials of a sweep that has no driver left (it was killed): each trial's job
+        that still waits or runs is stopped as ``medic stop`` stops a run (a queued SLURM job is
+        cancelled). Returns their run ids; ``--resume`` continues them."""
+        from medic.jobs import attach
+        frame = self.summary()
+        stopped = []
+        for run_id in frame.loc[frame["status"] == "running", "run_id"]:
+            job = attach(run_id, self.root)
+            if job.running:
+                job.stop(timeout=timeout)
+                stopped.append(run_id)
+        return stopped
+
     def log_tail(self, n: int = 20) -> str:
         try:
             return "\n".join(self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-n:])

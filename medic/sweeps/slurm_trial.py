@@ -52,13 +52,15 @@ class SlurmTrialRun(TrialRun):
                 self._record()
                 return f"trial {self.k}: run {old_run} (SLURM job {old_job}, {state.shown}) re-attached"
             self.run_id = old_run
-            if self.run_status() == "completed":
+            status = self.run_status()
+            if status == "completed":
                 self.job_id = old_job
                 return self._kept(old_run)
             if resume_points(self.project.checkpoint_dir(old_run)):
                 self.mode = "resumed"
                 self._launch(resume=old_run)
-                return f"trial {self.k}: run {old_run} died; resumed from its checkpoint as SLURM job {self.job_id}"
+                how = "was stopped" if status == "stopped" else "died"
+                return f"trial {self.k}: run {old_run} {how}; resumed from its checkpoint as SLURM job {self.job_id}"
             self.mode = "restarted"
         return self._start_new(old_run)
 
