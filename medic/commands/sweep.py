@@ -56,9 +56,11 @@ def slurm_values(args, argv: list[str]) -> dict | None:
     from medic.slurm.options import SlurmOptions
     names = {f.name for f in fields(SlurmOptions)}
     typed = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")} & names
-    options = SlurmOptions(**{n: getattr(args, n) for n in names}).validate(typed)
-    if options.dry_run:
+    if args.dry_run:
         raise MedicError("--dry_run is an option of medic train; a sweep's trial scripts are kept in log/slurm_<run id>.sh")
+    if args.resume:  # what was typed changes the stored request (checked once merged with it)
+        return {n: getattr(args, n) for n in typed} if typed else None
+    options = SlurmOptions(**{n: getattr(args, n) for n in names}).validate(typed)
     return options.to_dict() if typed else None
 
 

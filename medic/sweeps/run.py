@@ -85,14 +85,14 @@ def create(root: Path, spec: SweepSpec, slots: int, storage: str = "") -> str:
 
 def start(root: str | os.PathLike, spec: SweepSpec | None, slots: int, *, resume: str = "",
           storage: str = "", say: Callable[[str], None] = print, slurm: dict[str, Any] | None = None) -> int:
-    """Run a driver for a new sweep (``spec``) or an existing one (``resume``; ``slurm``, when
-    given, replaces its SLURM request) until it ends."""
+    """Run a driver for a new sweep (``spec``) or an existing one (``resume``; ``slurm``: SLURM
+    options that change its stored request) until it ends."""
     from medic.sweeps.driver import Driver
     root = Path(root).resolve()
     if resume:
         spec = load_spec(root, resume, storage)
-        if slurm is not None:
-            spec.slurm = slurm_request(slurm)
+        if slurm is not None:  # the SLURM options typed now change the stored request
+            spec.slurm = slurm_request({**spec.slurm, "launcher": "slurm" if spec.slurm else "local", **slurm})
         slot_envs = check_slots(spec, slots)
         if spec.slurm:
             from medic.sweeps.slurm_trial import check_cluster
