@@ -5,6 +5,7 @@ trials (16 images of 32x32, one thread)."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -174,6 +175,26 @@ def test_a_requeued_trial_job_continues_the_same_trial_and_run(tmp_path, env):
     assert len(side["resumed"]) == 1 and side["resumed"][0]["from_epoch"] >= 1  # from its checkpoint
     assert [p.name for p in (tmp_path / "metrics").glob("run_*.json")] == [f"run_{run_id}.json"]
     assert epochs_of(tmp_path, run_id) == list(range(1, 101))  # each epoch once
+
+
+def test_the_driver_on_slurm_is_a_one_cpu_job_of_its_own(tmp_path, env, monkeypatch):
+    done = medic(tmp_path, "sweep", "--grid", "lr=0.01", "--launcher", "slurm", "--driver_on_slurm",
+                 "--epochs", "2", *TINY, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = re.search(r"its driver is SLURM job (\d+) \(1 CPU\)\. Follow it: tail -f (\S+driver\.log)", done.stdout)
+    assert found, done.stdout
+    folder = sweep_folder(tmp_path)
+    assert f"medic.attach_sweep('{folder.name}').follow()" in done.stdout and f"medic stop {folder.name}" in done.stdout
+    monkeypatch.setenv("SLURM_CONF", env["SLURM_CONF"])
+    from medic.sweeps.handle import attach_sweep
+    handle = attach_sweep(folder.name, root=tmp_path)
+    assert handle.running  # followed from here while the driver runs on a node
+    job_done(found.group(1), env, timeout=180)
+    log = Path(found.group(2)).read_text()
+    assert "trial 0: completed" in log and "done; summary in" in log, log
+    assert list(pd.read_csv(folder / "summary.csv")["status"]) == ["completed"]
+    script = subprocess.run(["scontrol", "show", "job", found.group(1)], env=env, capture_output=True, text=True).stdout
+    assert not script or "NumCPUs=1" in script  # still listed for MinJobAge: one CPU
 
 
 @pytest.mark.parametrize("case", ["slots", "partition"])
