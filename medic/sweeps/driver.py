@@ -42,7 +42,7 @@ def other_drivers(root: Path, sweep_id: str, own: Path | None = None) -> bool:
             continue
         try:
             info = json.loads(path.read_text(encoding="utf-8"))
-            fresh = time.time() - path.stat().st_mtime <= st.GRACE_FACTOR * st.HEARTBEAT_SECONDS
+            fresh = time.time() - path.stat().st_mtime <= st.FILE_GRACE_SECONDS
         except (OSError, ValueError):
             continue
         if pid_alive(info.get("pid"), start_ticks=info.get("ticks")) if info.get("host") == socket.gethostname() \

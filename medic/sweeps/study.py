@@ -18,6 +18,9 @@ from medic.procs import pid_alive, process_start_ticks
 # (and retried) by any driver of the sweep
 HEARTBEAT_SECONDS = max(1, int(os.environ.get("MEDIC_SWEEP_HEARTBEAT", "10")))
 GRACE_FACTOR = 3
+# a driver of another host, judged by its file's age on a shared file system: NFS may show a
+# change that much later (attribute caching, acregmax 60 s by default)
+FILE_GRACE_SECONDS = max(120, GRACE_FACTOR * HEARTBEAT_SECONDS)
 SPEC_ATTR = "medic_sweep_spec"
 
 
@@ -163,7 +166,7 @@ def has_heartbeat(study) -> bool:
 def driver_dead(attrs: dict[str, Any], drivers: Path | None = None) -> bool:
     """True when the trial's driver ran on this host and is gone (its heartbeat need not lapse),
     or, with ``drivers`` (the sweep's folder of driver files, for a storage without heartbeats),
-    when the driver of another host has not renewed its file for ``GRACE_FACTOR`` heartbeats."""
+    when the driver of another host has left no file, or not renewed it for ``FILE_GRACE_SECONDS``."""
     if not isinstance(attrs.get("driver_pid"), int):
         return False
     if attrs.get("host") == socket.gethostname():
@@ -174,7 +177,7 @@ def driver_dead(attrs: dict[str, Any], drivers: Path | None = None) -> bool:
         beat = (drivers / f"{attrs.get('host')}_{attrs['driver_pid']}.json").stat().st_mtime
     except OSError:
         return True
-    return time.time() - beat > GRACE_FACTOR * HEARTBEAT_SECONDS
+    return time.time() - beat > FILE_GRACE_SECONDS
 
 
 def retried_numbers(trials) -> set[int]:
