@@ -23,7 +23,7 @@ from medic.procs import pid_alive, process_start_ticks
 from medic.store.files import write_json_atomic
 from medic.store.paths import release_run_id
 from medic.sweeps import study as st
-from medic.sweeps.spec import SweepSpec, sweep_dir
+from medic.sweeps.spec import DRIVER_JOB_ENV, SweepSpec, sweep_dir
 from medic.sweeps.trial import TrialRun
 
 POLL_SECONDS = 0.5
@@ -246,12 +246,13 @@ class Driver:
         def handler(signum, frame):
             if self.stop_requested.is_set():
                 return
-            if signum == signal.SIGTERM and os.environ.get("MEDIC_SWEEP_DRIVER_JOB"):
+            if signum == signal.SIGTERM and os.environ.get(DRIVER_JOB_ENV):
                 # the driver's own SLURM job ends (requeue, preemption, scancel): its trials are
                 # jobs of their own and go on; the requeued driver re-attaches to them
                 self.say("SIGTERM: the driver's job ends; its trials go on (medic sweep --resume re-attaches)")
                 self.detached = True
-            self.say(f"{signal.Signals(signum).name}: stopping the sweep (its trials save a checkpoint)")
+            else:
+                self.say(f"{signal.Signals(signum).name}: stopping the sweep (its trials save a checkpoint)")
             self.stop_requested.set()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, handler)

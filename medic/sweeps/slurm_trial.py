@@ -26,10 +26,8 @@ from medic.store.files import write_json_atomic
 from medic.store.paths import resume_points
 from medic.store.sidecar import read_sidecar
 from medic.store.status import FINISHED
-from medic.sweeps.spec import sweep_dir
+from medic.sweeps.spec import DRIVER_JOB_ENV, sweep_dir
 from medic.sweeps.trial import TrialRun, trial_notebook
-
-DRIVER_JOB_ENV = "MEDIC_SWEEP_DRIVER_JOB"  # set in a driver's own job: a SIGTERM ends it, not its trials
 
 
 class SlurmTrialRun(TrialRun):

@@ -23,6 +23,7 @@ from medic.errors import MedicError, RunNotFoundError
 from medic.store import columns as C
 from medic.store.files import write_json_atomic
 
+DRIVER_JOB_ENV = "MEDIC_SWEEP_DRIVER_JOB"  # set in a driver's own SLURM job: a SIGTERM ends it, not its trials
 SWEEP_ID_RE = re.compile(r"^sweep_\d{8}_\d{6}(?:_\d+)?$")
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "logint", "choice")
 PRUNERS = ("none", "median", "percentile", "hyperband", "successivehalving")
