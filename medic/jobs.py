@@ -277,10 +277,14 @@ def _child_env(run_id: str) -> dict[str, str]:
 
 def _sweep_run_id(project: Project) -> str | None:
     """The run id a sweep driver reserved for this trial (``MEDIC_SWEEP_RUN_ID``), while unused:
-    its sidecar is still the bare claim, and no job was started for it."""
+    its sidecar is still the bare claim, and no job was started for it; or, in a trial's SLURM
+    job, the run submitted with that job."""
     run_id = os.environ.get("MEDIC_SWEEP_RUN_ID", "")
-    if not RUN_ID_RE.fullmatch(run_id) or not is_claim(read_sidecar(project.sidecar(run_id))) \
-            or project.epoch_csv(run_id).exists() or pidfile_path(project, run_id).exists():
+    side = read_sidecar(project.sidecar(run_id)) if RUN_ID_RE.fullmatch(run_id) else None
+    info = (side or {}).get("slurm")
+    if isinstance(info, dict) and info.get("job_id") and str(info["job_id"]) == os.environ.get("SLURM_JOB_ID"):
+        return run_id  # the trial's job, on its node: its run is this trial's, in every allocation
+    if not is_claim(side) or project.epoch_csv(run_id).exists() or pidfile_path(project, run_id).exists():
         return None
     return run_id
 

@@ -38,7 +38,8 @@ MONITOR_PARAMETERS = {"run_id": str, **COMMON, "refresh_seconds": float, "timeou
 COMPARE_PARAMETERS = {"run_ids": list, "where": dict, "sweep": str, "status": str, "since": str, "top": int,
                       "by": str, "metrics": list, **COMMON}
 SWEEP_PARAMETERS = {"grid": dict, "space": dict, "trials": int, "fixed": dict, "slots": int, "prune": str,
-                    "prune_startup": int, "sweep_id": str, **COMMON, "refresh_seconds": float}
+                    "prune_startup": int, "launcher": str, "slurm": dict, "sweep_id": str, **COMMON,
+                    "refresh_seconds": float}
 ANALYZE_PARAMETERS = {"run_id": str, "metrics_file": str, **COMMON, "batch_metrics": bool, "top_n": int}
 
 
@@ -215,7 +216,8 @@ def sweep_settings(namespace: dict[str, Any]) -> dict[str, Any]:
     p = parameters(namespace, SWEEP_PARAMETERS)
     if p.get("refresh_seconds", 2.0) <= 0:
         raise MedicError(f"refresh_seconds must be > 0, got {p['refresh_seconds']}")
-    start = {k: p[k] for k in ("grid", "space", "trials", "fixed", "slots", "prune", "prune_startup") if k in p}
+    start = {k: p[k] for k in ("grid", "space", "trials", "fixed", "slots", "prune", "prune_startup", "launcher",
+                               "slurm") if k in p}
     return {"start": start, "sweep_id": p.get("sweep_id", ""), "root": project_root(p.get("project_root", "")),
             "refresh": p.get("refresh_seconds", 2.0)}
 

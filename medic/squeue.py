@@ -38,6 +38,11 @@ class JobState:
     def alive(self) -> bool:
         return self.state in ALIVE
 
+    @property
+    def shown(self) -> str:
+        """``PENDING (Priority)``, ``RUNNING``: the state, and why it waits when it does."""
+        return self.state + (f" ({self.reason})" if self.reason not in ("", "None") else "")
+
 
 _cache: dict[str, object] = {"at": -1e9, "jobs": None}
 

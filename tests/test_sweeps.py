@@ -74,6 +74,11 @@ def wait_for(predicate, timeout: float, what: str):
     (["--resume", "sweep_20990101_000000"], "no sweep 'sweep_20990101_000000'"),
     (["--grid", "batch_size=2,x"], "batch_size values must be int"),
     (["--space", "lr=uniform(0.1,0.2)"], "--trials must be >= 1"),
+    (["--grid", "lr=0.1", "--time", "10"], "--time is an option of --launcher slurm"),
+    (["--grid", "lr=0.1", "--nodes", "2"], "--nodes 2 needs --launcher slurm"),
+    (["--grid", "lr=0.1", "--driver_on_slurm"], "--driver_on_slurm submits the driver of a --launcher slurm sweep"),
+    (["--grid", "lr=0.1", "--launcher", "slurm", "--dry_run"], "--dry_run is an option of medic train"),
+    (["--grid", "lr=0.1", "--launcher", "slurm", "--gpus_per_node", "-1"], "option gpus_per_node must be >= 0"),
 ])
 def test_bad_input_is_one_line_and_starts_nothing(project, monkeypatch, capsys, args, message):
     from medic.cli import main
@@ -83,6 +88,54 @@ def test_bad_input_is_one_line_and_starts_nothing(project, monkeypatch, capsys, 
     assert err.startswith("medic: error: ") and message in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert list(project.iterdir()) == []  # no sweep folder, no run
+
+
+def test_slurm_without_sbatch_is_one_line_and_starts_nothing(project, monkeypatch, capsys):
+    from medic.cli import main
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("PATH", str(project / "no-such-bin"))
+    assert main(["sweep", "--grid", "lr=0.1", "--launcher", "slurm", "--slots", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err == "medic: error: --launcher slurm: no sbatch on PATH (run this on a SLURM login node, or load " \
+                  "SLURM's module first)\n"
+    assert list(project.iterdir()) == []
+
+
+def test_a_trial_job_runs_papermill_under_the_run_script_of_medic_train(project):
+    """One script builder: the trial's job has medic train's request, traps and hooks, with
+    papermill on the trial notebook as its step; the driver's own job asks for one CPU."""
+    from medic.config import TrainConfig
+    from medic.slurm.options import SlurmOptions
+    from medic.slurm.script import batch_script
+    from medic.sweeps.run import new_spec
+    from medic.sweeps.slurm_trial import SlurmTrialRun, driver_script
+    slurm = SlurmOptions(launcher="slurm", gpus_per_node=2, time="1:00:00", partition="gpu")
+    spec = new_spec(project, grid={"lr": [0.1]}, fixed={"epochs": 3}, slurm=slurm.to_dict())
+    spec.sweep_id = "sweep_20260101_000000"
+    run = SlurmTrialRun(spec, project, None, 0, {"lr": 0.1}, 0, {}, slurm=slurm)
+    run.run_id = "20260101_000001"
+    script = run.script()
+    train = batch_script(TrainConfig(), slurm, run.run_id, str(project), "/py", "/out")
+    shared = [line for line in train.splitlines() if line.startswith(
+        ("trap", "RESUME=", "#SBATCH --requeue", "#SBATCH --signal", "#SBATCH --gpus", '"${HOOK[@]}" end', "    wait"))]
+    assert len(shared) == 11 and all(line in script for line in shared), shared
+    assert "#SBATCH --gpus-per-node=2" in script and "#SBATCH --time=1:00:00" in script
+    assert " -m medic.sweeps.execute " in script and "$RESUME &" in script and "srun" not in script
+    assert "MEDIC_SWEEP=sweep_20260101_000000 MEDIC_SWEEP_TRIAL=0 MEDIC_SWEEP_RUN_ID=20260101_000001" in script
+    assert run.parameters()["nproc_per_node"] == 2 and run.parameters()["resume"] == ""
+    driver = driver_script(project, spec.sweep_id, 2, "", slurm)
+    assert "#SBATCH --cpus-per-task=1" in driver and "gpus" not in driver and "--partition=gpu" in driver
+    assert f"sweep --resume {spec.sweep_id} --slots 2" in driver
+
+
+def test_the_default_storage_is_the_journal_on_a_cluster_and_an_old_sweep_keeps_its_own(project):
+    from medic.sweeps.spec import default_storage, sweep_dir
+    folder = sweep_dir(project, "sweep_1")
+    folder.mkdir(parents=True)
+    assert default_storage(project, "sweep_1", shared=True) == f"journal://{folder.resolve() / 'study.journal'}"
+    assert default_storage(project, "sweep_1", shared=False) == f"sqlite:///{folder.resolve() / 'study.db'}"
+    (folder / "study.db").touch()  # a sweep made before: resumed with its SQLite study, wherever it is
+    assert default_storage(project, "sweep_1", shared=True).startswith("sqlite:///")
 
 
 def test_bad_input_from_the_shell_exits_2(project):

@@ -55,8 +55,11 @@ def stop_sweep(sweep_id: str, root, timeout: float) -> int:
     gracefully (they continue on ``medic sweep --resume``)."""
     from medic.sweeps.handle import attach_sweep
     handle = attach_sweep(sweep_id, root)
-    if not handle.running:
-        print(f"sweep {sweep_id} has no running driver on this machine")
+    if not handle.running:  # a driver that was killed leaves its trials' jobs running: stop those
+        stopped = handle.stop_trials(timeout)
+        print(f"sweep {sweep_id} has no running driver (here or as a SLURM job)"
+              + (f"; stopped its trials' runs {', '.join(stopped)}; continue it with: medic sweep --resume {sweep_id}"
+                 if stopped else ""))
         return 0
     print(f"stopping sweep {sweep_id} ...", flush=True)
     handle.stop(timeout=max(timeout, 30.0) * 3)

@@ -55,18 +55,39 @@ def extra_options(text: str) -> list[str]:
 
 def batch_script(cfg: TrainConfig, slurm: SlurmOptions, run_id: str, root: str, python: str,
                  output: str, pythonpath: str = "") -> str:
-    """The whole script. ``cfg`` is the training config (its flags go to every node), ``python``
-    the absolute interpreter of the submitting environment, ``output`` SLURM's output file."""
+    """The whole script of ``medic train --launcher slurm``. ``cfg`` is the training config (its
+    flags go to every node), ``python`` the absolute interpreter of the submitting environment,
+    ``output`` SLURM's output file."""
     nproc = cfg.nproc_per_node
     q = shlex.quote
     train = " ".join(q(a) for a in cfg.to_args(include_launcher=True))
+    if slurm.nodes > 1:
+        rdzv = ['HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+                'HEAD_ADDR=$(scontrol show node "$HEAD" | grep -o "NodeAddr=[^ ]*" | cut -d= -f2)',
+                f"PORT=$(( {BASE_PORT} + SLURM_JOB_ID % 20000 ))",
+                f"RDZV=(--nnodes={slurm.nodes} --rdzv_backend=c10d --rdzv_id=$SLURM_JOB_ID "
+                '--rdzv_endpoint="${HEAD_ADDR:-$HEAD}:$PORT")']
+    else:
+        rdzv = ["RDZV=()"]
+    step = [f"srun --nodes={slurm.nodes} --ntasks-per-node=1 --kill-on-bad-exit=1 \\",
+            f"    {q(python)} -m medic.train {train} $RESUME \"${{RDZV[@]}}\" &"]
+    return job_script(slurm, run_id, root, python, output, rdzv + step, pythonpath,
+                      f"{slurm.nodes} node(s) x {nproc} process(es); written by medic train --launcher slurm")
+
+
+def job_script(slurm: SlurmOptions, run_id: str, root: str, python: str, output: str, step: list[str],
+               pythonpath: str = "", what: str = "", exports: dict[str, str] | None = None) -> str:
+    """A run's batch script around its ``step`` (shell lines that start the run's processes in
+    the background; ``$RESUME`` holds ``--resume <run id>`` when the run continues): the
+    request, the traps, the begin and end hooks. Shared by ``medic train`` and the trials of
+    ``medic sweep``, so that both requeue, warn and end the same way."""
+    q = shlex.quote
     hook = f"{q(python)} -m medic.slurm.batch --root {q(root)} --run {run_id}"
-    lines = ["#!/bin/bash",
-             f"# medic run {run_id}: {slurm.nodes} node(s) x {nproc} process(es); written by "
-             "medic train --launcher slurm"]
-    lines += [f"#SBATCH {opt}" for opt in sbatch_lines(slurm, run_id, output, nproc)]
+    env = {"MEDIC_RUN_ID": run_id, REQUEUE_ENV: "1", "PYTHONUNBUFFERED": "1", **(exports or {})}
+    lines = ["#!/bin/bash", f"# medic run {run_id}: {what}"]
+    lines += [f"#SBATCH {opt}" for opt in sbatch_lines(slurm, run_id, output, 0)]
     lines += ["",
-              f"export MEDIC_RUN_ID={run_id} {REQUEUE_ENV}=1 PYTHONUNBUFFERED=1"
+              "export " + " ".join(f"{k}={q(v)}" for k, v in env.items())
               + (f" PYTHONPATH={q(pythonpath)}${{PYTHONPATH:+:$PYTHONPATH}}" if pythonpath else ""),
               f"HOOK=({hook})",
               "# the time limit is near: a checkpoint, then this script requeues the job",
@@ -81,17 +102,8 @@ def batch_script(cfg: TrainConfig, slurm: SlurmOptions, run_id: str, root: str, 
     lines += [f"cd {q(root)} || exit 1",
               "# the run starts (again): its node names and requeues; --max_requeues ends the chain here",
               'RESUME=$("${HOOK[@]}" begin) || exit 0']
-    if slurm.nodes > 1:
-        lines += ['HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-                  'HEAD_ADDR=$(scontrol show node "$HEAD" | grep -o "NodeAddr=[^ ]*" | cut -d= -f2)',
-                  f"PORT=$(( {BASE_PORT} + SLURM_JOB_ID % 20000 ))",
-                  f"RDZV=(--nnodes={slurm.nodes} --rdzv_backend=c10d --rdzv_id=$SLURM_JOB_ID "
-                  '--rdzv_endpoint="${HEAD_ADDR:-$HEAD}:$PORT")']
-    else:
-        lines.append("RDZV=()")
-    lines += [f"srun --nodes={slurm.nodes} --ntasks-per-node=1 --kill-on-bad-exit=1 \\",
-              f"    {q(python)} -m medic.train {train} $RESUME \"${{RDZV[@]}}\" &",
-              "STEP=$!",
+    lines += step
+    lines += ["STEP=$!",
               "# a trapped signal ends `wait` early: wait again while the step runs",
               "while :; do",
               "    wait $STEP; CODE=$?",

@@ -51,9 +51,7 @@ def submit(cfg: TrainConfig, slurm: SlurmOptions, explicit: set[str], out=print)
         out(batch_script(cfg, slurm, run_id, str(project.root), python, output_pattern(project, run_id),
                          source_path()))
         return 0
-    if shutil.which("sbatch") is None:
-        raise MedicError("--launcher slurm: no sbatch on PATH (run this on a SLURM login node, or load "
-                         "SLURM's module first)")
+    require_sbatch()
     old = None
     if cfg.resume:
         run_id = resumed_run_id(project, cfg.resume)
@@ -70,38 +68,65 @@ def submit(cfg: TrainConfig, slurm: SlurmOptions, explicit: set[str], out=print)
     script = batch_script(cfg, slurm, run_id, str(project.root), python, output, source_path())
     request = {k: v for k, v in slurm.to_dict().items() if k not in ("launcher", "dry_run")}
     request["nproc_per_node"] = cfg.nproc_per_node
-    # claim False: the record is the scheduler's now, which a failing start must not give back
-    claim = {"status": "queued", "claim": False, "launcher": "slurm", "requeues": 0, "end_time": None, "message": "",
-             "slurm": {"job_id": None, "request": request, "nodes": [], "reason": "submitted",
-                       "output": output, "script": str(project.log / f"slurm_{run_id}.sh"),
-                       "submitted": now_str()}}
+    claim = claim_record(project, run_id, request, output)
     if old is None:
         claim.update(run_id=run_id, epochs=cfg.epochs, epochs_done=0, config=cfg.to_dict(), start_time=None)
-    sidecar = project.sidecar(run_id)
-    write_json_atomic(sidecar, {**(old or {}), **claim})
+    write_json_atomic(project.sidecar(run_id), {**(old or {}), **claim})
     project.make_dirs()  # SLURM writes the output file into log/, and does not make folders
     try:
-        proc = subprocess.run(["sbatch", "--parsable"], input=script, env=clean_env(), cwd=project.root,
+        job_id = sbatch(script, project.root)
+    except MedicError:
+        undo(project, run_id, old, made)
+        raise
+    state = record_job(project, run_id, job_id, script)
+    out(f"run {run_id}: SLURM job {job_id} submitted"
+        + (f" ({state.state.lower()}, {state.reason})" if state is not None and state.reason not in ("", "None")
+           else f" ({state.state.lower()})" if state is not None else "")
+        + f"; its output goes to {output.replace('%j', job_id)}")
+    return 0
+
+
+def claim_record(project: Project, run_id: str, request: dict, output: str) -> dict:
+    """The sidecar fields of a run handed to SLURM, before its job id is known. ``claim`` False:
+    the record is the scheduler's now, which a failing start must not give back."""
+    return {"status": "queued", "claim": False, "launcher": "slurm", "requeues": 0, "end_time": None, "message": "",
+            "slurm": {"job_id": None, "request": request, "nodes": [], "reason": "submitted",
+                      "output": output, "script": str(project.log / f"slurm_{run_id}.sh"),
+                      "submitted": now_str()}}
+
+
+def record_job(project: Project, run_id: str, job_id: str, script: str):
+    """Keep the submitted script beside the run's logs and its job id in the run's record; the
+    job's state in ``squeue`` (None when it is not listed)."""
+    write_atomic(project.log / f"slurm_{run_id}.sh", script)
+    state = job(job_id, refresh=True)
+    sidecar = project.sidecar(run_id)
+    info = dict((read_sidecar(sidecar) or {}).get("slurm") or {})
+    info.update(job_id=job_id, reason=state.reason if state is not None else "")
+    update_sidecar(sidecar, slurm=info)
+    return state
+
+
+def require_sbatch() -> None:
+    if shutil.which("sbatch") is None:
+        raise MedicError("--launcher slurm: no sbatch on PATH (run this on a SLURM login node, or load "
+                         "SLURM's module first)")
+
+
+def sbatch(script: str, cwd: Path, *options: str) -> str:
+    """Hand ``script`` to ``sbatch`` (with ``options`` before it); the job id, or a ``MedicError``
+    with SLURM's own message when it refuses (with ``--test-only``: an empty id on success)."""
+    try:
+        proc = subprocess.run(["sbatch", "--parsable", *options], input=script, env=clean_env(), cwd=cwd,
                               capture_output=True, text=True, timeout=120)
         refused = proc.returncode != 0
         message = (proc.stderr.strip().splitlines() or [f"sbatch exited with code {proc.returncode}"])[-1]
     except (OSError, subprocess.SubprocessError) as err:
         refused, message = True, str(err)
     if refused:
-        undo(project, run_id, old, made)
-        raise MedicError(f"sbatch refused the job: {message.removeprefix('sbatch: error: ')}")
-    job_id = proc.stdout.strip().split(";")[0]
-    write_atomic(project.log / f"slurm_{run_id}.sh", script)
-    state = job(job_id, refresh=True)
-    side = read_sidecar(sidecar) or {}
-    info = dict(side.get("slurm") or claim["slurm"])
-    info.update(job_id=job_id, reason=state.reason if state is not None else "")
-    update_sidecar(sidecar, slurm=info)
-    out(f"run {run_id}: SLURM job {job_id} submitted"
-        + (f" ({state.state.lower()}, {state.reason})" if state is not None and state.reason not in ("", "None")
-           else f" ({state.state.lower()})" if state is not None else "")
-        + f"; its output goes to {output.replace('%j', job_id)}")
-    return 0
+        message = message.removeprefix("sbatch: error: ").removeprefix("allocation failure: ")
+        raise MedicError(f"sbatch refused the job: {message}")
+    return "" if "--test-only" in options else proc.stdout.strip().split(";")[0]
 
 
 def undo(project: Project, run_id: str, old: dict | None, made: list[str]) -> None:

@@ -8,5 +8,6 @@ Optuna study (grid or search, pruning, durable storage), on several slots, resum
 
 Parts: ``spec`` (what a sweep is, checked), ``study`` (Optuna), ``trial`` (one trial's processes),
 ``driver`` (the loop), ``run`` (start or resume a driver), ``results`` (table and figure),
-``handle`` (a sweep seen from a notebook: start, attach, follow, stop).
+``handle`` (a sweep seen from a notebook: start, attach, follow, stop), ``slurm_trial`` (a trial
+as a SLURM job, ``--launcher slurm``, and the driver as one, ``--driver_on_slurm``).
 """

@@ -23,7 +23,7 @@ from medic.procs import pid_alive, process_start_ticks
 from medic.store.files import write_json_atomic
 from medic.store.paths import release_run_id
 from medic.sweeps import study as st
-from medic.sweeps.spec import SweepSpec, sweep_dir
+from medic.sweeps.spec import DRIVER_JOB_ENV, SweepSpec, sweep_dir
 from medic.sweeps.trial import TrialRun
 
 POLL_SECONDS = 0.5
@@ -31,6 +31,24 @@ POLL_SECONDS = 0.5
 
 def drivers_dir(root: Path, sweep_id: str) -> Path:
     return sweep_dir(root, sweep_id) / "drivers"
+
+
+def other_drivers(root: Path, sweep_id: str, own: Path | None = None) -> bool:
+    """Whether a driver of the sweep other than ``own`` (its file) is alive: on this host by its
+    pid, elsewhere by its file's heartbeat."""
+    folder = drivers_dir(root, sweep_id)
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if path == own:
+            continue
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+            fresh = time.time() - path.stat().st_mtime <= st.FILE_GRACE_SECONDS
+        except (OSError, ValueError):
+            continue
+        if pid_alive(info.get("pid"), start_ticks=info.get("ticks")) if info.get("host") == socket.gethostname() \
+                else fresh:
+            return True
+    return False
 
 
 def live_drivers(root: Path, sweep_id: str) -> list[int]:
@@ -47,14 +65,20 @@ def live_drivers(root: Path, sweep_id: str) -> list[int]:
     return found
 
 
+def stop_file(root: Path, sweep_id: str) -> Path:
+    """A stop request for every driver of the sweep, wherever it runs (``medic stop SWEEP_ID``)."""
+    return sweep_dir(root, sweep_id) / "stop"
+
+
 class Driver:
     def __init__(self, spec: SweepSpec, root: Path, slot_envs: list[dict[str, str]], storage: str,
-                 say: Callable[[str], None] = print):
+                 say: Callable[[str], None] = print, slurm=None):
         self.spec, self.root, self.slot_envs, self.url = spec, Path(root), slot_envs, storage
-        self.say = say
+        self.say, self.slurm = say, slurm  # slurm: the trials' SlurmOptions, or None (local slots)
         self.study = st.load_study(spec, storage)
         self.active: dict[int, TrialRun] = {}
         self.stop_requested = threading.Event()
+        self.detached = False
         self.last_beat = 0.0
         self.pidfile = drivers_dir(self.root, spec.sweep_id) / f"{socket.gethostname()}_{os.getpid()}.json"
 
@@ -65,13 +89,21 @@ class Driver:
         self.pidfile.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.pidfile, {"pid": os.getpid(), "ticks": process_start_ticks(os.getpid()),
                                          "host": socket.gethostname(), "started": time.time()})
-        for note in st.recover(self.study):
+        stop_file(self.root, self.spec.sweep_id).unlink(missing_ok=True)  # an earlier stop, acted on
+        if not other_drivers(self.root, self.spec.sweep_id, self.pidfile) and st.release_stale_lock(self.url):
+            self.say("the study's lock was left by a driver that died; released")
+        for note in st.recover(self.study, drivers_dir(self.root, self.spec.sweep_id)):
             self.say(note)
         self._write_summary()
         try:
             while True:
                 self._follow()
+                if stop_file(self.root, self.spec.sweep_id).exists() and not self.stop_requested.is_set():
+                    self.say("stop requested (medic stop): stopping the sweep (its trials save a checkpoint)")
+                    self.stop_requested.set()
                 if self.stop_requested.is_set():
+                    if self.detached:
+                        return 143
                     self._stop_all()
                     return 130
                 self._fill_slots()
@@ -106,7 +138,11 @@ class Driver:
             trial.set_user_attr("k", k)
             for key, value in st.driver_tag().items():
                 trial.set_user_attr(key, value)
-            run = TrialRun(self.spec, self.root, trial, k, values, slot, self.slot_envs[slot])
+            if self.slurm is not None:
+                from medic.sweeps.slurm_trial import SlurmTrialRun
+                run: TrialRun = SlurmTrialRun(self.spec, self.root, trial, k, values, slot, {}, slurm=self.slurm)
+            else:
+                run = TrialRun(self.spec, self.root, trial, k, values, slot, self.slot_envs[slot])
             try:
                 self.say(run.start(previous))
             except Exception as err:
@@ -139,12 +175,17 @@ class Driver:
     def _follow(self) -> None:
         now = time.monotonic()
         beat = now - self.last_beat >= max(1.0, st.HEARTBEAT_SECONDS / 2)
+        heartbeat = beat and st.has_heartbeat(self.study)
         if beat:
             self.last_beat = now
             from optuna.storages import fail_stale_trials
             fail_stale_trials(self.study)
+            try:  # this driver's own heartbeat (what a storage without heartbeats is judged by)
+                os.utime(self.pidfile)
+            except OSError:
+                pass
         for slot, run in list(self.active.items()):
-            if beat:
+            if heartbeat:
                 self.study._storage.record_heartbeat(run.trial._trial_id)
             for epoch, value in run.new_values():
                 run.trial.report(value, epoch)
@@ -205,7 +246,13 @@ class Driver:
         def handler(signum, frame):
             if self.stop_requested.is_set():
                 return
-            self.say(f"{signal.Signals(signum).name}: stopping the sweep (its trials save a checkpoint)")
+            if signum == signal.SIGTERM and os.environ.get(DRIVER_JOB_ENV):
+                # the driver's own SLURM job ends (requeue, preemption, scancel): its trials are
+                # jobs of their own and go on; the requeued driver re-attaches to them
+                self.say("SIGTERM: the driver's job ends; its trials go on (medic sweep --resume re-attaches)")
+                self.detached = True
+            else:
+                self.say(f"{signal.Signals(signum).name}: stopping the sweep (its trials save a checkpoint)")
             self.stop_requested.set()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, handler)

@@ -20,11 +20,12 @@ from typing import Any
 
 from medic.errors import MedicError
 from medic.procs import send_signal
-from medic.sweeps.driver import live_drivers
+from medic.sweeps.driver import live_drivers, stop_file
 from medic.sweeps.results import sweep_summary
 from medic.sweeps.spec import load_spec, sweep_dir
 
-SHOWN = ("trial", "status", "run_id", "epochs_done", "best", "best_epoch", "time_s")
+SHOWN = ("trial", "status", "slurm", "run_id", "epochs_done", "best", "best_epoch", "time_s")
+HIDDEN = ("mode", "notebook", "job_id")
 
 
 class Sweep:
@@ -49,14 +50,26 @@ class Sweep:
 
     @property
     def running(self) -> bool:
-        """True while a driver of this sweep runs on this machine."""
+        """True while a driver of this sweep runs on this machine, or as a SLURM job."""
         if self._popen is not None and self._popen.poll() is None:
             return True
-        return bool(live_drivers(self.root, self.sweep_id))
+        if live_drivers(self.root, self.sweep_id):
+            return True
+        if self.spec.slurm:
+            from medic.sweeps.slurm_trial import driver_job
+            return driver_job(self.root, self.sweep_id) is not None
+        return False
 
     def summary(self):
-        """One row per trial (``medic.sweep_summary``)."""
-        return sweep_summary(self.sweep_id, self.root, self.storage)
+        """One row per trial (``medic.sweep_summary``); on SLURM with each trial's job state
+        (``slurm``: ``PENDING (Priority)``, ``RUNNING``; empty once the job has left the queue)."""
+        frame = sweep_summary(self.sweep_id, self.root, self.storage)
+        if self.spec.slurm:
+            from medic import squeue
+            listing = squeue.jobs(refresh=True) or {}  # one squeue call for every trial
+            states = [listing.get(str(j)) if isinstance(j, str) and j else None for j in frame["job_id"]]
+            frame.insert(2, "slurm", [s.shown if s is not None else "" for s in states])
+        return frame
 
     def wait(self, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -66,11 +79,28 @@ class Sweep:
             time.sleep(0.5)
 
     def stop(self, timeout: float = 180.0) -> None:
-        """Stop this machine's drivers of the sweep: each stops its trials gracefully (they save a
-        checkpoint, are marked stopped, and continue on ``--resume``)."""
+        """Stop the sweep's drivers, here and elsewhere (a stop request in the sweep folder, which
+        a driver on a SLURM node reads too): each stops its trials gracefully (they save a
+        checkpoint, are marked stopped, and continue on ``--resume``; a trial job still queued is
+        cancelled)."""
+        stop_file(self.root, self.sweep_id).write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
         for pid in live_drivers(self.root, self.sweep_id):
             send_signal(pid, signal.SIGINT)
         self.wait(timeout)
+
+    def stop_trials(self, timeout: float = 60.0) -> list[str]:
+        """Stop the trials of a sweep that has no driver left (it was killed): each trial's job
+        that still waits or runs is stopped as ``medic stop`` stops a run (a queued SLURM job is
+        cancelled). Returns their run ids; ``--resume`` continues them."""
+        from medic.jobs import attach
+        frame = self.summary()
+        stopped = []
+        for run_id in frame.loc[frame["status"] == "running", "run_id"]:
+            job = attach(run_id, self.root)
+            if job.running:
+                job.stop(timeout=timeout)
+                stopped.append(run_id)
+        return stopped
 
     def log_tail(self, n: int = 20) -> str:
         try:
@@ -97,7 +127,8 @@ class Sweep:
 def sweep(grid: dict[str, list] | None = None, space: dict[str, str] | None = None, trials: int = 0,
           fixed: dict[str, Any] | None = None, slots: int = 1, prune: str = "none", prune_startup: int = 2,
           sampler: str = "tpe", seed: int = 0, notebook: str = "", storage: str = "",
-          root: str | os.PathLike | None = None) -> Sweep:
+          root: str | os.PathLike | None = None, launcher: str = "local", slurm: dict[str, Any] | None = None,
+          driver_on_slurm: bool = False) -> Sweep:
     """Start a sweep in the background and return its ``Sweep`` at once.
 
     Each trial is a papermill run of the training notebook and an ordinary medic run. The driver
@@ -115,16 +146,24 @@ def sweep(grid: dict[str, list] | None = None, space: dict[str, str] | None = No
         sampler: ``tpe`` or ``random`` (for ``space``).
         seed: the sampler's seed.
         notebook: the training notebook (default: the project's ``notebooks/01_train.ipynb``).
-        storage: a database URL shared by drivers on several machines (default: SQLite in
-            ``analysis/sweeps/<id>/``).
+        storage: a database URL shared by drivers on several machines, or ``journal://PATH``
+            (default in ``analysis/sweeps/<id>/``: Optuna's journal file on SLURM or a network
+            file system, else SQLite).
         root: the project root (default: the working directory).
+        launcher: ``"local"`` (trials in this machine's slots) or ``"slurm"`` (each trial a SLURM
+            job; ``slots`` caps the jobs queued or running).
+        slurm: the trials' SLURM request, ``medic train``'s SLURM options by name
+            (``{"gpus_per_node": 1, "time": "2:00:00", "partition": "gpu"}``).
+        driver_on_slurm: submit the driver itself as a small SLURM job (1 CPU) instead of a
+            process of this machine.
 
     Returns:
         The sweep's handle: ``follow()``, ``summary()``, ``stop()``.
 
     Raises:
         MedicError: an unknown option, a malformed distribution, a grid of no points, or too many
-            slots; nothing is started then.
+            slots (on SLURM: more than the partition can ever run, SLURM's message); nothing is
+            started then.
 
     Example::
 
@@ -138,7 +177,15 @@ def sweep(grid: dict[str, list] | None = None, space: dict[str, str] | None = No
     root = Path(root or os.getcwd()).resolve()
     spec = new_spec(root, grid=grid, space=space, trials=trials, fixed=fixed, prune=prune,
                     prune_startup=prune_startup, sampler=sampler, seed=seed, notebook=notebook,
-                    storage=storage)
+                    storage=storage, slurm={**(slurm or {}), "launcher": launcher})
+    if driver_on_slurm:
+        if not spec.slurm:
+            raise MedicError("driver_on_slurm submits the driver of a launcher='slurm' sweep")
+        from medic.sweeps.slurm_trial import submit_driver
+        from medic.sweeps.run import slurm_options
+        create(root, spec, slots, storage)
+        submit_driver(root, spec.sweep_id, slots, storage, slurm_options(spec))
+        return Sweep(spec.sweep_id, root, storage)
     create(root, spec, slots, storage)
     argv = [sys.executable, "-m", "medic.cli", "sweep", "--resume", spec.sweep_id, "--slots", str(slots),
             "--root", str(root)] + (["--storage", storage] if storage else [])
@@ -166,7 +213,7 @@ def attach_sweep(sweep_id: str, root: str | os.PathLike | None = None, storage: 
 def table_html(frame) -> str:
     """The live table: the shown columns and each parameter."""
     import pandas as pd
-    columns = [c for c in frame.columns if c in SHOWN or c not in ("mode", "notebook")]
+    columns = [c for c in frame.columns if c in SHOWN or c not in HIDDEN]
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
     body = []
     for _, row in frame.iterrows():

@@ -49,13 +49,15 @@ def trial_rows(spec: SweepSpec, study) -> list[dict[str, Any]]:
         rows.append({"trial": k, "status": status, "run_id": t.user_attrs.get("run_id") or "", **params,
                      "best": best, "best_epoch": best_epoch, "epochs_done": max(values) if values else 0,
                      "time_s": round(seconds, 1) if seconds is not None else None,
-                     "mode": t.user_attrs.get("mode", ""), "notebook": str(notebook)})
+                     "mode": t.user_attrs.get("mode", ""), "notebook": str(notebook),
+                     **({"job_id": str(t.user_attrs.get("job_id") or "")} if spec.slurm else {})})
     return rows
 
 
 def summary_frame(spec: SweepSpec, study) -> pd.DataFrame:
     import pandas as pd
-    frame = pd.DataFrame(trial_rows(spec, study), columns=[*COLUMNS, *spec.keys, *TAIL_COLUMNS])
+    frame = pd.DataFrame(trial_rows(spec, study),
+                         columns=[*COLUMNS, *spec.keys, *TAIL_COLUMNS, *(["job_id"] if spec.slurm else [])])
     for column in ("best_epoch", "epochs_done"):
         frame[column] = frame[column].astype("Int64")
     return frame

@@ -23,6 +23,7 @@ from medic.errors import MedicError, RunNotFoundError
 from medic.store import columns as C
 from medic.store.files import write_json_atomic
 
+DRIVER_JOB_ENV = "MEDIC_SWEEP_DRIVER_JOB"  # set in a driver's own SLURM job: a SIGTERM ends it, not its trials
 SWEEP_ID_RE = re.compile(r"^sweep_\d{8}_\d{6}(?:_\d+)?$")
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "logint", "choice")
 PRUNERS = ("none", "median", "percentile", "hyperband", "successivehalving")
@@ -38,8 +39,41 @@ def sweep_dir(root: str | os.PathLike, sweep_id: str) -> Path:
     return sweeps_dir(root) / sweep_id
 
 
-def default_storage(root: str | os.PathLike, sweep_id: str) -> str:
-    return f"sqlite:///{(sweep_dir(root, sweep_id) / 'study.db').resolve()}"
+# file systems shared by the nodes of a cluster, where SQLite's locking cannot be trusted
+SHARED_FILESYSTEMS = ("nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3", "smbfs", "ceph", "fuse.ceph",
+                      "glusterfs", "fuse.glusterfs", "panfs", "wekafs", "fuse.sshfs")
+
+
+def default_storage(root: str | os.PathLike, sweep_id: str, shared: bool | None = None) -> str:
+    """The study's storage in the sweep folder: the one a sweep already has (``study.db``, or
+    ``study.journal``), else for a new sweep Optuna's journal file when the folder is shared by
+    several machines (``shared``, or a network file system), SQLite when it is on a local disk."""
+    folder = sweep_dir(root, sweep_id).resolve()
+    if (folder / "study.db").exists():
+        return f"sqlite:///{folder / 'study.db'}"
+    if (folder / "study.journal").exists():
+        return f"journal://{folder / 'study.journal'}"
+    if shared is None:
+        shared = filesystem_type(folder) in SHARED_FILESYSTEMS
+    return f"journal://{folder / 'study.journal'}" if shared else f"sqlite:///{folder / 'study.db'}"
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the file system ``path`` is on (``/proc/mounts``; '' where unknown)."""
+    best, kind = "", ""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return ""
+    target = str(path)
+    for line in mounts:
+        parts = line.split()
+        if len(parts) >= 3:
+            point = parts[1].replace("\\040", " ")
+            inside = target == point or target.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, kind = point, parts[2]
+    return kind
 
 
 def reserve_sweep_id(root: str | os.PathLike) -> str:
@@ -186,6 +220,7 @@ class SweepSpec:
     seed: int = 0
     notebook: str = ""
     storage: str = ""
+    slurm: dict[str, Any] = field(default_factory=dict)  # the trials' SLURM request; empty: local slots
     monitor: str = C.AVG_LOSS
     direction: str = "minimize"
 
@@ -249,6 +284,8 @@ def check_slots(spec: SweepSpec, slots: int) -> list[dict[str, str]]:
     the devices cannot hold are an error."""
     if slots < 1:
         raise MedicError(f"--slots must be >= 1, got {slots}")
+    if spec.slurm:  # each trial is a job; what the partition can hold is SLURM's to say (run.check_cluster)
+        return [{} for _ in range(slots)]
     nproc = int(spec.fixed.get("nproc_per_node", 1))
     device = spec.fixed.get("device", "auto")
     gpus = gpu_ids() if device != "cpu" else []

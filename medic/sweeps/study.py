@@ -1,12 +1,14 @@
-"""The sweep's Optuna study: durable storage (SQLite under ``analysis/sweeps/<id>/``, or a shared
-database URL), the sampler, the pruner, the grid queue, heartbeats and the retry of trials whose
+"""The sweep's Optuna study: durable storage (SQLite or Optuna's journal file under
+``analysis/sweeps/<id>/``, or a shared database URL), the sampler, the pruner, the grid queue, heartbeats and the retry of trials whose
 driver died. Optuna is imported here only, and only when a sweep runs or is read."""
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 from medic.errors import MedicError
@@ -16,6 +18,9 @@ from medic.procs import pid_alive, process_start_ticks
 # (and retried) by any driver of the sweep
 HEARTBEAT_SECONDS = max(1, int(os.environ.get("MEDIC_SWEEP_HEARTBEAT", "10")))
 GRACE_FACTOR = 3
+# a driver of another host, judged by its file's age on a shared file system: NFS may show a
+# change that much later (attribute caching, acregmax 60 s by default)
+FILE_GRACE_SECONDS = max(120, GRACE_FACTOR * HEARTBEAT_SECONDS)
 SPEC_ATTR = "medic_sweep_spec"
 
 
@@ -32,8 +37,18 @@ def _optuna():
 
 
 def open_storage(url: str):
+    """The storage at ``url``: a database URL (``sqlite:///path``, ``postgresql://...``), or
+    ``journal://PATH``, Optuna's journal file with its lock (for a folder on a shared file system)."""
     _optuna()
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    if url.startswith("journal:"):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+        path = url.removeprefix("journal://") if url.startswith("journal://") else url.removeprefix("journal:")
+        try:  # the symlink lock: atomic on NFS too, where an open(O_EXCL) lock may not be
+            return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileSymlinkLock(path)))
+        except Exception as err:
+            raise MedicError(f"cannot open the sweep storage {url!r}: {str(err).splitlines()[0]}") from None
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     try:
         return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS,
@@ -124,11 +139,45 @@ def driver_tag() -> dict[str, Any]:
             "driver_ticks": process_start_ticks(os.getpid())}
 
 
-def driver_dead(attrs: dict[str, Any]) -> bool:
-    """True when the trial's driver ran on this host and is gone (its heartbeat need not lapse)."""
-    if attrs.get("host") != socket.gethostname() or not isinstance(attrs.get("driver_pid"), int):
+def release_stale_lock(url: str) -> bool:
+    """Remove the journal file's lock when no other driver of the sweep is alive (the caller
+    knows): a driver killed while appending leaves it behind, and Optuna would wait out its grace
+    period (30 s) at every start. An append holds the lock for milliseconds."""
+    if not url.startswith("journal:"):
         return False
-    return not pid_alive(attrs["driver_pid"], start_ticks=attrs.get("driver_ticks"))
+    path = Path((url.removeprefix("journal://") if url.startswith("journal://") else url.removeprefix("journal:"))
+                + ".lock")
+    try:
+        if time.time() - path.lstat().st_mtime > 2:
+            path.unlink()
+            return True
+    except OSError:
+        pass
+    return False
+
+
+def has_heartbeat(study) -> bool:
+    """Whether the storage keeps Optuna's trial heartbeats (a database does; the journal file does
+    not: there, each driver's file in the sweep folder is its heartbeat)."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+    return is_heartbeat_enabled(study._storage)
+
+
+def driver_dead(attrs: dict[str, Any], drivers: Path | None = None) -> bool:
+    """True when the trial's driver ran on this host and is gone (its heartbeat need not lapse),
+    or, with ``drivers`` (the sweep's folder of driver files, for a storage without heartbeats),
+    when the driver of another host has left no file, or not renewed it for ``FILE_GRACE_SECONDS``."""
+    if not isinstance(attrs.get("driver_pid"), int):
+        return False
+    if attrs.get("host") == socket.gethostname():
+        return not pid_alive(attrs["driver_pid"], start_ticks=attrs.get("driver_ticks"))
+    if drivers is None:
+        return False
+    try:
+        beat = (drivers / f"{attrs.get('host')}_{attrs['driver_pid']}.json").stat().st_mtime
+    except OSError:
+        return True
+    return time.time() - beat > FILE_GRACE_SECONDS
 
 
 def retried_numbers(trials) -> set[int]:
@@ -138,7 +187,7 @@ def retried_numbers(trials) -> set[int]:
     return done
 
 
-def recover(study) -> list[str]:
+def recover(study, drivers: Path | None = None) -> list[str]:
     """Fail the running trials of dead drivers on this host and the stale ones anywhere (Optuna's
     heartbeat check); queue a retry of each, and of each trial that was stopped. Returns notes."""
     optuna = _optuna()
@@ -147,7 +196,7 @@ def recover(study) -> list[str]:
     storage = study._storage
     notes = []
     for t in study.get_trials(deepcopy=False, states=(state.RUNNING,)):
-        if driver_dead(t.user_attrs):
+        if driver_dead(t.user_attrs, None if has_heartbeat(study) else drivers):
             try:
                 if storage.set_trial_state_values(t._trial_id, state=state.FAIL):
                     RetryHeartbeatStaleTrialCallback()(study, storage.get_trial(t._trial_id))

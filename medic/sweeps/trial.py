@@ -79,15 +79,26 @@ class TrialRun:
                 self._launch(resume=old_run)
                 return f"trial {self.k}: run {old_run} died; resumed from its checkpoint"
             if (read_sidecar(self.project.sidecar(old_run)) or {}).get("status") == "completed":
-                self.mode, self.run_id = "attached", old_run
-                self._record()
-                return f"trial {self.k}: run {old_run} had completed; kept"
+                return self._kept(old_run)
             self.mode = "restarted"
+        return self._start_new(old_run)
+
+    def _start_new(self, old_run: str) -> str:
+        """A new run for the trial: its first, or one that restarts a run that left no checkpoint."""
         self.run_id = reserve_run_id(self.project)
         self._launch()
         if self.mode == "restarted":
-            return f"trial {self.k}: run {old_run} died without a checkpoint; restarted as run {self.run_id}"
-        return f"trial {self.k}: run {self.run_id} started {self._shown_values()}"
+            return f"trial {self.k}: run {old_run} died without a checkpoint; restarted as run {self.run_id}{self._where()}"
+        return f"trial {self.k}: run {self.run_id} started{self._where()} {self._shown_values()}"
+
+    def _where(self) -> str:
+        return ""
+
+    def _kept(self, old_run: str) -> str:
+        """A dead driver's trial whose run had completed: recorded as it is, nothing started."""
+        self.mode, self.run_id = "attached", old_run
+        self._record()
+        return f"trial {self.k}: run {old_run} had completed; kept"
 
     def _shown_values(self) -> str:
         return "(" + ", ".join(f"{k}={v}" for k, v in self.values.items()) + ")"
