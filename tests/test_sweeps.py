@@ -79,6 +79,8 @@ def wait_for(predicate, timeout: float, what: str):
     (["--grid", "lr=0.1", "--driver_on_slurm"], "--driver_on_slurm submits the driver of a --launcher slurm sweep"),
     (["--grid", "lr=0.1", "--launcher", "slurm", "--dry_run"], "--dry_run is an option of medic train"),
     (["--grid", "lr=0.1", "--launcher", "slurm", "--gpus_per_node", "-1"], "option gpus_per_node must be >= 0"),
+    (["--grid", "lr=0.1", "--slotz", "2"], "unrecognized argument '--slotz'; did you mean --slots?"),
+    (["--grid", "lr=0.1", "--epocs", "2"], "unrecognized argument '--epocs'; did you mean --epochs?"),
 ])
 def test_bad_input_is_one_line_and_starts_nothing(project, monkeypatch, capsys, args, message):
     from medic.cli import main

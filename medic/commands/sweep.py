@@ -70,7 +70,17 @@ def fixed_options(rest: list[str]) -> dict:
     from medic.config import TrainConfig, parse_args
     if not rest:
         return {}
-    config, torchrun_flags = parse_args(rest, prog="medic sweep")
+    try:
+        config, torchrun_flags = parse_args(rest, prog="medic sweep")
+    except MedicError as err:  # a mistyped sweep flag lands here too: suggest from both flag sets
+        flag = str(err).partition("unrecognized argument '")[2].partition("'")[0]
+        if not flag:
+            raise
+        from medic.config import build_parser as train_parser
+        from medic.errors import did_you_mean
+        known = {**train_parser("medic sweep")._option_string_actions, **build_parser()._option_string_actions}
+        hint = did_you_mean(flag, known)
+        raise MedicError(f"unrecognized argument {flag!r}" + (f"; {hint}" if hint else "")) from None
     if torchrun_flags:
         raise MedicError(f"{torchrun_flags[0]} is a multi-node flag; a sweep runs its trials on this machine")
     defaults = TrainConfig()
