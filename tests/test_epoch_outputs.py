@@ -103,3 +103,15 @@ def test_the_epoch_columns_add_up_to_the_wall_time_between_rows(tmp_path):
     columns = sum(float(r["Epoch_Time_Seconds"]) + float(r["Output_Seconds"]) for r in rows[1:])
     wall = seen[3] - seen[0]
     assert abs(columns - wall) <= 0.02 * wall, (columns, wall)
+
+
+def test_a_resume_goes_on_from_the_best_model_on_disk(tmp_path):
+    """A run killed after last.pth of a new best epoch but before its best_model.pth (written after
+    the masks, behind the training) resumes with the best that is on disk."""
+    from medic.train.outputs import checkpoint as ckpt
+    from medic.train.outputs.save import best_on_disk
+    state = {"format": ckpt.FORMAT, "epoch": 2, "best": 0.5, "best_epoch": 2}
+    ckpt.write_checkpoint(tmp_path / "best_model.pth", ckpt.serialize(state))
+    assert best_on_disk(tmp_path, 0.7, 3) == (0.5, 2)
+    assert best_on_disk(tmp_path, 0.5, 2) == (0.5, 2)
+    assert best_on_disk(tmp_path / "elsewhere", 0.7, 3) == (0.7, 3)
