@@ -84,13 +84,13 @@ def best_on_disk(folder: Path, best: float | None, best_epoch: int) -> tuple[flo
     between recorded a best epoch in ``last.pth`` whose model is not on disk. Then the best is the
     one that is, and the next validated epoch better than it writes both again."""
     path = folder / "best_model.pth"
-    if not best_epoch or not path.is_file():
-        return best, best_epoch
     try:
-        saved = ckpt.load(path)
-    except MedicError:
-        return best, best_epoch
-    return (saved.get("best"), saved["epoch"]) if saved["epoch"] < best_epoch else (best, best_epoch)
+        saved = ckpt.load(path) if best_epoch and path.is_file() else None
+    except MedicError:  # a damaged one guides no better than last.pth
+        saved = None
+    if saved is not None and saved["epoch"] < best_epoch:
+        return saved.get("best"), saved["epoch"]
+    return best, best_epoch
 
 
 def build_state(cfg: TrainConfig, data, device: torch.device, resumed: dict | None,
