@@ -44,7 +44,7 @@ from medic.train.models import build_loss
 from medic.train.outputs import checkpoint as ckpt
 from medic.train.outputs.pictures import PICTURE_CASES
 from medic.train.outputs.save import Saver, TrainState, build_state
-from medic.train.outputs.best import best_jobs, forget_own
+from medic.train.outputs.best import best_jobs
 from medic.train.outputs.writer import Outputs, Predictions, rank0_jobs
 from medic.train.selection import Selector, check_monitor, selected_name, validation_columns
 from medic.train.sliding import predictor
@@ -128,8 +128,7 @@ class RankRun:
         self.start_wall = time.time()
         self.selector: Selector | None = None
         self.early_stop = ""  # the message, once patience has run out
-        self.outputs = Outputs()  # written while the next epoch trains (outputs/writer.py)
-        forget_own(self.project.results_dir(run_id), r.rank)
+        self.outputs = Outputs(self.project.results_dir(run_id), r.rank)  # written while the next epoch trains
         self.row_at = 0.0  # when the last epoch row was written (perf_counter)
 
     def train(self) -> int:

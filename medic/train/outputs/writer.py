@@ -28,6 +28,7 @@ from typing import Callable
 
 import torch
 
+from medic.train.outputs.best import forget_own
 from medic.train.outputs.overlay import Shown, shown
 
 Job = tuple  # (a function of no arguments, its key or None)
@@ -97,11 +98,17 @@ def join_all(*writers: Writer) -> None:
 class Outputs:
     """A process's two writers: ``files`` (rank 0's case tables, strips and sidecar progress) and
     ``masks`` (its best epoch's files); ``ended`` tells a job waiting for other processes that
-    the run failed."""
+    the run failed.
 
-    def __init__(self):
+    Args:
+        results: the run's results folder.
+        rank: this process's rank.
+    """
+
+    def __init__(self, results: Path, rank: int):
         self.files, self.masks = Writer(), Writer()
         self.ended = threading.Event()
+        forget_own(results, rank)  # before the first epoch: rank 0 looks only after one
 
     def submit(self, files: list[Job], masks: list[Job]) -> None:
         """Queue an epoch's jobs, each on its writer."""
