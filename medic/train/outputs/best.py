@@ -118,7 +118,20 @@ def best_jobs(kept, data, cfg, results: Path, run_id: str, epoch: int, saves: li
     """A new best epoch's outputs from its validation's predictions (``kept``): this process's
     masks (volumes), the picture (rank 0, which keeps its rows), titled with the run and drawn
     with the data set's label names. Returns (the masks writer's jobs, the training thread's
-    checkpoint jobs): with volumes, ``best_model.pth`` moves from ``saves`` into the best job."""
+    checkpoint jobs): with volumes, ``best_model.pth`` moves from ``saves`` into the best job.
+
+    Args:
+        kept: the validation's ``Predictions`` of this process's shard.
+        data: the run's data (``data.volumes`` is None for 2D images).
+        cfg: the run's ``TrainConfig``.
+        results: the run's results folder.
+        run_id: the run's id, for the picture's title.
+        epoch: the new best epoch.
+        saves: rank 0's checkpoint jobs of the epoch as ``(job, key)`` (empty on other ranks).
+        r: this process's ranks (``medic.train.dist.Ranks``).
+        ended: set when the run failed: rank 0 then waits for no other process.
+        warn: prints a warning line (rank 0's console).
+    """
     from medic.train.outputs.pictures import label_names, orientation, save_best_picture, write_best_masks
     volumes = data.volumes
     picture = None
