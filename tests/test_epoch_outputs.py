@@ -1,13 +1,16 @@
 """An epoch's outputs: the best masks come from the validation's own predictions (equal to what
-``medic predict`` writes with the best checkpoint), they are written behind the training (a slow
-writer on rank 0 makes no other process wait past --dist_timeout), and the epoch row's times
-add up to the wall time between two rows."""
+``medic predict`` writes with the best checkpoint), they are written behind the training (slow
+writers make no process wait past --dist_timeout), best_model.pth comes after every process's
+masks and the run's end after both, and the epoch row's times add up to the wall time between
+two rows."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -18,20 +21,46 @@ from conftest import PY, child_env
 COMMON = ["--batch_size", "2", "--lr", "0.01", "--log_interval", "1", "--val_fraction", "0.4"]
 
 
+def written(run: Path) -> dict[str, int]:
+    """The best masks and best_model.pth of a run, with their modification times (ns)."""
+    paths = [*run.glob("results/*/best_masks/*.nii.gz"), *run.glob("checkpoints/*/best_model.pth")]
+    return {p.name: p.stat().st_mtime_ns for p in paths if p.exists()}
+
+
 def test_a_slow_writer_times_nothing_out_and_the_best_masks_equal_medic_predict(tmp_path):
-    """Rank 0 sleeps 8 s before writing its masks, with --dist_timeout 6, under 2 processes: the run
-    completes; each process's masks equal ``medic predict --checkpoint best`` on the same cases."""
+    """Rank 0 sleeps 7 s and rank 1 8 s before writing their masks, with --dist_timeout 6, under 2
+    processes: the run completes; nothing of the best epoch is written after the sidecar says
+    completed, and best_model.pth is never older than a mask; best_model.pth, best_masks.json and
+    the sidecar name one epoch; each process's masks equal ``medic predict --checkpoint best``."""
+    import torch
     data = make_decathlon(tmp_path / "data", n=5)
     project = tmp_path / "project"
     project.mkdir()
-    env = {**child_env(), "MEDIC_TEST_SLOW_WRITE": "8"}
-    proc = subprocess.run([PY, "-m", "medic.cli", "train", "--nproc_per_node", "2", "--data", str(data), *COMMON,
-                           "--epochs", "2", "--dist_timeout", "6", "--monitor", "Val_Dice"],
-                          cwd=project, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    env = {**child_env(), "MEDIC_TEST_SLOW_WRITE": "7,8"}
+    proc = subprocess.Popen([PY, "-m", "medic.cli", "train", "--nproc_per_node", "2", "--data", str(data), *COMMON,
+                             "--epochs", "2", "--dist_timeout", "6", "--monitor", "Val_Dice"],
+                            cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    at_completion = None
+    while proc.poll() is None and at_completion is None:
+        for side in (project / "metrics").glob("run_*.json") if (project / "metrics").is_dir() else []:
+            try:
+                if json.loads(side.read_text())["status"] == "completed":
+                    at_completion = written(project)
+            except (OSError, ValueError, KeyError):
+                pass
+        time.sleep(0.01)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
     run_id = only_run_id(project)
     masks = sorted((project / "results" / run_id / "best_masks").glob("*.nii.gz"))
-    assert len(masks) == 2  # both processes' validation cases
+    final = written(project)
+    assert len(masks) == 2 and at_completion == final, (at_completion, final)  # both processes', all before
+    assert final["best_model.pth"] >= max(final[m.name] for m in masks)
+    manifest = json.loads((project / "results" / run_id / "best_masks.json").read_text())
+    best = torch.load(project / "checkpoints" / run_id / "best_model.pth", weights_only=False)
+    side = json.loads((project / "metrics" / f"run_{run_id}.json").read_text())
+    assert manifest["epoch"] == best["epoch"] == side["best_epoch"]
+    assert manifest["cases"] == [m.name.removesuffix(".nii.gz") for m in masks]
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     for m in masks:
@@ -74,3 +103,15 @@ def test_the_epoch_columns_add_up_to_the_wall_time_between_rows(tmp_path):
     columns = sum(float(r["Epoch_Time_Seconds"]) + float(r["Output_Seconds"]) for r in rows[1:])
     wall = seen[3] - seen[0]
     assert abs(columns - wall) <= 0.02 * wall, (columns, wall)
+
+
+def test_a_resume_goes_on_from_the_best_model_on_disk(tmp_path):
+    """A run killed after last.pth of a new best epoch but before its best_model.pth (written after
+    the masks, behind the training) resumes with the best that is on disk."""
+    from medic.train.outputs import checkpoint as ckpt
+    from medic.train.outputs.save import best_on_disk
+    state = {"format": ckpt.FORMAT, "epoch": 2, "best": 0.5, "best_epoch": 2}
+    ckpt.write_checkpoint(tmp_path / "best_model.pth", ckpt.serialize(state))
+    assert best_on_disk(tmp_path, 0.7, 3) == (0.5, 2)
+    assert best_on_disk(tmp_path, 0.5, 2) == (0.5, 2)
+    assert best_on_disk(tmp_path / "elsewhere", 0.7, 3) == (0.7, 3)

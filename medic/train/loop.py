@@ -44,7 +44,8 @@ from medic.train.models import build_loss
 from medic.train.outputs import checkpoint as ckpt
 from medic.train.outputs.pictures import PICTURE_CASES
 from medic.train.outputs.save import Saver, TrainState, build_state
-from medic.train.outputs.writer import Outputs, Predictions, best_jobs, rank0_jobs
+from medic.train.outputs.best import best_jobs
+from medic.train.outputs.writer import Outputs, Predictions, rank0_jobs
 from medic.train.selection import Selector, check_monitor, selected_name, validation_columns
 from medic.train.sliding import predictor
 from medic.train.stopping import StopFlag
@@ -127,7 +128,7 @@ class RankRun:
         self.start_wall = time.time()
         self.selector: Selector | None = None
         self.early_stop = ""  # the message, once patience has run out
-        self.outputs = Outputs()  # written while the next epoch trains (outputs/writer.py)
+        self.outputs = Outputs(self.project.results_dir(run_id), r.rank)  # written while the next epoch trains
         self.row_at = 0.0  # when the last epoch row was written (perf_counter)
 
     def train(self) -> int:
@@ -169,7 +170,7 @@ class RankRun:
             raise
         finally:
             try:  # whatever happened, the files being written are finished (each one whole)
-                self.outputs.join()
+                self.outputs.join(ended=True)
             except Exception as err:  # noqa: BLE001 - the first failure is the one reported
                 self.con.error(f"medic: error: an output could not be written ({type(err).__name__}: {err})")
             if self.logger is not None:
@@ -296,7 +297,8 @@ class RankRun:
             if decision.smoothed is not None:
                 metrics[C.ema_of(cfg.monitor)] = decision.smoothed
         previous = ts.best
-        is_best = improves(value, ts.best, cfg.monitor_direction)
+        # with validation data, only a validated epoch can be the best: best_model.pth comes with its masks
+        is_best = improves(value, ts.best, cfg.monitor_direction) and (val is not None or data.val_loader is None)
         if is_best:
             ts.best, ts.best_epoch = value, epoch
         if self.r.is_main:
@@ -305,8 +307,9 @@ class RankRun:
         if ts.scheduler is not None and not (cfg.lr_scheduler == "plateau" and unvalidated):
             ts.scheduler.step(value) if cfg.lr_scheduler == "plateau" else ts.scheduler.step()
         results = self.project.results_dir(self.run_id)
-        masks = best_jobs(kept, data, cfg, results, self.run_id, epoch) if is_best and kept is not None else []
         saves = self.saver.epoch(ts, epoch, is_best, previous, value) if self.r.is_main else []
+        masks, saves = best_jobs(kept, data, cfg, results, self.run_id, epoch, saves, self.r, self.outputs.ended,
+                                 self.con.error) if is_best and kept is not None else ([], saves)
         jobs = rank0_jobs(results, self.run_id, epoch, ts, val, data, cfg, self.sidecar) if self.r.is_main else []
         if self.r.is_main:
             # a resumed mid-epoch's seconds began before this process: never below 0

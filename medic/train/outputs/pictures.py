@@ -41,16 +41,20 @@ def write_mask(path: Path, mask: np.ndarray, like: str) -> None:
     write_atomic(path, lambda f: f.write(gzip.compress(data, compresslevel=1) if path.name.endswith(".gz") else data))
 
 
-def write_best_masks(folder: Path, cases, pre, records: list[dict]) -> None:
+def write_best_masks(folder: Path, cases, pre, records: list[dict]) -> list[str]:
     """The masks a validation predicted (``cases``: (case info, uint8 classes) of this process's
     shard), each mapped back onto its case's own grid and affine (MONAI's ``Invertd``, as
-    ``medic predict`` does), as ``best_masks/<case>.nii.gz``; only for NIfTI inputs."""
+    ``medic predict`` does), as ``best_masks/<case>.nii.gz``; only for NIfTI inputs. Returns the
+    cases written."""
+    written = []
     for info, classes in cases:
         record = records[info["index"]]
         first = record["image"] if isinstance(record["image"], str) else record["image"][0]
         if first.lower().endswith((".nii", ".nii.gz")):
             source = to_source(classes, info["meta"], info["ops"], pre)
             write_mask(folder / "best_masks" / f"{record['case']}.nii.gz", source, first)
+            written.append(record["case"])
+    return written
 
 
 def save_best_picture(folder: Path, epoch: int, rows: list[Shown], label_names: list[str], n_classes: int,

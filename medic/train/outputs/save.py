@@ -59,7 +59,7 @@ class TrainState:
                              f"({str(err).splitlines()[0][:160]})") from err
         if self.scheduler is not None and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
-        self.best, self.best_epoch = state.get("best"), state.get("best_epoch", 0)
+        self.best, self.best_epoch = best_on_disk(Path(path).parent, state.get("best"), state.get("best_epoch", 0))
         self.epoch_times = list(state.get("epoch_times", []))
         self.selection = dict(state.get("selection") or {})
         ckpt.set_rng_state(state.get("rng", {}))
@@ -76,6 +76,21 @@ class TrainState:
         if partial is not None:
             state["partial"] = partial
         return state
+
+
+def best_on_disk(folder: Path, best: float | None, best_epoch: int) -> tuple[float | None, int]:
+    """The best a resumed run goes on from. With best masks, ``best_model.pth`` is written behind
+    the training, after every process's masks (``medic.train.outputs.best``): a run killed in
+    between recorded a best epoch in ``last.pth`` whose model is not on disk. Then the best is the
+    one that is, and the next validated epoch better than it writes both again."""
+    path = folder / "best_model.pth"
+    try:
+        saved = ckpt.load(path) if best_epoch and path.is_file() else None
+    except MedicError:  # a damaged one guides no better than last.pth
+        saved = None
+    if saved is not None and saved["epoch"] < best_epoch:
+        return saved.get("best"), saved["epoch"]
+    return best, best_epoch
 
 
 def build_state(cfg: TrainConfig, data, device: torch.device, resumed: dict | None,

@@ -7,9 +7,10 @@ from them.)
                   key replaces a queued (not yet started) job of the same key: a newer set of best
                   masks or sidecar progress makes the older one pointless, so a slow
                   disk never lets the queue (or its memory) grow with the epochs. Each process
-                  has two: rank 0's case tables, strips and sidecar progress; and its best masks
-                  and picture. Both are waited for only at a stop and at the end, where no
-                  other process waits for this one at a collective.
+                  has two: rank 0's case tables, strips and sidecar progress; and its best
+                  epoch's files (``medic.train.outputs.best``: masks, picture, best_model.pth).
+                  Both are waited for only at a stop and at the end, where no other process
+                  waits for this one at a collective.
     Predictions   what one validation keeps of its own shard for those outputs: per case its
                   predicted classes as bytes (uint8) with the metadata that maps them back onto
                   the case's grid and affine; on rank 0 the picture's first cases, by name, as
@@ -18,9 +19,7 @@ from them.)
 
 from __future__ import annotations
 
-import os
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
@@ -29,16 +28,10 @@ from typing import Callable
 
 import torch
 
+from medic.train.outputs.best import forget_own
 from medic.train.outputs.overlay import Shown, shown
 
-# test hook: seconds rank 0 sleeps before writing its best masks (a slow disk, on purpose)
-SLOW_WRITE_ENV = "MEDIC_TEST_SLOW_WRITE"
 Job = tuple  # (a function of no arguments, its key or None)
-
-
-def _slow_write() -> float:
-    from medic.train.outputs.checkpoint import env_seconds
-    return env_seconds(SLOW_WRITE_ENV) if os.environ.get("RANK", "0") == "0" else 0.0
 
 
 class Writer:
@@ -104,10 +97,18 @@ def join_all(*writers: Writer) -> None:
 
 class Outputs:
     """A process's two writers: ``files`` (rank 0's case tables, strips and sidecar progress) and
-    ``masks`` (its best masks and picture)."""
+    ``masks`` (its best epoch's files); ``ended`` tells a job waiting for other processes that
+    the run failed.
 
-    def __init__(self):
+    Args:
+        results: the run's results folder.
+        rank: this process's rank.
+    """
+
+    def __init__(self, results: Path, rank: int):
         self.files, self.masks = Writer(), Writer()
+        self.ended = threading.Event()
+        forget_own(results, rank)  # before the first epoch: rank 0 looks only after one
 
     def submit(self, files: list[Job], masks: list[Job]) -> None:
         """Queue an epoch's jobs, each on its writer."""
@@ -115,8 +116,11 @@ class Outputs:
             for job, key in jobs:
                 writer.submit(job, key)
 
-    def join(self) -> None:
-        """Wait for both writers (the first job error is raised)."""
+    def join(self, ended: bool = False) -> None:
+        """Wait for both writers (the first job error is raised); ``ended``: the run failed, so
+        no job waits for other processes any more."""
+        if ended:
+            self.ended.set()
         join_all(self.files, self.masks)
 
 
@@ -139,32 +143,6 @@ class Predictions:
             if len(self.rows) < self.pictures:
                 self.rows.append(shown(names[i], images[i, 0].float().cpu().numpy(), masks[i, 0].cpu().numpy(),
                                        classes[i].numpy()))
-
-
-def best_jobs(kept: Predictions, data, cfg, results: Path, run_id: str, epoch: int) -> list[Job]:
-    """A new best epoch's outputs from its validation's predictions: this process's masks in
-    ``best_masks/`` (volumes), and the picture (rank 0, which keeps the rows), titled with the
-    run and drawn with the data set's label names."""
-    from medic.train.outputs.pictures import label_names, orientation, save_best_picture, write_best_masks
-    volumes = data.volumes
-    jobs: list[Job] = []
-    if volumes is not None and kept.cases:
-        jobs.append((partial(_write_masks, write_best_masks, results, kept.cases, volumes.pre, volumes.val.records),
-                     "best_masks"))
-    if kept.rows:
-        title = f"Run {run_id}, epoch {epoch} (new best): validation cases"
-        if volumes is not None:
-            picture = (volumes.layout.label_names, cfg.num_classes, title + ", the slice of most foreground",
-                       orientation(cfg))
-        else:
-            picture = (label_names(data, cfg), cfg.num_classes, title)
-        jobs.append((partial(save_best_picture, results, epoch, kept.rows, *picture), None))
-    return jobs
-
-
-def _write_masks(write, *args) -> None:
-    time.sleep(_slow_write())
-    write(*args)
 
 
 def case_jobs(results: Path, run_id: str, epoch: int, best_epoch: int, val, data, cfg, names: list[str]) -> list[Job]:
