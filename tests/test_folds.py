@@ -74,7 +74,7 @@ def fold_run(tmp_path_factory):
     project = root / "project"
     project.mkdir()
     train(project, "--data", str(data), "--fold", "1", "--epochs", "1", "--batch_size", "2", "--log_interval", "1",
-          timeout=300)
+          "--val_metrics", "dice,hd95", timeout=300)
     return project, data, only_run_id(project)
 
 
@@ -94,7 +94,7 @@ def test_splits_file_honoured(fold_run):
 def test_evaluate_best_masks_equals_the_runs_dice(fold_run):
     project, data, run_id = fold_run
     proc = cli("evaluate", "--pred", f"results/{run_id}/best_masks", "--truth", str(data / "labelsTr"),
-               "--labels", str(data / "dataset.json"), "--output", "eval_best", cwd=project)
+               "--labels", str(data / "dataset.json"), "--metrics", "dice,hd95", "--output", "eval_best", cwd=project)
     assert proc.returncode == 0, proc.stderr
     ours = pd.read_csv(project / "eval_best" / "cases.csv", dtype={"Case": str})
     run = pd.read_csv(project / "results" / run_id / "validation_epoch_1.csv", dtype={"Case": str})
@@ -103,6 +103,8 @@ def test_evaluate_best_masks_equals_the_runs_dice(fold_run):
     assert named or run["Case"].str.isdigit().all()
     assert list(ours.columns) == list(run.columns)
     np.testing.assert_allclose(ours["Dice_tumour"], run["Dice_tumour"], atol=2e-6)
+    # HD95 in mm in both (voxels of 1.5 x 1.2 x 2.5 mm), not in voxels during training
+    np.testing.assert_allclose(ours["HD95_tumour"], run["HD95_tumour"], rtol=1e-5)
     assert ours["gt_voxels_tumour"].tolist() == run["gt_voxels_tumour"].tolist()
     assert ours["pred_voxels_tumour"].tolist() == run["pred_voxels_tumour"].tolist()
     summary = pd.read_csv(project / "eval_best" / "summary.csv")

@@ -85,12 +85,6 @@ def read_mask(path: Path) -> np.ndarray:
     return np.round(data).astype(np.int64)
 
 
-def voxel_size(affine, ndim: int) -> tuple[float, ...] | None:
-    if affine is None:
-        return None
-    return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))[:ndim])
-
-
 def check_pair(case: str, pred: Path, truth: Path) -> None:
     """Shapes and affines of a mask and its label agree (from the headers)."""
     (ps, pa), (ts, ta) = header(str(pred), case), header(str(truth), case)
@@ -160,7 +154,7 @@ def evaluate(pred: str | Path, truth: str | Path, labels: str | Path | None = No
     import torch
 
     from medic.train.outputs.casefiles import write_case_table
-    from medic.train.metrics import CaseRows, Distances, confusion_counts
+    from medic.train.metrics import CaseRows, Distances, confusion_counts, voxel_size
     rows = CaseRows()
     for k, case in enumerate(common):
         p, t = arrays[case]

@@ -105,6 +105,13 @@ def nan_mean(values: np.ndarray, axis: int = 0) -> np.ndarray:
         return np.where(count > 0, total / np.where(count > 0, count, 1), np.nan)
 
 
+def voxel_size(affine, ndim: int) -> tuple[float, ...] | None:
+    """The voxel size in mm along each array axis, from an affine (None: no affine)."""
+    if affine is None:
+        return None
+    return tuple(float(v) for v in np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))[:ndim])
+
+
 class Distances:
     """HD95 and NSD of each case and foreground class with the empty-class rules (MONAI's metrics)."""
 
@@ -116,7 +123,14 @@ class Distances:
         return math.sqrt(sum((s * float(sp)) ** 2 for s, sp in zip(shape, spacing)))
 
     @torch.no_grad()
-    def __call__(self, pred: torch.Tensor, truth: torch.Tensor, counts: torch.Tensor) -> dict[str, np.ndarray]:
+    def __call__(self, pred: torch.Tensor, truth: torch.Tensor, counts: torch.Tensor,
+                 spacings: list | None = None) -> dict[str, np.ndarray]:
+        """Per case and class; ``spacings`` (one voxel size per case, e.g. from each volume's
+        affine) measures each case in its own mm, else the data set's ``spacing`` is used."""
+        if spacings is not None and any(sp is not None for sp in spacings):
+            parts = [Distances(self.num_classes, self.which, sp, self.tolerance)(
+                pred[i:i + 1], truth[i:i + 1], counts[i:i + 1]) for i, sp in enumerate(spacings)]
+            return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
         from monai.metrics import HausdorffDistanceMetric, SurfaceDiceMetric
         from monai.networks.utils import one_hot
         pred = pred if pred.dim() == truth.dim() and pred.shape[1] == 1 else pred.unsqueeze(1)

@@ -13,7 +13,7 @@ import torch
 
 from medic.store import columns as C
 from medic.train import dist
-from medic.train.metrics import CaseRows, Distances, base_dataset, case_ids, confusion_counts
+from medic.train.metrics import CaseRows, Distances, base_dataset, case_ids, confusion_counts, voxel_size
 from medic.train.outputs.overlay import Shown, shown
 from medic.train.sliding import classes_of
 
@@ -34,6 +34,17 @@ def spacing_of(loader) -> tuple[float, ...] | None:
     """The voxel spacing in mm when the dataset states one (``dataset.spacing``), else None (pixels)."""
     spacing = getattr(base_dataset(loader.dataset)[0], "spacing", None)
     return tuple(float(s) for s in spacing) if spacing is not None else None
+
+
+def case_spacings(infos: list, ndim: int) -> list | None:
+    """Each volume's voxel size in mm on the grid validated (its affine after orientation and
+    resampling), so HD95 and NSD are in mm as ``medic evaluate`` measures them; None for plain
+    batches."""
+    cases = infos[0] if infos else None
+    if not isinstance(cases, list):
+        return None
+    return [voxel_size(info.get("meta", {}).get("affine"), ndim) if isinstance(info, dict) else None
+            for info in cases]
 
 
 @torch.no_grad()
@@ -62,7 +73,7 @@ def validate(model: torch.nn.Module, loader, loss_fn, device: torch.device, num_
         acc[1] += n
         pred = classes_of(logits)
         counts = confusion_counts(pred, masks, num_classes)
-        values = distances(pred, masks, counts) if distances.which else {}
+        values = distances(pred, masks, counts, case_spacings(infos, pred.dim() - 2)) if distances.which else {}
         rows.add(order[at:at + n], ids[at:at + n], counts, values)
         at += n
         names_of = [strip_name(loader, ids[at - n + i]) for i in range(n)]
