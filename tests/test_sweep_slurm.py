@@ -140,13 +140,15 @@ def test_a_killed_driver_re_attaches_to_its_running_and_queued_trials(tmp_path, 
 
 def test_a_pruned_trial_ends_its_job_and_reads_stopped(tmp_path, env):
     # trial 0 completes first (one slot); trial 1's useless learning rate is then pruned by the median
+    # at its first epoch; 30 epochs leave the stop (the driver's poll, the trainer's look at the stop
+    # file) ample time to land before the run could finish on its own, on a busy machine too
     done = medic(tmp_path, "sweep", "--grid", "lr=0.01,0.0000001", "--slots", "1", "--launcher", "slurm",
-                 "--prune", "median", "--prune_startup", "1", "--epochs", "8", *TINY, env=env, timeout=300)
+                 "--prune", "median", "--prune_startup", "1", "--epochs", "30", *TINY, env=env, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     summary = pd.read_csv(sweep_folder(tmp_path) / "summary.csv")
     assert list(summary["status"]) == ["completed", "pruned"], done.stdout
     bad = summary.iloc[1]
-    assert bad["epochs_done"] < 8
+    assert bad["epochs_done"] < 30, done.stdout
     side = sidecar(tmp_path, bad["run_id"])
     assert side["status"] == "stopped", side  # stopped through its stop request, with a checkpoint
     job_done(str(bad["job_id"]), env, timeout=60)
