@@ -150,6 +150,29 @@ def test_a_medic_error_before_the_first_epoch_gives_the_id_back(project, nproc):
     assert left == [Path("notamodel.py")], left
 
 
+@pytest.mark.parametrize("args, expected", [
+    (["--resume", "20000101_000000"], "run 20000101_000000 does not exist"),
+    (["--resume", "notes.pth"], "notes.pth"),
+    (["--model", "broken:model"], "importing 'broken' failed"),
+])
+def test_one_process_refuses_a_bad_resume_or_plug_in_before_the_training_sets_up(project, args, expected):
+    """As the launcher of several processes does: the resume is settled and the plug-ins imported
+    before the training process loads the rest of torch and MONAI; held at that stage, a later
+    refusal would never come."""
+    (project / "notes.pth").write_text("not a checkpoint\n")
+    (project / "broken.py").write_text("raise ImportError('a missing dependency')\n")
+    before = sorted(project.iterdir())
+    marker = project.parent / "held"
+    proc = subprocess.run([PY, "-m", "medic.train", *TINY, "--epochs", "1", *args], cwd=project,
+                          env=child_env(MEDIC_TEST_HOLD_AT="torch", MEDIC_TEST_HOLD_FILE=str(marker)),
+                          capture_output=True, text=True, timeout=120)
+    assert not marker.exists(), "reached the training's set-up"
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("medic: error:") and expected in lines[0], proc.stderr
+    assert sorted(p for p in project.iterdir() if p.name != "__pycache__") == before
+
+
 def other_host(root: Path, *args: str) -> subprocess.Popen:
     """``medic train`` under another host name: its own UTS namespace where that works (root),
     else the ``MEDIC_HOSTNAME`` override; a heartbeat every second."""
