@@ -98,6 +98,7 @@ def check_left_behind(root: Path) -> None:
         pd.read_csv(newest)
 
 
+@pytest.mark.slow
 def test_kills_at_each_stage_and_at_random_moments_leave_interrupted_runs_and_whole_headers(tmp_path):
     root = tmp_path / "project"
     root.mkdir()
@@ -205,6 +206,7 @@ def wait_running(root: Path, proc: subprocess.Popen, known: tuple[str, ...] = ()
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_a_run_on_another_host_is_seen_stopped_and_found_dead(tmp_path):
     root = tmp_path / "project"
     root.mkdir()
@@ -263,6 +265,7 @@ def case_table_names(root: Path, run_id: str) -> list[str]:
         return [row["Case"] for row in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["decathlon", "nnunet"])
 def test_case_tables_name_each_validation_case_once_with_1_and_2_processes(tmp_path, layout):
     from _volume_helpers import make_decathlon, make_nnunet
@@ -291,6 +294,7 @@ def test_case_tables_name_each_validation_case_once_with_1_and_2_processes(tmp_p
     assert names[1] == names[2]
 
 
+@pytest.mark.slow
 def test_a_requeue_request_checkpoints_without_marking_the_run_stopped(project):
     """Stop request ``action="requeue"`` (what a scheduler's time limit asks), 2 processes: all
     ranks agree, a checkpoint is saved, the run is left resumable (not ``stopped``), and the
