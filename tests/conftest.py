@@ -29,6 +29,28 @@ def project(tmp_path) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def runs_3d(tmp_path_factory):
+    """Two finished 1-process 3D runs in one project (an nnU-Net layout of 3 one-channel volumes),
+    trained once per session: ``first`` at lr 0.02 with batch metrics, ``second`` at lr 0.005,
+    both monitoring Val_Dice. The figures test writes its analysis/ into the project; the
+    predict test writes outside it."""
+    from types import SimpleNamespace
+
+    from _train_helpers import train
+    from _volume_helpers import make_nnunet
+    base = tmp_path_factory.mktemp("runs3d")
+    data = make_nnunet(base / "Dataset001_Toy", n=3, shape=(32, 32, 16), channels=("T1",))
+    project = base / "project"
+    project.mkdir()
+    common = ["--data", str(data), "--batch_size", "2", "--val_fraction", "0.34", "--monitor", "Val_Dice",
+              "--lr", "0.02"]
+    train(project, *common, "--epochs", "2", "--log_batch_metrics", "--log_interval", "1")
+    train(project, *common, "--epochs", "2", "--lr", "0.005", "--log_interval", "3")
+    first, second = sorted(p.name[len("epoch_metrics_"):-4] for p in (project / "metrics").glob("epoch_*.csv"))
+    return SimpleNamespace(data=data, project=project, first=first, second=second)
+
+
 # -- the fault suite (tests/test_faults_*.py): one reference run and one summary for all its files --
 
 @pytest.fixture(scope="session")

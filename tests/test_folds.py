@@ -78,6 +78,7 @@ def fold_run(tmp_path_factory):
     return project, data, only_run_id(project)
 
 
+@pytest.mark.slow
 def test_splits_file_honoured(fold_run):
     project, data, run_id = fold_run
     side = json.loads((project / "metrics" / f"run_{run_id}.json").read_text())
@@ -91,6 +92,7 @@ def test_splits_file_honoured(fold_run):
         assert sorted(map(str, side["train_cases"])) == ["case_000", "case_002", "case_003", "case_005"]
 
 
+@pytest.mark.slow
 def test_evaluate_best_masks_equals_the_runs_dice(fold_run):
     project, data, run_id = fold_run
     proc = cli("evaluate", "--pred", f"results/{run_id}/best_masks", "--truth", str(data / "labelsTr"),
@@ -128,6 +130,7 @@ def test_evaluate_best_masks_equals_the_runs_dice(fold_run):
     assert proc.stdout.splitlines()[1].startswith("tumour,2,") and proc.stdout.splitlines()[1].endswith(",0,0,2")
 
 
+@pytest.mark.slow
 def test_evaluate_bad_input(fold_run, tmp_path):
     from medic.errors import MedicError
     from medic.train.evaluate import evaluate
@@ -150,6 +153,7 @@ def test_evaluate_bad_input(fold_run, tmp_path):
         assert not (tmp_path / "analysis").exists()
 
 
+@pytest.mark.slow
 def test_load_model(fold_run):
     import sys
 
@@ -161,6 +165,7 @@ def test_load_model(fold_run):
     assert all((a == b).all() for a, b in zip(model.state_dict().values(), last.state_dict().values()))
 
 
+@pytest.mark.slow
 def test_three_fold_cross_validation(project):
     proc = cli("train", "--num_samples", "12", "--image_size", "32", "--log_interval", "2", "--folds", "3", "--fold", "all", "--epochs", "1",
                "--slots", "2", cwd=project, timeout=400)

@@ -105,21 +105,44 @@ STUBBORN = textwrap.dedent("""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.argv[1] == "agent":
         # like torchrun: the worker gets a session of its own, out of reach of the agent's group
-        subprocess.Popen([sys.executable, __file__, "worker"], start_new_session=True)
+        worker = subprocess.Popen([sys.executable, __file__, "worker"], start_new_session=True)
+        print("ready", worker.pid, flush=True)
     else:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    print("ready", flush=True)
-    while True:
+    # a bound, should the test's own clean-up never run (its interpreter killed)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
         time.sleep(0.1)
 """)
 
 
-def test_stop_escalates_to_sigkill_and_reaches_workers_in_their_own_session(tmp_path):
+@pytest.fixture
+def reap():
+    """Register process groups to SIGKILL when the test ends, whatever its outcome: a process that
+    ignores SIGINT and SIGTERM in a session of its own would otherwise outlive a failed test."""
+    groups: list[tuple[int, int | None]] = []
+    yield lambda pid: groups.append((pid, process_start_ticks(pid)))
+    for pgid, ticks in groups:
+        if pid_alive(pgid) and not pid_alive(pgid, start_ticks=ticks):
+            continue  # the number now names another process: not ours to kill
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def test_stop_escalates_to_sigkill_and_reaches_workers_in_their_own_session(tmp_path, reap):
     script = tmp_path / "stubborn.py"
     script.write_text(STUBBORN)
     proc = subprocess.Popen([PY, str(script), "agent"], stdout=subprocess.PIPE, start_new_session=True)
-    assert proc.stdout.readline().strip() == b"ready"
-    worker = wait_for(lambda: descendants(proc.pid), 10, "the worker")[0]
+    reap(proc.pid)
+    try:
+        ready, worker = proc.stdout.readline().split()
+    finally:
+        proc.stdout.close()
+    worker = int(worker)
+    reap(worker)  # the leader of its own session, so of its own process group
+    assert ready == b"ready" and worker in descendants(proc.pid)
     worker_ticks = process_start_ticks(worker)
     job = Job("20250101_000000", Project.at(tmp_path), proc.pid, process_start_ticks(proc.pid), popen=proc)
 

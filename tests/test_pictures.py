@@ -11,8 +11,7 @@ import subprocess
 import numpy as np
 import pytest
 from _analysis_helpers import cli
-from _train_helpers import read_csv, train
-from _volume_helpers import make_nnunet
+from _train_helpers import read_csv
 from conftest import PY, ROOT, child_env
 
 from medic.train.outputs.overlay import PANEL_PX, best_slice
@@ -36,15 +35,8 @@ def test_best_slice_has_the_most_foreground_in_truth_or_prediction():
 
 
 @pytest.mark.slow
-def test_the_figures_of_a_3d_run_name_it_and_show_overlays(tmp_path):
-    data = make_nnunet(tmp_path / "Dataset001_Toy", n=3, shape=(32, 32, 16), channels=("T1",))
-    project = tmp_path / "project"
-    project.mkdir()
-    common = ["--data", str(data), "--batch_size", "2", "--val_fraction", "0.34", "--monitor", "Val_Dice",
-              "--lr", "0.02"]
-    train(project, *common, "--epochs", "2", "--log_batch_metrics", "--log_interval", "1")
-    train(project, *common, "--epochs", "2", "--lr", "0.005", "--log_interval", "3")
-    first, second = sorted(p.name[len("epoch_metrics_"):-4] for p in (project / "metrics").glob("epoch_*.csv"))
+def test_the_figures_of_a_3d_run_name_it_and_show_overlays(tmp_path, runs_3d):
+    data, project, first, second = runs_3d.data, runs_3d.project, runs_3d.first, runs_3d.second
     results = project / "results" / first
 
     best = sorted(results.glob("best_epoch_*.png"))[-1]

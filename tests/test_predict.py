@@ -9,8 +9,8 @@ import subprocess
 import nibabel as nib
 import numpy as np
 import pytest
-from _train_helpers import only_run_id, train
-from _volume_helpers import AFFINE, make_decathlon, save, volume
+from _train_helpers import read_csv
+from _volume_helpers import AFFINE, save, volume
 from conftest import PY, child_env
 
 
@@ -20,13 +20,10 @@ def predict(*args: str, cwd) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_predict_refuses_a_2d_slice_whole_and_records_what_made_the_masks(tmp_path):
-    data = make_decathlon(tmp_path / "Task01_Toy", n=3, shape=(32, 32, 16))
-    project = tmp_path / "project"
-    project.mkdir()
-    train(project, "--data", str(data), "--epochs", "1", "--batch_size", "2", "--log_interval", "1",
-          "--val_fraction", "0.34")
-    run_id = only_run_id(project)
+def test_predict_refuses_a_2d_slice_whole_and_records_what_made_the_masks(tmp_path, runs_3d):
+    # finished 3D runs that monitor Val_Dice (shared with the figures test; only read here): the
+    # newest is the one that predict picks by default
+    project, run_id, data = runs_3d.project, runs_3d.second, runs_3d.data
 
     elsewhere = predict("--input", str(data / "imagesTr"), "--output", "out", cwd=tmp_path)
     assert elsewhere.returncode == 2 and elsewhere.stderr.splitlines() == [
@@ -48,11 +45,13 @@ def test_predict_refuses_a_2d_slice_whole_and_records_what_made_the_masks(tmp_pa
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["predict.json", "scan.nii.gz"]
     record = json.loads((tmp_path / "out" / "predict.json").read_text())
-    assert record["run_id"] == run_id and record["epoch"] == 1
+    assert record["run_id"] == run_id and record["epoch"] == 2
     assert record["checkpoint"] == str(project / "checkpoints" / run_id / "last.pth")
-    assert record["metric"]["name"] == "Avg_Loss" and record["metric"]["best_epoch"] == 1
+    _, rows = read_csv(project / "metrics" / f"epoch_metrics_{run_id}.csv")
+    best_epoch = max(int(r["Epoch"]) for r in rows if r["Is_Best_Model"] == "True")
+    assert record["metric"]["name"] == "Val_Dice" and record["metric"]["best_epoch"] == best_epoch
     assert record["preprocessing"] == {"spatial_dims": "3", "spacing": "", "normalize": "zscore",
-                                       "patch_size": "32 32 16", "sw_overlap": 0.5, "num_classes": 2}
+                                       "patch_size": "32 32 16", "sw_overlap": 0.5, "num_classes": 3}
     assert record["cases"] == ["scan.nii.gz"] and record["medic_version"]
     mask = nib.load(str(tmp_path / "out" / "scan.nii.gz"))
     assert mask.shape == (32, 32, 16) and np.allclose(mask.affine, AFFINE)

@@ -98,6 +98,7 @@ def check_left_behind(root: Path) -> None:
         pd.read_csv(newest)
 
 
+@pytest.mark.slow
 def test_kills_at_each_stage_and_at_random_moments_leave_interrupted_runs_and_whole_headers(tmp_path):
     root = tmp_path / "project"
     root.mkdir()
@@ -138,14 +139,39 @@ def test_kills_at_each_stage_and_at_random_moments_leave_interrupted_runs_and_wh
 @pytest.mark.parametrize("nproc", [1, 2])
 def test_a_medic_error_before_the_first_epoch_gives_the_id_back(project, nproc):
     """A model plug-in that returns no model: refused in the training process, after the claim;
-    the claim goes and no file is left (folders may stay)."""
+    the claim goes and no file is left (folders may stay). (The plug-in uses no MONAI: loaded as
+    for a run without plug-ins, seconds sooner.)"""
     (project / "notamodel.py").write_text("def model(cfg):\n    return 42\n")
     proc = subprocess.run([PY, "-m", "medic.train", *TINY, "--epochs", "1", "--model", "notamodel:model",
                            "--nproc_per_node", str(nproc)],
-                          cwd=project, env=child_env(), capture_output=True, text=True, timeout=180)
+                          cwd=project, env=child_env(MEDIC_IMPORT_ALL="0"), capture_output=True, text=True,
+                          timeout=180)
     assert proc.returncode == 2 and "not an nn.Module" in proc.stderr, proc.stderr[-2000:]
     left = [p.relative_to(project) for p in project.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     assert left == [Path("notamodel.py")], left
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--resume", "20000101_000000"], "run 20000101_000000 does not exist"),
+    (["--resume", "notes.pth"], "notes.pth"),
+    (["--model", "broken:model"], "importing 'broken' failed"),
+])
+def test_one_process_refuses_a_bad_resume_or_plug_in_before_the_training_sets_up(project, args, expected):
+    """As the launcher of several processes does: the resume is settled and the plug-ins imported
+    before the training process loads the rest of torch and MONAI; held at that stage, a later
+    refusal would never come."""
+    (project / "notes.pth").write_text("not a checkpoint\n")
+    (project / "broken.py").write_text("raise ImportError('a missing dependency')\n")
+    before = sorted(project.iterdir())
+    marker = project.parent / "held"
+    proc = subprocess.run([PY, "-m", "medic.train", *TINY, "--epochs", "1", *args], cwd=project,
+                          env=child_env(MEDIC_TEST_HOLD_AT="torch", MEDIC_TEST_HOLD_FILE=str(marker)),
+                          capture_output=True, text=True, timeout=120)
+    assert not marker.exists(), "reached the training's set-up"
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("medic: error:") and expected in lines[0], proc.stderr
+    assert sorted(p for p in project.iterdir() if p.name != "__pycache__") == before
 
 
 def other_host(root: Path, *args: str) -> subprocess.Popen:
@@ -180,6 +206,7 @@ def wait_running(root: Path, proc: subprocess.Popen, known: tuple[str, ...] = ()
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_a_run_on_another_host_is_seen_stopped_and_found_dead(tmp_path):
     root = tmp_path / "project"
     root.mkdir()
@@ -238,6 +265,7 @@ def case_table_names(root: Path, run_id: str) -> list[str]:
         return [row["Case"] for row in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["decathlon", "nnunet"])
 def test_case_tables_name_each_validation_case_once_with_1_and_2_processes(tmp_path, layout):
     from _volume_helpers import make_decathlon, make_nnunet
@@ -266,6 +294,7 @@ def test_case_tables_name_each_validation_case_once_with_1_and_2_processes(tmp_p
     assert names[1] == names[2]
 
 
+@pytest.mark.slow
 def test_a_requeue_request_checkpoints_without_marking_the_run_stopped(project):
     """Stop request ``action="requeue"`` (what a scheduler's time limit asks), 2 processes: all
     ranks agree, a checkpoint is saved, the run is left resumable (not ``stopped``), and the

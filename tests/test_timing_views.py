@@ -160,6 +160,8 @@ def test_a_resume_a_plug_in_or_the_environment_load_all_of_monai(monkeypatch):
     assert needs_all(TrainConfig(resume="latest"))
     monkeypatch.setenv(IMPORT_ALL_ENV, "1")
     assert needs_all(TrainConfig())
+    monkeypatch.setenv(IMPORT_ALL_ENV, "0")  # plug-ins that use none of the held-back parts
+    assert not needs_all(TrainConfig(model="pkg:fn")) and not needs_all(TrainConfig(resume="latest"))
 
 
 def test_a_resume_loads_all_of_monai_only_for_a_run_with_a_plug_in(tmp_path, monkeypatch):

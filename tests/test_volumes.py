@@ -126,16 +126,17 @@ def nifti(path: Path):
 
 @pytest.mark.slow
 def test_nnunet_two_processes_equal_one_and_a_resumed_run_and_predict_round_trips(tmp_path):
-    """1 process × batch 2 = 2 processes × batch 1 = 1 epoch then resumed, in 3D (patches seeded by
-    case and epoch, not by rank or position); validation every 2nd epoch; the 2-process run's masks
-    and ``medic predict`` keep each input's shape and affine."""
+    """2 processes × batch 1 = 1 process × batch 2 for 1 epoch, then resumed for the 2nd, in 3D
+    (patches seeded by case and epoch, not by rank or position): epoch 1 compares the process
+    counts, epoch 2 the resume as well (a straight 1-process run is the 2-process run's equal by
+    epoch 1's rule); validation every 2nd epoch; the 2-process run's masks and ``medic predict``
+    keep each input's shape and affine."""
     data = make_nnunet(tmp_path / "data", n=5)
-    one, two, resumed = tmp_path / "one", tmp_path / "two", tmp_path / "resumed"
-    for folder in (one, two, resumed):
+    two, resumed = tmp_path / "two", tmp_path / "resumed"
+    for folder in (two, resumed):
         folder.mkdir()
     common = ["--data", str(data), "--val_fraction", "0.2", "--val_interval", "2", "--log_batch_metrics",
               "--lr", "0.01", "--log_interval", "1", "--seed", "1"]
-    train(one, *common, "--batch_size", "2", "--epochs", "2")
     train(resumed, *common, "--batch_size", "2", "--epochs", "1")
     train(resumed, "--resume", "latest", "--epochs", "2")
     proc = subprocess.run([PY, "-m", "medic.cli", "train", "--nproc_per_node", "2", *common, "--batch_size", "1",
@@ -143,15 +144,13 @@ def test_nnunet_two_processes_equal_one_and_a_resumed_run_and_predict_round_trip
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_id = only_run_id(two)
     header, e2 = read_csv(two / "metrics" / f"epoch_metrics_{run_id}.csv")
-    _, e1 = read_csv(one / "metrics" / f"epoch_metrics_{only_run_id(one)}.csv")
     _, er = read_csv(resumed / "metrics" / f"epoch_metrics_{only_run_id(resumed)}.csv")
     per_class = ["Val_Dice_organ", "Val_Dice_tumour"]  # the names of dataset.json
     assert header[9:13] == ["Val_Loss", "Val_Dice", *per_class]
     assert [r["Val_Dice"] == "" for r in e2] == [True, False]  # every 2nd epoch
-    for a, b, c in zip(e1, e2, er, strict=True):
+    for b, c in zip(e2, er, strict=True):
         for col in ("Avg_Loss", "Min_Batch_Loss", "Max_Batch_Loss", "Val_Loss", "Val_Dice", *per_class):
-            assert a[col] == b[col] == c[col] or (float(a[col]) == pytest.approx(float(b[col]), abs=2e-5)
-                                                  and float(a[col]) == pytest.approx(float(c[col]), abs=2e-6)), col
+            assert b[col] == c[col] or float(b[col]) == pytest.approx(float(c[col]), abs=2e-5), col
     side = json.loads((two / "metrics" / f"run_{run_id}.json").read_text())
     assert side["labels"] == ["background", "organ", "tumour"] and side["world_size"] == 2
     assert side["config"]["patch_size"] == "32 32 16" and side["config"]["spatial_dims"] == "3"

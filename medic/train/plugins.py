@@ -39,7 +39,22 @@ def check_plugin(spec: str, what: str) -> None:
                          f"it must be importable from {os.getcwd()}")
 
 
+# spec → its callable: a plug-in imported early (``import_plugins``) is not imported again, so a
+# file plug-in's top-level code runs once per process
+_LOADED: dict[str, object] = {}
+
+
+def import_plugins(cfg) -> None:
+    """Import the run's ``--model`` and ``--dataset`` modules now, in the process that trains
+    with them: a module that fails to import is reported before the training sets up."""
+    for what in ("model", "dataset"):
+        if getattr(cfg, what):
+            load_plugin(getattr(cfg, what), what)
+
+
 def load_plugin(spec: str, what: str):
+    if spec in _LOADED:
+        return _LOADED[spec]
     _ensure_cwd_on_path()
     module_name, _, attr = spec.rpartition(":")
     try:
@@ -50,6 +65,7 @@ def load_plugin(spec: str, what: str):
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise MedicError(f"--{what} {spec!r}: {module_name!r} has no callable {attr!r}")
+    _LOADED[spec] = fn
     return fn
 
 

@@ -11,7 +11,8 @@ missing, as it would on a machine without them, and only what would use them is 
 (MONAI's Ignite engines and handlers, bundle schema checks, its plotting and CSV helpers).
 They stay importable afterwards: holding back lasts only while MONAI loads. A run with a
 ``--model`` or ``--dataset`` plug-in, which may use any of MONAI, imports it whole, as does any
-run with ``MEDIC_IMPORT_ALL=1`` in the environment.
+run with ``MEDIC_IMPORT_ALL=1`` in the environment; ``MEDIC_IMPORT_ALL=0`` holds them back
+for plug-ins too (plug-ins that use none of MONAI's Ignite, MLflow, schema or plotting parts).
 
 The import runs in a thread started before the rendezvous, so it overlaps with the wait for
 the other ranks (``load`` returns a handle; ``join`` before the first use of MONAI).
@@ -43,8 +44,12 @@ class _HoldBack:
 
 def needs_all(cfg) -> bool:
     """Whether the run may use any of MONAI: a plug-in (for a resumed run, one recorded in its
-    sidecar, or a run whose options cannot be read yet), or asked for by the environment."""
-    if cfg.model or cfg.dataset or os.environ.get(IMPORT_ALL_ENV):
+    sidecar, or a run whose options cannot be read yet), or asked for by the environment
+    (``MEDIC_IMPORT_ALL=0``: never)."""
+    setting = os.environ.get(IMPORT_ALL_ENV, "")
+    if setting == "0":
+        return False
+    if cfg.model or cfg.dataset or setting:
         return True
     return bool(cfg.resume) and resumed_with_plugin(cfg)
 

@@ -85,7 +85,6 @@ def check_writable(root: Path) -> None:
 
 def resolve_resume(project: Project, spec: str) -> Path:
     """``latest`` | a run id | a checkpoint path → the checkpoint file to resume from."""
-    from medic.train.outputs import checkpoint as ckpt  # torch: only when resuming
     path = Path(spec)
     if spec.endswith(".pth") or path.is_file():
         if not path.is_file():
@@ -100,6 +99,7 @@ def resolve_resume(project: Project, spec: str) -> Path:
         known = spec in project.run_ids()
         raise RunNotFoundError(f"--resume: run {spec} " + ("has no checkpoints yet" if known else "does not exist")
                                + f" (looked in {folder})")
+    from medic.train.outputs import checkpoint as ckpt  # torch: only to read a checkpoint
     path, _ = ckpt.newest_intact(folder, warn=lambda m: print(m, file=sys.stderr))
     return path
 

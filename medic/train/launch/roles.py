@@ -24,6 +24,7 @@ from medic.store.paths import Project, reserve_run_id
 from medic.store.stages import hold_at
 from medic.train.launch.checks import check_before_start, plan_resume
 from medic.train.launch.torchrun import EXIT_FILE_ENV, launch
+from medic.train.plugins import import_plugins
 
 HANDLED_CODES = (2, 3, 130)  # a user error, a non-finite loss, a graceful stop
 
@@ -55,10 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     explicit = explicit_options(argv)
     project = Project.at(cfg.output_dir or None)
     check_before_start(cfg, project, explicit)
-    run_id = None
-    if not cfg.resume:  # claimed now, before torch loads: the run is listed from its first second
-        run_id = os.environ.get("MEDIC_RUN_ID") or reserve_run_id(project)
-        Heartbeat.of(project, run_id).start()
+    if cfg.resume:  # settled here too, as the launcher of several processes does: before MONAI
+        # loads and the process group starts, so a refused resume is reported at once
+        new, resumed_id, path = plan_resume(cfg, explicit, project)
+        import_plugins(new)  # this process trains with them: a broken one is reported at once
+        return worker_main(new, explicit, plan=(new.to_dict(), resumed_id, str(path)))
+    # the user's modules, which this process imports anyway: one that fails is reported before
+    # the claim, so it leaves nothing (a plug-in that imports torch delays the claim that much)
+    import_plugins(cfg)
+    # claimed now, before MONAI loads: the run is listed from its first seconds
+    run_id = os.environ.get("MEDIC_RUN_ID") or reserve_run_id(project)
+    Heartbeat.of(project, run_id).start()
     return worker_main(cfg, explicit, run_id=run_id)
 
 
@@ -107,7 +115,9 @@ def end_process(main) -> NoReturn:
 
 
 def worker_main(cfg: TrainConfig, explicit: set[str], checked: bool = True,
-                run_id: str | None = None) -> int:
+                run_id: str | None = None, plan: tuple[dict, str, str] | None = None) -> int:
+    """One rank's training. ``run_id``: claimed by the launching process; ``plan``: the
+    (config, run id, checkpoint) of a resume that this process has already settled."""
     # torch and MONAI load here, after the checks (a mistake is reported seconds sooner)
     from torch.distributed.elastic.multiprocessing.errors import record
 
@@ -115,6 +125,8 @@ def worker_main(cfg: TrainConfig, explicit: set[str], checked: bool = True,
     hold_at("torch")
 
     def decide():  # runs on rank 0 only
+        if plan:
+            return plan
         project = Project.at(cfg.output_dir or None)
         if not checked:
             check_before_start(cfg, project, explicit)
