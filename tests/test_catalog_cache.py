@@ -219,9 +219,10 @@ def test_two_listings_at_once_each_see_whole_caches(five):
     for k in range(40):  # enough runs that the two processes' reads and writes overlap
         write_run(five, f"20250201_0000{k:02d}", epochs=3, status=None)
     expected = runs(five, cached=False).to_csv(index=False)
-    script = ("import os, sys, medic\n"
+    script = ("import contextlib, os, sys, medic\n"
               "for _ in range(4):\n"
-              "    os.unlink(sys.argv[2]) if os.path.exists(sys.argv[2]) else None\n"
+              "    with contextlib.suppress(FileNotFoundError):  # the other process may remove it first\n"
+              "        os.unlink(sys.argv[2])\n"
               "    sys.stdout.write(medic.runs(sys.argv[1]).to_csv(index=False) + '\\x00')\n")
     path = cache_path(Project.at(five))
     procs = [subprocess.Popen([sys.executable, "-c", script, str(five), str(path)], stdout=subprocess.PIPE,
