@@ -33,36 +33,41 @@ def drivers_dir(root: Path, sweep_id: str) -> Path:
     return sweep_dir(root, sweep_id) / "drivers"
 
 
+def _driver_files(root: Path, sweep_id: str):
+    """Each readable driver file of the sweep as (path, its record)."""
+    folder = drivers_dir(root, sweep_id)
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            yield path, json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+
+
+def _alive_here(info: dict) -> bool:
+    return info.get("host") == socket.gethostname() and pid_alive(info.get("pid"), start_ticks=info.get("ticks"))
+
+
 def other_drivers(root: Path, sweep_id: str, own: Path | None = None) -> bool:
     """Whether a driver of the sweep other than ``own`` (its file) is alive: on this host by its
     pid, elsewhere by its file's heartbeat."""
-    folder = drivers_dir(root, sweep_id)
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+    for path, info in _driver_files(root, sweep_id):
         if path == own:
             continue
-        try:
-            info = json.loads(path.read_text(encoding="utf-8"))
-            fresh = time.time() - path.stat().st_mtime <= st.FILE_GRACE_SECONDS
-        except (OSError, ValueError):
+        if info.get("host") == socket.gethostname():
+            if _alive_here(info):
+                return True
             continue
-        if pid_alive(info.get("pid"), start_ticks=info.get("ticks")) if info.get("host") == socket.gethostname() \
-                else fresh:
-            return True
+        try:
+            if time.time() - path.stat().st_mtime <= st.FILE_GRACE_SECONDS:
+                return True
+        except OSError:
+            continue
     return False
 
 
 def live_drivers(root: Path, sweep_id: str) -> list[int]:
     """Pids of this host's drivers of the sweep that are still running."""
-    found = []
-    folder = drivers_dir(root, sweep_id)
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            info = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if info.get("host") == socket.gethostname() and pid_alive(info.get("pid"), start_ticks=info.get("ticks")):
-            found.append(int(info["pid"]))
-    return found
+    return [int(info["pid"]) for _, info in _driver_files(root, sweep_id) if _alive_here(info)]
 
 
 def stop_file(root: Path, sweep_id: str) -> Path:

@@ -36,6 +36,11 @@ def _optuna():
     return optuna
 
 
+def journal_path(url: str) -> str:
+    """The file of a ``journal://PATH`` (or ``journal:PATH``) storage URL."""
+    return url.removeprefix("journal://") if url.startswith("journal://") else url.removeprefix("journal:")
+
+
 def open_storage(url: str):
     """The storage at ``url``: a database URL (``sqlite:///path``, ``postgresql://...``), or
     ``journal://PATH``, Optuna's journal file with its lock (for a folder on a shared file system)."""
@@ -44,7 +49,7 @@ def open_storage(url: str):
     if url.startswith("journal:"):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
-        path = url.removeprefix("journal://") if url.startswith("journal://") else url.removeprefix("journal:")
+        path = journal_path(url)
         try:  # the symlink lock: atomic on NFS too, where an open(O_EXCL) lock may not be
             return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileSymlinkLock(path)))
         except Exception as err:
@@ -145,8 +150,7 @@ def release_stale_lock(url: str) -> bool:
     period (30 s) at every start. An append holds the lock for milliseconds."""
     if not url.startswith("journal:"):
         return False
-    path = Path((url.removeprefix("journal://") if url.startswith("journal://") else url.removeprefix("journal:"))
-                + ".lock")
+    path = Path(journal_path(url) + ".lock")
     try:
         if time.time() - path.lstat().st_mtime > 2:
             path.unlink()
