@@ -1,5 +1,5 @@
-"""medic analyze: figures (panel titles and plotted data), reports (every SPEC §5 field, en/zh),
-batch analysis (spikes, non-finite values, downsampling), tolerant reading, and bad input through
+"""medic analyze: figures (panel titles and plotted data), reports (every field the files reference
+lists, en/zh), batch analysis (spikes, non-finite values, downsampling), tolerant reading, and bad input through
 the real CLI."""
 
 from __future__ import annotations

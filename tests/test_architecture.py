@@ -187,7 +187,7 @@ def part_of(module: str) -> str:
     if module in BASE:
         return "base"
     part = module.split(".")[1]
-    if part in ("analyze",):  # ``python -m medic.analyze``: the command, kept where SPEC puts it
+    if part in ("analyze",):  # ``python -m medic.analyze``: a command, kept at the path users type
         return "commands"
     return part
 
