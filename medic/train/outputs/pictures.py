@@ -18,7 +18,7 @@ import numpy as np
 
 from medic.store.files import write_atomic
 from medic.train.metrics import class_names
-from medic.train.outputs.overlay import Shown, best_figure, save, strip_figure
+from medic.train.outputs.overlay import Shown, best_picture, save, strip_picture
 from medic.train.sliding import to_source
 
 PICTURE_CASES = 4
@@ -61,7 +61,7 @@ def save_best_picture(folder: Path, epoch: int, rows: list[Shown], label_names: 
                       title: str, orientation: str = "image") -> None:
     """``results/<id>/best_epoch_N.png`` from the rows the validation kept (``shown``): drawn as
     the strip is, same plane, same colours."""
-    save(folder / f"best_epoch_{epoch}.png", best_figure, rows, label_names, n_classes, title, orientation)
+    save(folder / f"best_epoch_{epoch}.png", best_picture, rows, label_names, n_classes, title, orientation)
 
 
 def label_names(data, cfg) -> list[str]:
@@ -72,7 +72,7 @@ def label_names(data, cfg) -> list[str]:
 def save_validation_strip(results: Path, run_id: str, epoch: int, val, data, cfg) -> None:
     """``results/<id>/strip/epoch_N.png``: the first validation cases, as the best epoch's picture
     shows them (same plane, same colours)."""
-    save(results / "strip" / f"epoch_{epoch}.png", strip_figure, val.strip, label_names(data, cfg), cfg.num_classes,
+    save(results / "strip" / f"epoch_{epoch}.png", strip_picture, val.strip, label_names(data, cfg), cfg.num_classes,
                f"Run {run_id}, epoch {epoch}: validation", orientation(cfg) if data.volumes is not None else "image")
 
 

@@ -19,6 +19,7 @@ from them.)
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -72,6 +73,11 @@ class Writer:
             raise err
 
     def _run(self) -> None:
+        # one thread of torch's own here: a second team of OpenMP threads, even idle, makes every
+        # team's waits yield the CPU sooner (more threads than cores), and the training thread's
+        # steps then take a third longer on a CPU; the writer's few tensor operations need none
+        torch.set_num_threads(1)
+        yield_to_training()
         while True:
             with self._cv:
                 while not self._jobs:
@@ -87,6 +93,21 @@ class Writer:
                 with self._cv:
                     self._busy = False
                     self._cv.notify_all()
+
+
+def yield_to_training() -> None:
+    """The calling thread runs at the lowest CPU priority (Linux: a thread's own nice value), so
+    that on a machine whose cores the training keeps busy (a CPU run) the outputs take the time
+    it leaves rather than slowing its steps; with a GPU the CPU is mostly idle and they are
+    written at once. Whatever waits, a newer job of the same key replaces."""
+    tid = threading.get_native_id()
+    try:
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, 19)
+        except (AttributeError, OSError):  # not allowed: the normal priority
+            pass
 
 
 def join_all(*writers: Writer) -> None:
