@@ -14,6 +14,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 from _train_helpers import only_run_id, read_csv, train
 from _volume_helpers import make_decathlon
 from conftest import PY, child_env
@@ -115,3 +116,33 @@ def test_a_resume_goes_on_from_the_best_model_on_disk(tmp_path):
     assert best_on_disk(tmp_path, 0.7, 3) == (0.5, 2)
     assert best_on_disk(tmp_path, 0.5, 2) == (0.5, 2)
     assert best_on_disk(tmp_path / "elsewhere", 0.7, 3) == (0.7, 3)
+
+
+def test_the_writer_runs_on_one_torch_thread_and_waits_while_the_training_loop_runs(monkeypatch):
+    """A writer with torch's full pool would make a second OpenMP team beside the training's, and
+    one working during the training steps would take their cores (each step slower on a CPU)."""
+    import torch
+
+    from medic.train.outputs import gate as gates
+    from medic.train.outputs.writer import Writer
+    before, seen, gate = torch.get_num_threads(), {}, gates.Gate()
+    writer, ran = Writer(gate), threading.Event()
+
+    def job():
+        seen["threads"] = torch.get_num_threads()
+        ran.set()
+    gate.close()  # the training loop starts
+    writer.submit(job)
+    assert not ran.wait(0.5)
+    gate.open()  # it ends
+    assert ran.wait(10)
+    writer.join()
+    assert seen == {"threads": 1}
+    assert torch.get_num_threads() == before  # the training thread's own pool is untouched
+
+    monkeypatch.setattr(gates, "HOLD_LIMIT_S", 0.3)  # a long training loop: the writers go on alongside
+    ran.clear()
+    gate.close()
+    writer.submit(job)
+    assert ran.wait(10)
+    writer.join()

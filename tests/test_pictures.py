@@ -88,3 +88,20 @@ def test_the_figures_of_a_3d_run_name_it_and_show_overlays(tmp_path, runs_3d):
                          (predicted, "prediction.png")]:
         shutil.copyfile(source, ARTIFACTS / f"figure_{name}")
     assert PANEL_PX >= 256
+
+
+@pytest.mark.parametrize("orientation, quadrant", [("image", (0, 1)), ("columns", (1, 0)), ("ras", (0, 0))])
+def test_a_class_is_drawn_in_its_colour_where_the_orientation_puts_it(orientation, quadrant):
+    """Rows 0-3, columns 12-15 of the array: top right as an image is; bottom left when MONAI read
+    the picture columns first; top left in RAS (x to the right, y up)."""
+    from medic.train.outputs.overlay import ALPHA, CLASS_COLORS, tile
+    image, labels = np.zeros((16, 16), np.float32), np.zeros((16, 16), np.uint8)
+    labels[0:4, 12:16] = 1
+    pixels = np.asarray(tile(image, labels, 2, orientation)).astype(int)
+    assert pixels.shape == (PANEL_PX, PANEL_PX, 3)
+    red = int(CLASS_COLORS[0][1:3], 16)
+    for row in (0, 1):
+        for col in (0, 1):
+            y, x = (row * 3 + 0.5) * PANEL_PX // 4, (col * 3 + 0.5) * PANEL_PX // 4  # a corner block's middle
+            expected = round(ALPHA * red) if (row, col) == quadrant else 0
+            assert abs(pixels[int(y), int(x), 0] - expected) <= 1, (orientation, row, col, pixels[int(y), int(x)])

@@ -220,3 +220,36 @@ def test_the_built_in_data_and_the_default_model_in_3d():
     logits = build_model(cfg, in_channels=1)(image[None])
     assert logits.shape == (1, 2, 32, 32, 32)
     assert torch.isfinite(build_loss()(logits, mask[None]))
+
+
+ALLOCATIONS = r"""
+import resource, sys
+import torch
+from medic.train.data import heap
+
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+def churn():  # a training step's buffers: allocated, written, freed, 20 times
+    before = faults()
+    for _ in range(20):
+        torch.ones(1 << 20)  # 4 MB
+    return faults() - before
+
+heap.return_freed_buffers()  # as while the cache fills
+churn()
+filling = churn()
+heap.keep_working_buffers()  # once it is full
+churn()
+print(filling, churn())
+"""
+
+
+def test_step_buffers_are_reused_once_the_cache_is_full():
+    """While the cache fills, freed buffers go back to the system (each new one is fresh pages,
+    ~1000 faults per 4 MB); afterwards a step's buffers are reused from the heap."""
+    proc = subprocess.run([PY, "-c", ALLOCATIONS], env=child_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    filling, training = map(int, proc.stdout.split())
+    assert filling >= 20 * 900, filling  # each 4 MB block mapped afresh
+    assert training < 2000, training     # the same heap memory again

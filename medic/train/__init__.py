@@ -10,6 +10,7 @@ it: ``launch/`` never does, so a mistake is reported before torch loads; tests e
       folders     2D images/ and masks/ folders (checked without torch)
       layouts     Decathlon and nnU-Net layouts (read and checked without torch)
       volumes     3D volumes through MONAI's transforms and caches
+      heap        what the process does with large freed buffers, while the cache fills and after
       splits      k-fold splits, nnU-Net's included
       caseinfo    the train/val case names and the data set's fingerprint in the sidecar
       monai_loader  MONAI, loaded for what a run uses while the process group forms

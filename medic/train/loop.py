@@ -239,7 +239,10 @@ class RankRun:
             t0 = time.perf_counter() - es.elapsed
             step.model.train()
             timer = EpochTimer(self.device)
-            if train_epoch(step, data.loader, es, epoch, first, data.steps, timer):
+            self.outputs.gate.close()  # the writers wait while the steps run
+            stopped = train_epoch(step, data.loader, es, epoch, first, data.steps, timer)
+            self.outputs.gate.open()
+            if stopped:
                 es.elapsed = time.perf_counter() - t0
                 self.outputs.join()  # before the resume point that follows them
                 if r.is_main:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from medic.store.files import write_json_atomic
+from medic.train.outputs.gate import pause
 
 # test hook: seconds a process sleeps before writing its best masks (a slow disk, on purpose):
 # "S" for rank 0, "S0,S1,..." per rank
@@ -83,6 +84,7 @@ class BestFiles:
         (self.results / ".ranks").mkdir(parents=True, exist_ok=True)
         write_json_atomic(rank_file(self.results, self.rank), {"epoch": self.epoch, "cases": cases})
         if self.picture is not None:
+            pause()
             self.picture()
         if self.checkpoint is None:
             return

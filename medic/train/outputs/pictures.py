@@ -46,8 +46,10 @@ def write_best_masks(folder: Path, cases, pre, records: list[dict]) -> list[str]
     shard), each mapped back onto its case's own grid and affine (MONAI's ``Invertd``, as
     ``medic predict`` does), as ``best_masks/<case>.nii.gz``; only for NIfTI inputs. Returns the
     cases written."""
+    from medic.train.outputs.gate import pause
     written = []
     for info, classes in cases:
+        pause()  # a writer's job: each case between two training loops
         record = records[info["index"]]
         first = record["image"] if isinstance(record["image"], str) else record["image"][0]
         if first.lower().endswith((".nii", ".nii.gz")):

@@ -10,7 +10,8 @@ from them.)
                   has two: rank 0's case tables, strips and sidecar progress; and its best
                   epoch's files (``medic.train.outputs.best``: masks, picture, best_model.pth).
                   Both are waited for only at a stop and at the end, where no other process
-                  waits for this one at a collective.
+                  waits for this one at a collective. They work while the model validates and
+                  between epochs, not during the training steps (``medic.train.outputs.gate``).
     Predictions   what one validation keeps of its own shard for those outputs: per case its
                   predicted classes as bytes (uint8) with the metadata that maps them back onto
                   the case's grid and affine; on rank 0 the picture's first cases, by name, as
@@ -19,7 +20,6 @@ from them.)
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -30,16 +30,18 @@ from typing import Callable
 import torch
 
 from medic.train.outputs.best import forget_own
+from medic.train.outputs.gate import Gate, pause, serve
 from medic.train.outputs.overlay import Shown, shown
 
 Job = tuple  # (a function of no arguments, its key or None)
 
-
 class Writer:
     """A background thread that runs write jobs in order (keyed jobs replace their queued
-    namesake). A job's exception is raised again by the next ``submit`` or ``join``."""
+    namesake). A job's exception is raised again by the next ``submit`` or ``join``. With a
+    ``gate``, each job (and each step of one, ``pause``) waits at it."""
 
-    def __init__(self):
+    def __init__(self, gate: Gate | None = None):
+        self.gate = gate
         self._jobs: deque[tuple[str | None, Callable[[], None]]] = deque()
         self._cv = threading.Condition()
         self._busy = False
@@ -77,11 +79,13 @@ class Writer:
         # team's waits yield the CPU sooner (more threads than cores), and the training thread's
         # steps then take a third longer on a CPU; the writer's few tensor operations need none
         torch.set_num_threads(1)
-        yield_to_training()
+        serve(self.gate)
         while True:
             with self._cv:
                 while not self._jobs:
                     self._cv.wait()
+            pause()
+            with self._cv:
                 _, job = self._jobs.popleft()
                 self._busy = True
             try:
@@ -93,21 +97,6 @@ class Writer:
                 with self._cv:
                     self._busy = False
                     self._cv.notify_all()
-
-
-def yield_to_training() -> None:
-    """The calling thread runs at the lowest CPU priority (Linux: a thread's own nice value), so
-    that on a machine whose cores the training keeps busy (a CPU run) the outputs take the time
-    it leaves rather than slowing its steps; with a GPU the CPU is mostly idle and they are
-    written at once. Whatever waits, a newer job of the same key replaces."""
-    tid = threading.get_native_id()
-    try:
-        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):  # not Linux
-        try:
-            os.setpriority(os.PRIO_PROCESS, tid, 19)
-        except (AttributeError, OSError):  # not allowed: the normal priority
-            pass
 
 
 def join_all(*writers: Writer) -> None:
@@ -127,7 +116,8 @@ class Outputs:
     """
 
     def __init__(self, results: Path, rank: int):
-        self.files, self.masks = Writer(), Writer()
+        self.gate = Gate()  # closed while the training loop runs
+        self.files, self.masks = Writer(self.gate), Writer(self.gate)
         self.ended = threading.Event()
         forget_own(results, rank)  # before the first epoch: rank 0 looks only after one
 
@@ -142,6 +132,7 @@ class Outputs:
         no job waits for other processes any more."""
         if ended:
             self.ended.set()
+        self.gate.open()
         join_all(self.files, self.masks)
 
 
@@ -175,6 +166,7 @@ def case_jobs(results: Path, run_id: str, epoch: int, best_epoch: int, val, data
     def write() -> None:
         write_case_table(results, epoch, val.cases, names)
         prune_case_tables(results, {epoch, best_epoch})
+        pause()
         save_validation_strip(results, run_id, epoch, val, data, cfg)
     return [(write, None)]
 
