@@ -265,8 +265,12 @@ def compare(size: tuple[int, int, int], rounds: int, epochs: int, work: Path, th
         per[name]["rss_mb"] = max(r["rss_mb"] for r in rs)
     per["medic"]["output_s"] = median(median(r["output_s"][1:]) for r in runs["medic"])
     ratios = {part: per["medic"][part] / per["reference"][part] for part in ("train_s", "val_s", "wall_s")}
+    # each round's own ratio (the two runs of a round see the same machine)
+    paired = {part: [median(m[part][1:]) / median(r[part][1:]) for m, r in zip(runs["medic"], runs["reference"])]
+              for part in ("train_s", "val_s")}
     return {"size": size, "rounds": rounds, "epochs": epochs, "cases": cases, "threads": threads, "loads": loads,
-            "medic": per["medic"], "reference": per["reference"], "ratios": ratios, "runs": runs}
+            "medic": per["medic"], "reference": per["reference"], "ratios": ratios, "per_round": paired,
+            "runs": runs}
 
 
 GOALS = {"train_s": 1 / 0.95, "val_s": 1 / 0.95, "wall_s": 1 / 0.90}
@@ -286,6 +290,10 @@ def markdown(results: list[dict]) -> str:
     return (table(["volumes", "part", "medic", "hand-written MONAI", "medic's cost", "goal"], rows)
             + f"\n\nmedic's Output_Seconds (median of epochs 2-): "
             + ", ".join(f"{r['medic']['output_s']:.3f} s" for r in results)
+            + ". Each round's own ratio, training part / validation: "
+            + "; ".join(f"{'x'.join(map(str, r['size']))}: "
+                        + ", ".join(f"{t:.2f}x / {v:.2f}x" for t, v in zip(r["per_round"]["train_s"], r["per_round"]["val_s"]))
+                        for r in results)
             + f". Load average at each round: {loads}.\n")
 
 

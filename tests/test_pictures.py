@@ -97,7 +97,7 @@ def test_a_class_is_drawn_in_its_colour_where_the_orientation_puts_it(orientatio
     from medic.train.outputs.overlay import ALPHA, CLASS_COLORS, tile
     image, labels = np.zeros((16, 16), np.float32), np.zeros((16, 16), np.uint8)
     labels[0:4, 12:16] = 1
-    pixels = np.asarray(tile(image, labels, 2, orientation)).astype(int)
+    pixels = np.asarray(tile(image, labels, orientation)).astype(int)
     assert pixels.shape == (PANEL_PX, PANEL_PX, 3)
     red = int(CLASS_COLORS[0][1:3], 16)
     for row in (0, 1):
