@@ -116,6 +116,10 @@ def test_a_resume_goes_on_from_the_best_model_on_disk(tmp_path):
     assert best_on_disk(tmp_path, 0.7, 3) == (0.5, 2)
     assert best_on_disk(tmp_path, 0.5, 2) == (0.5, 2)
     assert best_on_disk(tmp_path / "elsewhere", 0.7, 3) == (0.7, 3)
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "best_model.pth").write_bytes((tmp_path / "best_model.pth").read_bytes()[:200])
+    assert best_on_disk(damaged, 0.7, 3) == (0.7, 3)  # guides no better than last.pth
 
 
 def test_the_writer_runs_on_one_torch_thread_and_waits_while_the_training_loop_runs(monkeypatch):

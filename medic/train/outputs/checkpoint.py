@@ -86,14 +86,14 @@ def write_checkpoint(path: Path, data: bytes) -> None:
     files.write_atomic(path, write, durable=True)
 
 
-def load(path: str | os.PathLike) -> dict:
+def load(path: str | os.PathLike, mmap: bool = False) -> dict:
     """Load a checkpoint safely; a ``MedicError`` says whether it is missing, cut short, foreign
-    or unsafe."""
+    or unsafe. ``mmap``: the tensors are mapped from the file, not read (to look at its record)."""
     path = Path(path)
     if not path.is_file():
         raise RunNotFoundError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # the unpickler and the zip reader raise many types
         text = str(err).strip() or type(err).__name__  # an empty file raises a bare EOFError
         lines = [line.strip() for line in text.splitlines() if line.strip()]

@@ -85,7 +85,7 @@ def best_on_disk(folder: Path, best: float | None, best_epoch: int) -> tuple[flo
     one that is, and the next validated epoch better than it writes both again."""
     path = folder / "best_model.pth"
     try:
-        saved = ckpt.load(path) if best_epoch and path.is_file() else None
+        saved = ckpt.load(path, mmap=True) if best_epoch and path.is_file() else None  # its record, not its weights
     except MedicError:  # a damaged one guides no better than last.pth
         saved = None
     if saved is not None and saved["epoch"] < best_epoch:
