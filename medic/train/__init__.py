@@ -20,6 +20,7 @@ it: ``launch/`` never does, so a mistake is reported before torch loads; tests e
       writer      background writers of an epoch's outputs; the best masks and picture from
                   the validation's own predictions
       best        a best epoch's files in order: every process's masks, then best_model.pth
+      gate        the writers wait while the training loop runs, and work while the model validates
       casefiles   per-case tables of each validation, top-k checkpoints
       pictures    the best epoch's picture, best masks and the validation strip
       overlay     drawing masks over images (one style for every picture)
