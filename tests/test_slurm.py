@@ -146,7 +146,14 @@ def test_a_queued_run_cannot_be_resumed_and_stops_without_training(tmp_path, env
     assert side["status"] == "queued" and side["launcher"] == "slurm" and side["slurm"]["job_id"] == job_id
     assert side["slurm"]["request"]["slurm_args"] == "--begin=now+1hour"
     runs = medic(tmp_path, "runs", env=env)
-    assert run_id in runs.stdout and "queued" in runs.stdout, runs.stdout + runs.stderr
+    assert run_id in runs.stdout and "queued (BeginTime)" in runs.stdout, runs.stdout + runs.stderr  # why it waits
+    from medic.live.session import LiveMonitor
+    monitor = LiveMonitor(run_id, tmp_path, interactive=False)
+    with pytest.MonkeyPatch.context() as mp:  # this process asks the test cluster's squeue
+        for name in ("SLURM_CONF", "PATH"):
+            mp.setenv(name, env[name])
+        monitor.step()
+    assert monitor.status == "queued (BeginTime)"
     before = files_in(tmp_path), (tmp_path / "metrics" / f"run_{run_id}.json").read_bytes()
     proc = medic(tmp_path, "train", "--launcher", "slurm", "--resume", run_id, env=env)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1

@@ -17,6 +17,8 @@ from medic.store.files import shown_path
 from medic.store.runlist import SUMMARY_COLUMNS, added_summaries
 from medic.store.runfilter import KNOWN_STATUSES, RANKED
 from medic.store.paths import Project
+from medic.store.sidecar import read_sidecar
+from medic.store.status import shown_status
 
 INT_OPTIONS = {f.name: int for f in fields(TrainConfig) if f.type in (int, "int")}
 
@@ -139,5 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no runs in {project.metrics}" if not filters else "no run matches " +
               " ".join(f"--{k} {v}" for k, v in filters.items()))
         return 0
+    queued = frame["status"] == "queued"  # a SLURM run's: why its job waits, from squeue now
+    if queued.any():
+        frame.loc[queued, "status"] = [shown_status("queued", read_sidecar(project.sidecar(run_id)))
+                                       for run_id in frame.loc[queued, "run_id"]]
     print(format_table(frame, args.all, args.by))
     return 0

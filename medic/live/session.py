@@ -27,7 +27,7 @@ from medic.live.feed import Progress, RunFeed, format_seconds
 from medic.live.strip import newest_strip
 from medic.store import columns as C
 from medic.store.paths import Project
-from medic.store.status import FINISHED, run_status
+from medic.store.status import FINISHED, run_status, shown_status
 
 STALE_SECONDS = 60.0  # a run id with no file at all counts as gone after this much waiting
 _SHOWN: dict[str, "LiveMonitor"] = {}  # the interactive monitor on show for each run id
@@ -79,7 +79,9 @@ class LiveMonitor:
         if self.job is not None:
             rc = self.job.poll()
             if rc is None:  # a scheduler's job (no local pid) is queued, starting or running
-                return ("running" if self.job.pid is not None else self.job.status or "queued"), False
+                if self.job.pid is not None:
+                    return "running", False
+                return shown_status(self.job.status or "queued", self.job.sidecar), False
             final = (self.feed.read_sidecar() or {}).get("status")
             # gone without an end record: interrupted (the table's word for it)
             return (final if final in FINISHED else "interrupted"), True
@@ -88,7 +90,7 @@ class LiveMonitor:
             status = run_status(self.project, self.run_id, sc)
             if status == "interrupted" and sc is not None:  # it may have just written its verdict
                 status = run_status(self.project, self.run_id)
-            return status, status in FINISHED
+            return shown_status(status, sc), status in FINISHED
         # nothing of the run yet: wait a while for it to appear
         quiet = time.monotonic() - self._started
         return ("interrupted" if quiet > STALE_SECONDS else "waiting"), quiet > STALE_SECONDS

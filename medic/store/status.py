@@ -136,3 +136,20 @@ def slurm_status(sidecar: dict[str, Any], status: str, fresh: bool) -> str:
     # the job ended and nothing recorded how: cancelled or killed through SLURM (scancel; the
     # training may have saved a checkpoint on the SIGTERM that comes first), a node lost
     return "interrupted"
+
+
+def waiting_reason(sidecar: dict[str, Any] | None) -> str:
+    """Why a SLURM run's job waits (``Priority``, ``Resources``, ``BeginTime``), from ``squeue``
+    (one cached call for every run); empty when it does not wait, or when nothing says."""
+    info = (sidecar or {}).get("slurm")
+    if not isinstance(info, dict) or not info.get("job_id"):
+        return ""
+    state = squeue.job(info["job_id"])
+    return state.reason if state is not None and state.waiting and state.reason not in ("", "None") else ""
+
+
+def shown_status(status: str, sidecar: dict[str, Any] | None) -> str:
+    """``status`` as a person reads it: a queued SLURM run says why its job waits
+    (``queued (Priority)``); every other status as it is."""
+    reason = waiting_reason(sidecar) if status == "queued" else ""
+    return f"{status} ({reason})" if reason else status
