@@ -24,14 +24,15 @@ TEXT = {
     "en": {"title": "Where the time goes", "rate": "Mean throughput: {v:.1f} samples/s",
            "wait": "Data wait: {s:.2f} s of {t:.2f} s ({p:.1f}% of the epochs)",
            "val": "Validation: {s:.2f} s ({p:.1f}% of the epochs)",
-           "outputs": "Outputs (checkpoints, masks, pictures, case tables): {s:.2f} s ({p:.1f}% of the wall time)",
+           "outputs": "Outputs between epochs (checkpoints; masks, pictures and case tables are written in the "
+                      "background while the model validates): {s:.2f} s ({p:.1f}% of the wall time)",
            "memory": "Peak memory: {v:.0f} MB",
            "warn": "Warning: the data wait is {p:.0f}% of the epoch time: the loader is the bottleneck: "
                    "raise --num_workers or cache"},
     "zh": {"title": "时间分布", "rate": "平均吞吐量: {v:.1f} 样本/秒",
            "wait": "等待数据: {s:.2f} 秒 / 共 {t:.2f} 秒 (占 {p:.1f}%)",
            "val": "验证: {s:.2f} 秒 (占 {p:.1f}%)",
-           "outputs": "输出 (检查点、掩码、图片、病例表): {s:.2f} 秒 (占总时间 {p:.1f}%)",
+           "outputs": "epoch 之间的输出 (检查点; 掩码、图片和病例表在验证时于后台写入): {s:.2f} 秒 (占总时间 {p:.1f}%)",
            "memory": "峰值内存: {v:.0f} MB",
            "warn": "警告: 等待数据占 epoch 时间的 {p:.0f}%: 数据加载是瓶颈: 请增大 --num_workers 或使用缓存"},
 }

@@ -108,8 +108,8 @@ REGISTRY: dict[str, Column] = {c.name: c for c in (
     _col(DATA_SECONDS, "timing", "min", "s", "time", "seconds the slowest process waited for data"),
     _col(VAL_SECONDS, "timing", "min", "s", "time", "seconds of validation"),
     _col(OUTPUT_SECONDS, "timing", "min", "s", "time",
-         "seconds between epoch rows outside training and validation: the outputs (checkpoints, masks, "
-         "pictures, case tables) and the processes' agreement"),
+         "seconds between epoch rows outside training and validation: the checkpoints, the row, handing "
+         "masks, pictures and case tables to the background writers, and the processes' agreement"),
     _col(PEAK_MEMORY_MB, "memory", "min", "MB", "memory", "the highest peak memory of any process"),
 )}
 
