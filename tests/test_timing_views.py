@@ -42,6 +42,17 @@ def test_the_report_says_where_the_time_goes(project):
     assert "Data_Seconds: final" not in text and "Val_Dice: final" in text
 
 
+def test_the_report_says_what_the_writers_did_in_the_background(project):
+    """The trainer records its background writers' seconds in the sidecar; the report says them
+    (a run without the record has no such line)."""
+    from medic.store.sidecar import update_sidecar
+    timed_run(project, wait=1.0)
+    assert "in the background (" not in report_of(project)
+    update_sidecar(project / "metrics" / f"run_{RUN}.json", background_output_s=3.25)
+    assert "  Outputs written in the background (best masks, pictures, case tables; alongside the validation): " \
+           "3.25 s" in report_of(project).splitlines()
+
+
 def test_a_loader_bound_run_gets_one_warning_line(project):
     timed_run(project, wait=3.0)
     lines = [ln for ln in report_of(project).splitlines() if "bottleneck" in ln]

@@ -139,7 +139,7 @@ def summarize_epochs(epochs: pd.DataFrame, sidecar: dict[str, Any] | None = None
         monitor=monitor, monitor_mode=mode, best_monitored=best_mon, best_monitored_epoch=best_mon_epoch,
         extras=extras, nonfinite_epochs=int((~np.isfinite(loss.to_numpy(dtype=float))).sum()),
         planned_epochs=int(planned) if isinstance(planned, (int, float)) and planned > 0 else None,
-        status=status, timing=summarize_time(epochs))
+        status=status, timing=summarize_time(epochs, side.get("background_output_s")))
 
 
 # --- plotted lines --------------------------------------------------------------------------

@@ -26,6 +26,8 @@ TEXT = {
            "val": "Validation: {s:.2f} s ({p:.1f}% of the epochs)",
            "outputs": "Outputs between epochs (checkpoints; masks, pictures and case tables are written in the "
                       "background while the model validates): {s:.2f} s ({p:.1f}% of the wall time)",
+           "background": "Outputs written in the background (best masks, pictures, case tables; alongside the "
+                         "validation): {s:.2f} s",
            "memory": "Peak memory: {v:.0f} MB",
            "warn": "Warning: the data wait is {p:.0f}% of the epoch time: the loader is the bottleneck: "
                    "raise --num_workers or cache"},
@@ -33,6 +35,7 @@ TEXT = {
            "wait": "等待数据: {s:.2f} 秒 / 共 {t:.2f} 秒 (占 {p:.1f}%)",
            "val": "验证: {s:.2f} 秒 (占 {p:.1f}%)",
            "outputs": "epoch 之间的输出 (检查点; 掩码、图片和病例表在验证时于后台写入): {s:.2f} 秒 (占总时间 {p:.1f}%)",
+           "background": "后台写入的输出 (最佳掩码、图片、病例表; 与验证同时进行): {s:.2f} 秒",
            "memory": "峰值内存: {v:.0f} MB",
            "warn": "警告: 等待数据占 epoch 时间的 {p:.0f}%: 数据加载是瓶颈: 请增大 --num_workers 或使用缓存"},
 }
@@ -50,6 +53,7 @@ class TimeSummary:
     total_s: float
     peak_memory_mb: float
     output_s: float | None = None
+    background_s: float | None = None  # rank 0's writers, overlapping the epochs (the sidecar's)
 
     @property
     def data_share(self) -> float:
@@ -65,8 +69,9 @@ def _column(epochs: pd.DataFrame, name: str) -> np.ndarray:
         else np.full(len(epochs), np.nan)
 
 
-def summarize_time(epochs: pd.DataFrame) -> TimeSummary | None:
-    """The report's timing numbers; None for a CSV without the columns."""
+def summarize_time(epochs: pd.DataFrame, background_s: float | None = None) -> TimeSummary | None:
+    """The report's timing numbers; None for a CSV without the columns. ``background_s``: the
+    seconds rank 0's background writers worked (the sidecar's ``background_output_s``)."""
     if not has_timing(epochs) or epochs.empty:
         return None
     rate, wait, val = (_column(epochs, c) for c in (C.SAMPLES_PER_SECOND, C.DATA_SECONDS, C.VAL_SECONDS))
@@ -77,7 +82,8 @@ def summarize_time(epochs: pd.DataFrame) -> TimeSummary | None:
         val_s=float(np.nansum(val)) if np.isfinite(val).any() else None,
         total_s=float(np.nansum(_column(epochs, C.EPOCH_TIME))),
         peak_memory_mb=float(np.nanmax(memory)) if np.isfinite(memory).any() else float("nan"),
-        output_s=float(np.nansum(outputs)) if np.isfinite(outputs := _column(epochs, C.OUTPUT_SECONDS)).any() else None)
+        output_s=float(np.nansum(outputs)) if np.isfinite(outputs := _column(epochs, C.OUTPUT_SECONDS)).any() else None,
+        background_s=float(background_s) if isinstance(background_s, (int, float)) and background_s > 0 else None)
 
 
 def report_lines(ts: TimeSummary, lang: str) -> list[str]:
@@ -90,6 +96,8 @@ def report_lines(ts: TimeSummary, lang: str) -> list[str]:
     if ts.output_s is not None:
         wall = ts.total_s + ts.output_s
         lines.append("  " + t["outputs"].format(s=ts.output_s, p=100 * ts.output_s / wall if wall else math.nan))
+    if ts.background_s is not None:
+        lines.append("  " + t["background"].format(s=ts.background_s))
     if math.isfinite(ts.peak_memory_mb):
         lines.append("  " + t["memory"].format(v=ts.peak_memory_mb))
     if ts.loader_bound:

@@ -182,7 +182,8 @@ class RankRun:
             self.requeue(message)
         elif self.owns_sidecar:  # total_time: the process's wall time; the run's duration is its epochs' sum
             update_sidecar(self.sidecar, status=status, end_time=now_str(), message=message,
-                           total_time=round(time.time() - self.start_wall, 3))
+                           total_time=round(time.time() - self.start_wall, 3),
+                           background_output_s=round(self.outputs.busy_s(), 3))
         if self.r.is_main:
             clear_stop_request(self.project, self.run_id)  # acted on, or moot now that the run ended
         return code
@@ -211,8 +212,8 @@ class RankRun:
                                     sidecar=False)  # the trainer writes its own (Saver.sidecar_start)
         hold_at("header")
         con.open_log(project.log_file(run_id))
-        self.saver.sidecar_start(self.r, data.steps, extra, resumed, self.resume_path, data.label_names,
-                                 split_record(cfg, data))
+        self.outputs.before_s = self.saver.sidecar_start(self.r, data.steps, extra, resumed, self.resume_path,
+                                                         data.label_names, split_record(cfg, data))
         self.owns_sidecar = True
         self.stop.watch(project, run_id)  # its stop requests and heartbeat: the run is this one's now
         con.startup(root=project.root, dirs={"ckpt_dir": project.checkpoint_dir(run_id),
@@ -313,7 +314,8 @@ class RankRun:
         saves = self.saver.epoch(ts, epoch, is_best, previous, value) if self.r.is_main else []
         masks, saves = best_jobs(kept, data, cfg, results, self.run_id, epoch, saves, self.r, self.outputs.ended,
                                  self.con.error) if is_best and kept is not None else ([], saves)
-        jobs = rank0_jobs(results, self.run_id, epoch, ts, val, data, cfg, self.sidecar) if self.r.is_main else []
+        jobs = rank0_jobs(results, self.run_id, epoch, ts, val, data, cfg, self.sidecar,
+                          self.outputs.busy_s()) if self.r.is_main else []
         if self.r.is_main:
             # a resumed mid-epoch's seconds began before this process: never below 0
             outputs_s = max(0.0, time.perf_counter() - self.row_at - seconds)

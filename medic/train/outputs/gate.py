@@ -3,6 +3,7 @@ thread runs its training loop, unless that loop is long.
 
     Gate    closed by the training thread for its training loop, opened after it
     pause   a writer's job between two steps (a case's mask, a picture) waits at its gate
+    paused  how long a writer has waited there (left out of its working time)
 """
 
 from __future__ import annotations
@@ -34,14 +35,18 @@ class Gate:
     def open(self) -> None:
         self._open.set()
 
-    def wait(self) -> None:
-        if not self._open.is_set():
-            self._open.wait(max(0.0, self._since + HOLD_LIMIT_S - time.monotonic()))
+    def wait(self) -> float:
+        """Wait while closed (at most until ``HOLD_LIMIT_S`` after it closed); the seconds waited."""
+        if self._open.is_set():
+            return 0.0
+        t0 = time.monotonic()
+        self._open.wait(max(0.0, self._since + HOLD_LIMIT_S - t0))
+        return time.monotonic() - t0
 
 
 def serve(gate: Gate | None) -> None:
     """The calling thread is a writer: its ``pause`` waits at ``gate``."""
-    _local.gate = gate
+    _local.gate, _local.paused = gate, 0.0
 
 
 def pause() -> None:
@@ -49,4 +54,9 @@ def pause() -> None:
     elsewhere nothing."""
     gate = getattr(_local, "gate", None)
     if gate is not None:
-        gate.wait()
+        _local.paused += gate.wait()
+
+
+def paused() -> float:
+    """The seconds the calling writer has waited at its gate so far."""
+    return getattr(_local, "paused", 0.0)

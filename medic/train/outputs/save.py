@@ -153,19 +153,21 @@ class Saver:
                           ckpt.serialize(ts.checkpoint(self.run_id, self.cfg, done_epoch, partial)))
 
     def sidecar_start(self, r: dist.Ranks, steps: int, extra: list[str], state: dict | None,
-                      resume_path, labels: list[str] | None = None, split: dict | None = None) -> None:
+                      resume_path, labels: list[str] | None = None, split: dict | None = None) -> float:
         """The sidecar as the run starts: a new record (over the claim that reserved the id, whose
         start time it keeps), or the resumed run's record updated. ``split``: the cases trained
-        on and validated, and the data's fingerprint (``medic.train.data.caseinfo``)."""
+        on and validated, and the data's fingerprint (``medic.train.data.caseinfo``). Returns the
+        seconds of background outputs the run had before (``background_output_s``)."""
         path = self.project.sidecar(self.run_id)
         cfg = self.cfg
         where = {"pid": os.getpid(), "agent_pid": os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None,
                  "host": hostname(), "pid_scope": pid_scope(), "heartbeat_s": heartbeat_interval()}
         if state:
-            mark_resumed(path, {"from_epoch": state["epoch"], "checkpoint": str(resume_path)},
-                         status="running", end_time=None, message="", config=cfg.to_dict(), requeued=None,
-                         epochs=cfg.epochs, world_size=r.world_size, **where, **(split or {}))
-            return
+            record = mark_resumed(path, {"from_epoch": state["epoch"], "checkpoint": str(resume_path)},
+                                  status="running", end_time=None, message="", config=cfg.to_dict(), requeued=None,
+                                  epochs=cfg.epochs, world_size=r.world_size, **where, **(split or {}))
+            before = record.get("background_output_s")
+            return float(before) if isinstance(before, (int, float)) else 0.0
         import monai
         from medic import __version__
         claim = read_sidecar(path) or {}  # the claim; a scheduler's (SLURM) keeps its job and request
@@ -180,3 +182,4 @@ class Saver:
             "versions": {"medic": __version__, "torch": torch.__version__, "monai": monai.__version__,
                          "python": sys.version.split()[0]},
         })
+        return 0.0

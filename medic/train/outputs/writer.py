@@ -21,6 +21,7 @@ from them.)
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
@@ -30,7 +31,7 @@ from typing import Callable
 import torch
 
 from medic.train.outputs.best import forget_own
-from medic.train.outputs.gate import Gate, pause, serve
+from medic.train.outputs.gate import Gate, pause, paused, serve
 from medic.train.outputs.overlay import Shown, shown
 
 Job = tuple  # (a function of no arguments, its key or None)
@@ -42,6 +43,7 @@ class Writer:
 
     def __init__(self, gate: Gate | None = None):
         self.gate = gate
+        self.worked_s = 0.0  # seconds spent in jobs, waits at the gate left out
         self._jobs: deque[tuple[str | None, Callable[[], None]]] = deque()
         self._cv = threading.Condition()
         self._busy = False
@@ -88,6 +90,7 @@ class Writer:
             with self._cv:
                 _, job = self._jobs.popleft()
                 self._busy = True
+            t0, waited = time.perf_counter(), paused()
             try:
                 job()
             except BaseException as err:  # handed to the training thread
@@ -95,6 +98,7 @@ class Writer:
                     self._error = self._error or err
             finally:
                 with self._cv:
+                    self.worked_s += time.perf_counter() - t0 - (paused() - waited)
                     self._busy = False
                     self._cv.notify_all()
 
@@ -118,8 +122,13 @@ class Outputs:
     def __init__(self, results: Path, rank: int):
         self.gate = Gate()  # closed while the training loop runs
         self.files, self.masks = Writer(self.gate), Writer(self.gate)
+        self.before_s = 0.0  # a resumed run's seconds of background outputs before this process
         self.ended = threading.Event()
         forget_own(results, rank)  # before the first epoch: rank 0 looks only after one
+
+    def busy_s(self) -> float:
+        """The seconds both writers have worked so far, with ``before_s`` (a resumed run's)."""
+        return self.before_s + self.files.worked_s + self.masks.worked_s
 
     def submit(self, files: list[Job], masks: list[Job]) -> None:
         """Queue an epoch's jobs, each on its writer."""
@@ -171,13 +180,15 @@ def case_jobs(results: Path, run_id: str, epoch: int, best_epoch: int, val, data
     return [(write, None)]
 
 
-def rank0_jobs(results: Path, run_id: str, epoch: int, ts, val, data, cfg, sidecar: Path) -> list[Job]:
+def rank0_jobs(results: Path, run_id: str, epoch: int, ts, val, data, cfg, sidecar: Path,
+               background_s: float = 0.0) -> list[Job]:
     """Rank 0's epoch outputs: the case table and strip of a validated epoch, then the sidecar's
-    progress (keyed: a newer one replaces a queued older one)."""
+    progress (keyed: a newer one replaces a queued older one), with the seconds its writers have
+    worked so far (``background_output_s``)."""
     from medic.store.sidecar import now_str, update_sidecar
     from medic.train.metrics import class_names
     jobs = case_jobs(results, run_id, epoch, ts.best_epoch, val, data, cfg,
                      class_names(data.train_ds, cfg.num_classes)) if val is not None else []
     jobs.append((partial(update_sidecar, sidecar, epochs_done=epoch, best=ts.best, best_epoch=ts.best_epoch,
-                         updated=now_str()), "sidecar"))
+                         updated=now_str(), background_output_s=round(background_s, 3)), "sidecar"))
     return jobs
