@@ -36,6 +36,7 @@ from medic.train.outputs.overlay import Shown, shown
 
 Job = tuple  # (a function of no arguments, its key or None)
 
+
 class Writer:
     """A background thread that runs write jobs in order (keyed jobs replace their queued
     namesake). A job's exception is raised again by the next ``submit`` or ``join``. With a
