@@ -81,7 +81,8 @@ class LiveMonitor:
             if rc is None:  # a scheduler's job (no local pid) is queued, starting or running
                 if self.job.pid is not None:
                     return "running", False
-                return shown_status(self.job.status or "queued", self.job.sidecar), False
+                sc = self.job.sidecar  # read once: the status and why a queued job waits
+                return shown_status(run_status(self.project, self.run_id, sc) or "queued", sc), False
             final = (self.feed.read_sidecar() or {}).get("status")
             # gone without an end record: interrupted (the table's word for it)
             return (final if final in FINISHED else "interrupted"), True

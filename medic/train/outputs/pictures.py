@@ -18,6 +18,7 @@ import numpy as np
 
 from medic.store.files import write_atomic
 from medic.train.metrics import class_names
+from medic.train.outputs.gate import pause
 from medic.train.outputs.overlay import Shown, best_picture, save, strip_picture
 from medic.train.sliding import to_source
 
@@ -46,7 +47,6 @@ def write_best_masks(folder: Path, cases, pre, records: list[dict]) -> list[str]
     shard), each mapped back onto its case's own grid and affine (MONAI's ``Invertd``, as
     ``medic predict`` does), as ``best_masks/<case>.nii.gz``; only for NIfTI inputs. Returns the
     cases written."""
-    from medic.train.outputs.gate import pause
     written = []
     for info, classes in cases:
         pause()  # a writer's job: each case between two training loops
