@@ -223,7 +223,8 @@ def test_the_built_in_data_and_the_default_model_in_3d():
 
 
 ALLOCATIONS = r"""
-import resource, sys
+import ctypes, resource, sys
+ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: 4 KB pages whatever the machine's THP setting
 import torch
 from medic.train.data import heap
 
